@@ -1,0 +1,154 @@
+"""Hops and paths: what the tracer tells a user, as plain data.
+
+Probe events (numbers: netns inode, ifindex, skb pointer) are turned into `Hop`s
+named in the lab's terms, and hops of one packet into a `Path` that ends in a
+`Verdict`. Views (CLI table, JSON, TUI, pcapng) only read these dataclasses.
+This module imports nothing heavy and is the contract between trace, capture,
+views and the TUI: add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DELIVERED, DROPPED, LOST = "delivered", "dropped", "lost"
+
+
+@dataclass
+class Packet:
+    """Header summary of the packet as seen at one hop (after any rewrite so far)."""
+
+    src: str | None = None            # IP source
+    dst: str | None = None            # IP destination
+    proto: str | None = None          # icmp | udp | tcp | arp | ipv6-icmp | <number>
+    sport: int | None = None          # or ICMP id
+    dport: int | None = None          # or ICMP seq
+    ttl: int | None = None
+    ip_id: int | None = None
+    length: int | None = None
+    eth_src: str | None = None
+    eth_dst: str | None = None
+    info: str | None = None           # "echo-request", "SYN", "who-has 10.0.0.2"
+    outer: "Packet | None" = None     # VXLAN outer header when encapsulated
+    vni: int | None = None
+
+
+@dataclass
+class NfRule:
+    """A netfilter verdict at rule level (from nft monitor trace)."""
+
+    family: str                       # ip | ip6 | inet | bridge
+    table: str
+    chain: str
+    rule: str | None = None           # rule text as iptables-nft/nft prints it
+    handle: int | None = None
+    verdict: str | None = None        # accept | drop | jump X | continue | return
+
+
+@dataclass
+class Hop:
+    """One place a watched packet was seen."""
+
+    ts_ns: int                        # kernel monotonic clock
+    point: str                        # tp:net_dev_queue | tp:netif_receive_skb | nf:FORWARD |
+                                      # tc:ingress | tc:egress | drop | consume | nft
+    host: str | None = None           # Docker host (simulated) name
+    sandbox: str | None = None        # container, overlay sandbox or client name
+    netns: str | None = None
+    device: str | None = None         # interface name in that namespace
+    role: str | None = None           # nettrace.topology.model.Role value
+    hook: str | None = None           # PRE_ROUTING | LOCAL_IN | FORWARD | LOCAL_OUT | POST_ROUTING
+    family: str | None = None         # ipv4 | ipv6 | arp
+    in_dev: str | None = None
+    out_dev: str | None = None
+    verdict: str | None = None        # accept | drop | stolen
+    rule: NfRule | None = None
+    drop_reason: str | None = None    # skb_drop_reason name, e.g. NETFILTER_DROP
+    location: str | None = None       # symbolized kernel location, nft_do_chain+0x3e8
+    packet: Packet | None = None
+    changes: list[str] = field(default_factory=list)   # "dst 10.0.0.1:8080 -> 172.17.0.2:80 (DNAT)"
+    skb: int | None = None            # kernel skb address: a short-lived hint only
+    frame: bytes | None = None        # packet bytes from the L2/L3 header when captured
+
+    @property
+    def place(self) -> str:
+        owner = self.sandbox or self.host or "?"
+        return f"{owner}:{self.device}" if self.device else owner
+
+
+@dataclass
+class Verdict:
+    kind: str                         # delivered | dropped | lost
+    where: str | None = None          # hop.place of the deciding hop
+    reason: str | None = None         # drop reason or delivery detail ("to socket", "to stack")
+    rule: NfRule | None = None        # the netfilter rule that dropped it, when known
+    hop_index: int | None = None
+
+    def line(self) -> str:
+        text = self.kind
+        if self.where:
+            text += f" at {self.where}"
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.rule:
+            text += f" by {self.rule.family} {self.rule.table} {self.rule.chain}"
+            if self.rule.rule:
+                text += f": {self.rule.rule}"
+        return text
+
+
+@dataclass
+class Path:
+    """The journey of one packet (request or reply), hop by hop."""
+
+    lab: str
+    src: str                          # what the user named: container, ip, host:port
+    dst: str
+    proto: str
+    hops: list[Hop] = field(default_factory=list)
+    verdict: Verdict = field(default_factory=lambda: Verdict(LOST))
+    direction: str = "request"        # request | reply
+    reply: "Path | None" = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    events_lost: int = 0              # ring-buffer losses while this path was traced
+    probes_missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Path":
+        d = dict(d)
+        d["hops"] = [_hop_from_dict(h) for h in d.get("hops", [])]
+        d["verdict"] = Verdict(**{**d["verdict"], "rule": _rule(d["verdict"].get("rule"))})
+        d["reply"] = cls.from_dict(d["reply"]) if d.get("reply") else None
+        return cls(**d)
+
+
+def _rule(d: dict | None) -> NfRule | None:
+    return NfRule(**d) if d else None
+
+
+def _packet(d: dict | None) -> Packet | None:
+    if not d:
+        return None
+    return Packet(**{**d, "outer": _packet(d.get("outer"))})
+
+
+def _hop_from_dict(d: dict[str, Any]) -> Hop:
+    frame = d.get("frame")
+    return Hop(**{**d, "rule": _rule(d.get("rule")), "packet": _packet(d.get("packet")),
+                  "frame": base64.b64decode(frame) if frame else None})
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode()
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    return obj
