@@ -1,0 +1,63 @@
+"""The `nettrace` command.
+
+Each concern registers its commands from its own module (listed in COMMAND_MODULES);
+every command calls the same library API the TUI uses. Errors a user can act on
+(`NettraceError`) are printed without a traceback and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from nettrace import __version__
+from nettrace.errors import NettraceError
+
+#: modules that each define `register(cli: click.Group)`
+COMMAND_MODULES = [
+    "nettrace.cli.lab",
+]
+
+
+class NettraceGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NettraceError as exc:
+            click.secho(f"nettrace: {exc}", fg="red", err=True, color=None)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("nettrace: interrupted, cleaned up", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=NettraceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nettrace")
+def cli() -> None:
+    """Where did my packet go, and why was it dropped?
+
+    nettrace rebuilds Docker's network drivers (bridge, host, none, macvlan, overlay)
+    in network namespaces it owns, injects packets from any container, and traces
+    each packet hop by hop with eBPF: veth, bridge, netfilter, VXLAN, macvlan.
+
+    \b
+    Quick start (as root):
+      nettrace lab up bridge          # embedded lab: docker0 with c1 and c2
+      nettrace lab show bridge        # the CNM tree and the firewall
+      nettrace path bridge c1 c2      # every hop of c1 -> c2 and its reply
+      nettrace lab down bridge
+    """
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(cli)
+
+
+def main() -> None:
+    cli(prog_name="nettrace")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
