@@ -35,7 +35,9 @@ def _check(rc: int, what: str) -> None:
 
 
 def path(name: str) -> str:
-    return os.path.join(NETNS_DIR, name)
+    """Bind-mount path of a namespace: a name under /run/netns, or an absolute path
+    (Docker keeps its sandboxes under <exec-root>/netns/<key>)."""
+    return name if name.startswith("/") else os.path.join(NETNS_DIR, name)
 
 
 def exists(name: str) -> bool:
