@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iptables nftables tcpdump tshark python3-bpfcc bpftool iperf3 \
-                busybox-static tmux docker.io containerd runc
+                busybox-static tmux iputils-ping docker.io containerd runc
 STAMP := $(VENV)/.nettrace-setup
 
 .PHONY: setup system venv demo test test-fast bench clean-labs lint

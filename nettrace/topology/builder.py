@@ -1,0 +1,344 @@
+"""Bring a lab up from its spec, and take labs down without a trace.
+
+`up()` is the only code that creates kernel objects for a lab. It works in namespaces
+named nt.<lab>.<...> (never in the root namespace), with one pyroute2 netlink socket per
+namespace, and records every namespace and interface in the `Lab` it returns. If anything
+fails half-way, everything already created is removed before the error is raised.
+
+`down()` does not trust the state file alone: it finds the lab's namespaces by name, so it
+also cleans up after a process that was killed in the middle of `up()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from nettrace.errors import NettraceError, require_root
+from nettrace.topology import firewall, netns
+from nettrace.topology.ipam import UNDERLAY, Ipam
+from nettrace.topology.model import (NS_PREFIX, STATE_DIR, Host, Interface, Lab, Network, Role,
+                                     Scope, ns_name, running_labs)
+from nettrace.topology.spec import LabSpec, NetworkSpec
+
+Progress = Callable[[str], None]
+
+
+def net_id(lab: str, network: str) -> str:
+    """A stable 64-hex network id, as Docker shows them (br-<first 12>)."""
+    return hashlib.sha256(f"nettrace/{lab}/{network}".encode()).hexdigest()
+
+
+def short_hash(*parts: str, n: int = 7) -> str:
+    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:n]
+
+
+def random_mac(*seed: str) -> str:
+    """02:42 + 4 bytes: Docker's bridge MAC layout, stable for a given lab."""
+    h = hashlib.sha1("/".join(seed).encode()).digest()
+    return "02:42:" + ":".join(f"{b:02x}" for b in h[:4])
+
+
+@dataclass
+class BuildContext:
+    """What drivers need while building: the lab so far, netlink sockets, IPAM."""
+
+    lab: Lab
+    spec: LabSpec
+    ipam: Ipam
+    progress: Progress
+    driver_state: dict = field(default_factory=dict)   # per-build scratch space of drivers
+    _sockets: dict = field(default_factory=dict)
+
+    def ipr(self, ns: str):
+        """The netlink socket living in namespace `ns` (one per namespace, reused)."""
+        sock = self._sockets.get(ns)
+        if sock is None:
+            sock = self._sockets[ns] = netns.iproute(ns)
+        return sock
+
+    def new_netns(self, *parts: str) -> str:
+        name = ns_name(self.lab.name, *parts)
+        netns.create(name)
+        self.lab.namespaces.append(name)
+        return name
+
+    def record(self, itf: Interface) -> Interface:
+        self.lab.interfaces.append(itf)
+        return itf
+
+    def index(self, ns: str, ifname: str) -> int:
+        found = self.ipr(ns).link_lookup(ifname=ifname)
+        if not found:
+            raise NettraceError(f"interface {ifname} not found in {ns}")
+        return found[0]
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+
+def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
+    """Create every namespace, link, address, route, rule and sysctl of the lab."""
+    require_root("bringing a lab up")
+    from nettrace.topology.drivers import DRIVERS, check_kernel_support
+    check_kernel_support(spec)               # refuse missing kernel features before building
+    if spec.name in running_labs() or _lab_namespaces(spec.name):
+        raise NettraceError(f"lab '{spec.name}' is already up (nettrace lab down {spec.name})")
+    say = progress or (lambda msg: None)
+    lab = Lab(name=spec.name, source=spec.file, pid=os.getpid(), created=time.time())
+    reserved = [n.subnet for n in spec.networks if n.subnet and not n.builtin]
+    ctx = BuildContext(lab=lab, spec=spec, ipam=Ipam(reserved), progress=say)
+    try:
+        _build(ctx, DRIVERS)
+        lab.save()
+    except BaseException:
+        ctx.close()
+        down(spec.name, quiet=True)
+        raise
+    ctx.close()
+    return lab
+
+
+def _build(ctx: BuildContext, drivers: dict) -> None:
+    spec, lab = ctx.spec, ctx.lab
+    if spec.needs_underlay:
+        _underlay(ctx)
+    for i, name in enumerate(spec.hosts):
+        _host(ctx, name, i)
+    for i, name in enumerate(spec.clients):
+        _client(ctx, name, i)
+
+    # Networks, per host for local scope (Docker's networks are per engine), in file order.
+    say = ctx.progress
+    for net_spec in _ordered_networks(spec):
+        for host in _hosts_of(spec, net_spec):
+            drivers[net_spec.driver].create_network(ctx, net_spec, host)
+    say(f"networks: {', '.join(sorted({n.name for n in lab.networks}))}")
+
+    for ctr in spec.containers:
+        sandbox = drivers["sandbox"].create_sandbox(ctx, ctr)
+        for att in ctr.networks:
+            net_spec = spec.network(att.network)
+            drivers[net_spec.driver].join(ctx, net_spec, sandbox, att)
+        drivers["sandbox"].finish_sandbox(ctx, sandbox, ctr)
+    say(f"containers: {len(spec.containers)}")
+
+    for driver in {id(d): d for d in drivers.values()}.values():
+        driver.finish(ctx)
+    for host in lab.hosts.values():
+        firewall.apply_host(lab, host)
+    firewall.apply_sandboxes(lab)
+
+
+def _ordered_networks(spec: LabSpec) -> list[NetworkSpec]:
+    """docker0 first, then docker_gwbridge (swarm hosts), then user networks in file order."""
+    nets = [n for n in spec.networks if n.name == "bridge"]
+    if any(n.driver == "overlay" for n in spec.networks):
+        nets.append(NetworkSpec(name="docker_gwbridge", driver="bridge", where=nets[0].where,
+                                icc=False, bridge_name="docker_gwbridge"))
+    return nets + [n for n in spec.networks if not n.builtin]
+
+
+def _hosts_of(spec: LabSpec, net: NetworkSpec) -> list[str]:
+    if net.driver == "overlay":
+        return [None]                       # swarm scope: one network across hosts
+    if net.host:
+        return [net.host]
+    if net.name in ("bridge", "docker_gwbridge"):
+        return list(spec.hosts)             # every engine has docker0 (and gwbridge in a swarm)
+    users = [c.host for c in spec.containers if any(a.network == net.name for a in c.networks)]
+    return sorted(set(users), key=spec.hosts.index) or [spec.hosts[0]]
+
+
+def _underlay(ctx: BuildContext) -> None:
+    ns = ctx.new_netns("underlay")
+    ctx.lab.underlay_netns, ctx.lab.underlay_subnet = ns, str(UNDERLAY)
+    ipr = ctx.ipr(ns)
+    ipr.link("add", ifname="lan0", kind="bridge")
+    ipr.link("set", index=ctx.index(ns, "lan0"), state="up")
+    # a plain switch: bridged frames must not traverse iptables here
+    netns.sysctl_write(ns, "net.bridge.bridge-nf-call-iptables", 0)
+    ctx.record(Interface(ns, "lan0", Role.UNDERLAY, kind="bridge"))
+
+
+def _uplink(ctx: BuildContext, node_ns: str, port: str, address: str, owner: str,
+            is_client: bool) -> None:
+    """eth0 of a host or client, plugged into the underlay switch as port `port`."""
+    under = ctx.lab.underlay_netns
+    ipr = ctx.ipr(under)
+    mac = random_mac(ctx.lab.name, "uplink", owner)
+    ipr.link("add", ifname=port, kind="veth",
+             peer={"ifname": "eth0", "net_ns_fd": netns.path(node_ns), "address": mac})
+    ipr.link("set", index=ctx.index(under, port), master=ctx.index(under, "lan0"), state="up")
+    node = ctx.ipr(node_ns)
+    idx = ctx.index(node_ns, "eth0")
+    node.addr("add", index=idx, address=address, prefixlen=UNDERLAY.prefixlen)
+    node.link("set", index=idx, state="up")
+    ctx.record(Interface(under, port, Role.UNDERLAY, kind="veth", peer=f"{node_ns}/eth0"))
+    ctx.record(Interface(node_ns, "eth0", Role.UPLINK, host=None if is_client else owner,
+                         sandbox=owner if is_client else None, kind="veth", mac=mac,
+                         peer=f"{under}/{port}"))
+
+
+def _host(ctx: BuildContext, name: str, i: int) -> None:
+    ns = ctx.new_netns(name)
+    host = Host(name=name, netns=ns)
+    if ctx.lab.underlay_netns:
+        host.uplink, host.address = "eth0", str(UNDERLAY.network_address + 11 + i)
+        _uplink(ctx, ns, f"p-{name}"[:15], host.address, name, False)
+    # What dockerd does to its own namespace (docker-drivers.md §2.2, §11, §12).
+    netns.sysctl_write(ns, "net.ipv4.ip_forward", 1)
+    netns.sysctl_write(ns, "net.bridge.bridge-nf-call-iptables", 1)
+    # (Docker also raises net.ipv4.neigh.default.gc_thresh* for overlays: those exist only in
+    # the root namespace, which nettrace never changes.)
+    ctx.record(Interface(ns, "lo", Role.LOOPBACK, host=name))
+    ctx.lab.hosts[name] = host
+
+
+def _client(ctx: BuildContext, name: str, i: int) -> None:
+    ns = ctx.new_netns(name)
+    client = Host(name=name, netns=ns, kind="client", uplink="eth0",
+                  address=str(UNDERLAY.network_address + 100 + i))
+    _uplink(ctx, ns, f"p-{name}"[:15], client.address, name, True)
+    ctx.lab.clients[name] = client
+
+
+# -- teardown ---------------------------------------------------------------------------
+
+def _lab_namespaces(name: str) -> list[str]:
+    prefix = f"{NS_PREFIX}.{name}."
+    return [ns for ns in netns.list_all() if ns.startswith(prefix)]
+
+
+@dataclass
+class DownReport:
+    lab: str
+    namespaces: int = 0
+    links: int = 0
+    processes: int = 0
+
+
+def down(name: str, *, quiet: bool = False) -> DownReport:
+    """Remove every namespace, link and process of lab `name` (rules die with their namespace)."""
+    require_root("taking a lab down")
+    report = DownReport(name)
+    state = os.path.join(STATE_DIR, f"{name}.json")
+    report.processes = _stop_lab_processes(name)
+    namespaces = _lab_namespaces(name)
+    if not namespaces and not os.path.exists(state) and not quiet:
+        raise NettraceError(f"no lab named '{name}' is up (see: nettrace lab ls)")
+    # Delete veth pairs and other links first: a namespace's veths are otherwise reaped
+    # asynchronously and an immediate re-create of the lab fails with EEXIST.
+    for ns in namespaces:
+        report.links += _delete_links(ns)
+    for ns in namespaces:
+        netns.remove(ns)
+        report.namespaces += 1
+    for path in (state, state + ".tmp"):
+        if os.path.exists(path):
+            os.unlink(path)
+    return report
+
+
+def down_all() -> list[DownReport]:
+    """Every lab: those with a state file and leftovers found only by namespace name."""
+    names = set(running_labs())
+    prefix = NS_PREFIX + "."
+    for ns in netns.list_all():
+        if ns.startswith(prefix) and ns.count(".") >= 2:
+            names.add(ns.split(".")[1])
+    for pidfile in _pidfiles():
+        names.add(os.path.basename(pidfile).split(".")[0])
+    return [down(n, quiet=True) for n in sorted(names)]
+
+
+def _delete_links(ns: str) -> int:
+    from pyroute2.netlink.exceptions import NetlinkError
+    count = 0
+    try:
+        ipr = netns.iproute(ns)
+    except (NettraceError, OSError):
+        return 0
+    with ipr:
+        for link in ipr.get_links():
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind in ("veth", "macvlan", "vxlan", "bridge", "ipvlan"):
+                try:
+                    ipr.link("del", index=link["index"])
+                    count += 1
+                except NetlinkError:
+                    pass                         # already gone with its veth peer
+    return count
+
+
+def _pidfiles() -> list[str]:
+    try:
+        return [os.path.join(STATE_DIR, f) for f in os.listdir(STATE_DIR) if f.endswith(".pid")]
+    except FileNotFoundError:
+        return []
+
+
+def pidfile(lab: str, what: str) -> str:
+    return os.path.join(STATE_DIR, f"{lab}.{what}.pid")
+
+
+def _stop_lab_processes(name: str) -> int:
+    """End helper processes a lab started (embedded DNS), by the PID we recorded."""
+    stopped = 0
+    for path in _pidfiles():
+        if not os.path.basename(path).startswith(name + "."):
+            continue
+        try:
+            pid = int(open(path).read().split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = b"nettrace" in f.read()
+            if ours:
+                os.kill(pid, signal.SIGTERM)
+                stopped += 1
+        except (ValueError, OSError):
+            pass
+        os.unlink(path)
+    return stopped
+
+
+def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, device: str | None,
+                netns_name: str | None, mtu: int, vni: int | None = None) -> Network:
+    """Allocate the subnet and record a Network in the lab (shared by all drivers)."""
+    space = "global" if spec.driver == "overlay" else host
+    subnet = gateway = None
+    if spec.driver not in ("host", "null"):
+        net = ctx.ipam.subnet(space, spec.subnet, swarm=spec.driver == "overlay")
+        subnet = str(net)
+        gw = spec.gateway or str(next(net.hosts()))
+        ctx.ipam.reserve(space, net, gw)
+        # explicit container addresses are reserved before automatic ones are handed out
+        for c in ctx.spec.containers:
+            for a in c.networks:
+                if a.network == spec.name and a.ip and (host is None or c.host == host):
+                    ctx.ipam.reserve(space, net, a.ip)
+        gateway = gw
+    network = Network(
+        name=spec.name, driver=spec.driver,
+        scope=Scope.SWARM if spec.driver == "overlay" else Scope.LOCAL,
+        id=net_id(ctx.lab.name, spec.name), host=host, subnet=subnet, gateway=gateway,
+        device=device, netns=netns_name, mtu=mtu, icc=spec.icc, internal=spec.internal,
+        masquerade=spec.masquerade and not spec.internal, vni=vni,
+        options={k: v for k, v in (("mode", spec.mode if spec.driver in ("macvlan", "ipvlan") else None),
+                                   ("parent", spec.parent)) if v})
+    ctx.lab.networks.append(network)
+    return network
+
+
+def address_for(ctx: BuildContext, network: Network, wanted: str | None) -> str:
+    net = ipaddress.IPv4Network(network.subnet)
+    if wanted:
+        return wanted                         # reserved in network_for()
+    return str(ctx.ipam.allocate(network.host or "global", net))

@@ -1,0 +1,43 @@
+"""bridge driver: docker0 and user-defined br-<id12> bridges, veth per container.
+
+Published ports follow Docker's userland-proxy-off layout (nettrace has no docker-proxy):
+route_localnet=1 on the bridge and hairpin on every port, so the host, the external client
+and other containers all reach a published port through DNAT alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nettrace.topology import netns
+from nettrace.topology.builder import address_for, network_for, random_mac, short_hash
+from nettrace.topology.drivers.base import Driver, veth_endpoint
+from nettrace.topology.model import Interface, Role, Sandbox
+
+
+class BridgeDriver(Driver):
+    def create_network(self, ctx, spec, host) -> None:
+        host_ns = ctx.lab.hosts[host].netns
+        from nettrace.topology.builder import net_id
+        device = spec.bridge_name or f"br-{net_id(ctx.lab.name, spec.name)[:12]}"
+        network = network_for(ctx, spec, host, device=device, netns_name=host_ns,
+                              mtu=spec.mtu or 1500)
+        ipr = ctx.ipr(host_ns)
+        mac = random_mac(ctx.lab.name, host, device)
+        ipr.link("add", ifname=device, kind="bridge", address=mac, mtu=network.mtu)
+        idx = ctx.index(host_ns, device)
+        ipr.addr("add", index=idx, address=network.gateway,
+                 prefixlen=int(network.subnet.split("/")[1]))
+        ipr.link("set", index=idx, state="up")
+        with netns.entered(host_ns):
+            with open(os.path.join("/proc/sys/net/ipv4/conf", device, "route_localnet"), "w") as f:
+                f.write("1")
+        ctx.record(Interface(host_ns, device, Role.BRIDGE, host=host, network=spec.name,
+                             kind="bridge", mac=mac))
+
+    def join(self, ctx, spec, sandbox: Sandbox, att) -> None:
+        network = ctx.lab.network(spec.name, sandbox.host)
+        ip = address_for(ctx, network, att.ip)
+        veth_endpoint(ctx, network, sandbox, bridge_ns=network.netns, bridge=network.device,
+                      host_ifname="veth" + short_hash(ctx.lab.name, sandbox.name, spec.name),
+                      ip=ip, hairpin=True)

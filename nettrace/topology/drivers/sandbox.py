@@ -1,0 +1,61 @@
+"""Sandboxes: a container's namespace, its default route and DNS settings."""
+
+from __future__ import annotations
+
+from nettrace.topology import netns
+from nettrace.topology.model import Interface, Role, Sandbox
+from nettrace.topology.spec import ContainerSpec
+
+
+class SandboxDriver:
+    def finish(self, ctx) -> None:
+        return None
+
+    def create_sandbox(self, ctx, ctr: ContainerSpec) -> Sandbox:
+        host = ctx.lab.hosts[ctr.host]
+        if ctr.mode == "host":
+            return Sandbox(name=ctr.name, host=ctr.host, netns=host.netns, network_mode="host")
+        ns = ctx.new_netns(ctr.host, ctr.name)
+        ctx.record(Interface(ns, "lo", Role.LOOPBACK, host=ctr.host, sandbox=ctr.name))
+        return Sandbox(name=ctr.name, host=ctr.host, netns=ns, network_mode=ctr.mode)
+
+    def finish_sandbox(self, ctx, sandbox: Sandbox, ctr: ContainerSpec) -> None:
+        """Default route via the gateway network (first non-internal bridge/macvlan/gwbridge)."""
+        gateway_ep = None
+        for ep in sandbox.endpoints:
+            net = ctx.lab.network(ep.network, sandbox.host)
+            if net.driver in ("bridge", "macvlan", "ipvlan") and not net.internal:
+                gateway_ep, gw_net = ep, net
+                break
+        if gateway_ep is not None and sandbox.network_mode != "host":
+            ipr = ctx.ipr(sandbox.netns)
+            if gw_net.driver == "ipvlan" and gw_net.options.get("mode") in ("l3", "l3s"):
+                ipr.route("add", dst="0.0.0.0/0", oif=ctx.index(sandbox.netns, gateway_ep.ifname))
+                sandbox.routes.append(f"default dev {gateway_ep.ifname}")
+            else:
+                ipr.route("add", dst="0.0.0.0/0", gateway=gw_net.gateway)
+                sandbox.routes.append(f"default via {gw_net.gateway} dev {gateway_ep.ifname}")
+        for ep in sandbox.endpoints:
+            sandbox.routes.append(f"{ctx.lab.network(ep.network, sandbox.host).subnet} "
+                                  f"dev {ep.ifname} proto kernel scope link src {ep.ipv4}")
+        user_defined = any(a.network not in ("bridge", "host", "none") for a in ctr.networks)
+        if user_defined:
+            sandbox.resolv_conf = "nameserver 127.0.0.11\noptions ndots:0\n"
+        elif sandbox.network_mode != "none":
+            sandbox.resolv_conf = _host_resolv_conf()
+        sandbox.published = [str(p) for p in ctr.publish]
+        if sandbox.network_mode != "host":
+            # what Docker 29 sets in every container namespace
+            netns.sysctl_write(sandbox.netns, "net.ipv4.ping_group_range", "0\t2147483647")
+        ctx.lab.sandboxes[sandbox.name] = sandbox
+
+
+def _host_resolv_conf() -> str:
+    """The machine's resolv.conf with localhost servers stripped, as Docker copies it."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = [ln for ln in f if not (ln.startswith("nameserver") and
+                                            (" 127." in ln or " ::1" in ln))]
+    except OSError:
+        lines = []
+    return "".join(lines)

@@ -1,0 +1,490 @@
+"""Lab files: a declaration of hosts, networks and containers, checked before the kernel is touched.
+
+A `LabSpec` is pure data (mininet's Topo idea): it is loaded from YAML, validated, printed and
+diffed without root. Every error names the file, line and field, because lab files are written
+by hand. Building the lab is `nettrace.topology.builder`'s job.
+
+Format (all keys but `containers` optional)::
+
+    name: mylab
+    hosts: [host1, host2]          # simulated Docker hosts; default: one host called "host"
+    clients: [client]              # external machines on the hosts' uplink (underlay)
+    networks:
+      - name: unet
+        driver: bridge             # bridge | macvlan | overlay | ipvlan (host, none are built in)
+        subnet: 10.99.0.0/24       # default: the next free pool, as Docker's IPAM picks it
+        gateway: 10.99.0.1
+        host: host1                # local scope: which host (default: every host... the first)
+        icc: true                  # inter-container communication
+        internal: false            # no egress, no NAT, no published ports
+        masquerade: true
+        mtu: 1500
+        bridge_name: br-custom     # com.docker.network.bridge.name
+        parent: mvparent           # macvlan: parent interface on the host (default: a veth end)
+        mode: bridge               # macvlan mode
+        vni: 4097                  # overlay VXLAN id (default: first free from 4096)
+    containers:
+      - name: c1
+        host: host1
+        networks: [unet, {name: bridge, ip: 172.17.0.10}]   # or "host" / "none"
+        publish: ["8080:80/tcp"]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nettrace.errors import SpecError
+
+DRIVERS = ("bridge", "host", "null", "macvlan", "overlay", "ipvlan")
+DRIVER_ALIASES = {"none": "null", "default": "bridge"}
+BUILTIN_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null"}
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+IFNAMSIZ = 15
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+MAX_NAME = 24    # names end up in namespace names and Docker-style link names
+
+# Docker option names accepted as aliases of the short keys.
+OPTION_ALIASES = {
+    "com.docker.network.bridge.enable_icc": "icc",
+    "com.docker.network.bridge.enable_ip_masquerade": "masquerade",
+    "com.docker.network.bridge.name": "bridge_name",
+    "com.docker.network.driver.mtu": "mtu",
+    "com.docker.network.driver.overlay.vxlanid_list": "vni",
+    "macvlan_mode": "mode",
+}
+NETWORK_KEYS = {"name", "driver", "subnet", "gateway", "host", "icc", "internal", "masquerade",
+                "mtu", "bridge_name", "parent", "mode", "vni", "options"}
+CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip"}
+TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers"}
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int | None = None
+
+    def error(self, field_name: str | None, message: str) -> SpecError:
+        return SpecError(message, file=self.file, line=self.line, field=field_name)
+
+
+@dataclass
+class NetworkSpec:
+    name: str
+    driver: str
+    where: Where
+    subnet: str | None = None
+    gateway: str | None = None
+    host: str | None = None
+    icc: bool = True
+    internal: bool = False
+    masquerade: bool = True
+    mtu: int | None = None
+    bridge_name: str | None = None
+    parent: str | None = None
+    mode: str = "bridge"
+    vni: int | None = None
+    builtin: bool = False
+
+    @property
+    def scope(self) -> str:
+        return "swarm" if self.driver == "overlay" else "local"
+
+
+@dataclass
+class Attachment:
+    network: str
+    ip: str | None = None
+    where: Where | None = None
+
+
+@dataclass
+class PortSpec:
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str | None = None
+
+    def __str__(self) -> str:
+        prefix = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{prefix}{self.host_port}:{self.container_port}/{self.proto}"
+
+
+@dataclass
+class ContainerSpec:
+    name: str
+    host: str
+    where: Where
+    networks: list[Attachment] = field(default_factory=list)
+    publish: list[PortSpec] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        """Docker's network mode: host, none, or bridge-like (joined networks)."""
+        if len(self.networks) == 1 and self.networks[0].network in ("host", "none"):
+            return self.networks[0].network
+        return "bridge"
+
+
+@dataclass
+class LabSpec:
+    name: str
+    file: str
+    hosts: list[str]
+    clients: list[str] = field(default_factory=list)
+    networks: list[NetworkSpec] = field(default_factory=list)
+    containers: list[ContainerSpec] = field(default_factory=list)
+    description: str = ""
+
+    def network(self, name: str, host: str | None = None) -> NetworkSpec:
+        for net in self.networks:
+            if net.name == name and (net.host is None or host is None or net.host == host):
+                return net
+        raise KeyError(name)
+
+    @property
+    def needs_underlay(self) -> bool:
+        return bool(self.clients) or len(self.hosts) > 1
+
+
+# -- YAML with line numbers -------------------------------------------------------------
+
+class _Map(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line: int = 0
+    lines: dict
+
+
+class _List(list):
+    line: int = 0
+    lines: list
+
+
+def _read_yaml(text: str, file: str) -> Any:
+    import yaml
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
+                        line=mark.line + 1 if mark else None) from None
+    if node is None:
+        raise SpecError("the file is empty", file=file)
+    return _construct(node)
+
+
+def _construct(node) -> Any:
+    import yaml
+    if isinstance(node, yaml.MappingNode):
+        out = _Map()
+        out.line, out.lines = node.start_mark.line + 1, {}
+        for key_node, value_node in node.value:
+            key = str(_construct(key_node))
+            out[key] = _construct(value_node)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = _List(_construct(v) for v in node.value)
+        items.line = node.start_mark.line + 1
+        items.lines = [v.start_mark.line + 1 for v in node.value]
+        return items
+    return yaml.SafeLoader("").construct_object(node, deep=True)   # scalar: int, bool, str...
+
+
+# -- loading ----------------------------------------------------------------------------
+
+def embedded_labs() -> dict[str, str]:
+    """Embedded lab name -> YAML path (shipped with the package)."""
+    labs_dir = os.path.join(os.path.dirname(__file__), "labs")
+    return {f[:-5]: os.path.join(labs_dir, f) for f in sorted(os.listdir(labs_dir))
+            if f.endswith(".yaml")}
+
+
+def load(ref: str, *, name: str | None = None) -> LabSpec:
+    """Load a lab from a file path or an embedded lab name, and validate it."""
+    labs = embedded_labs()
+    if os.path.exists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
+        path = ref
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as exc:
+            raise SpecError(f"cannot read lab file: {exc.strerror}", file=path) from None
+        default_name = os.path.splitext(os.path.basename(path))[0]
+    elif ref in labs:
+        path = labs[ref]
+        with open(path) as f:
+            text = f.read()
+        default_name = ref
+    else:
+        raise SpecError(f"no lab file and no embedded lab called '{ref}' "
+                        f"(embedded: {', '.join(labs)})", file=ref)
+    return parse(text, file=path, default_name=name or default_name, force_name=name)
+
+
+def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
+          force_name: str | None = None) -> LabSpec:
+    doc = _read_yaml(text, file)
+    if not isinstance(doc, dict):
+        raise SpecError("a lab file is a mapping (name, hosts, networks, containers)", file=file,
+                        line=getattr(doc, "line", 1))
+    top = Where(file, 1)
+    _check_keys(doc, TOP_KEYS, file, "")
+    name = force_name or doc.get("name") or default_name
+    _check_name(name, Where(file, doc.lines.get("name", 1)), "name")
+
+    hosts = _names(doc.get("hosts"), file, doc.lines.get("hosts"), "hosts") or ["host"]
+    clients = _names(doc.get("clients"), file, doc.lines.get("clients"), "clients")
+    seen: dict[str, str] = {}
+    for kind, names, key in (("host", hosts, "hosts"), ("client", clients, "clients")):
+        for n in names:
+            if n in seen:
+                raise Where(file, doc.lines.get(key)).error(key, f"duplicate name '{n}'")
+            seen[n] = kind
+
+    networks = [_builtin(n, d, top) for n, d in BUILTIN_NETWORKS.items()]
+    raw_nets = doc.get("networks") or []
+    if not isinstance(raw_nets, list):
+        raise Where(file, doc.lines.get("networks")).error("networks", "must be a list")
+    for i, raw in enumerate(raw_nets):
+        networks.append(_network(raw, Where(file, raw_nets.lines[i]), i, hosts))
+    user = [n for n in networks if not n.builtin]
+    for i, net in enumerate(user):
+        if net.name in BUILTIN_NETWORKS:
+            raise net.where.error(f"networks[{i}].name",
+                                  f"'{net.name}' is a built-in network and cannot be redefined")
+        for other in user[:i]:
+            if other.name == net.name:
+                raise net.where.error(f"networks[{i}].name", f"duplicate network name '{net.name}'")
+
+    raw_ctrs = doc.get("containers") or []
+    if not isinstance(raw_ctrs, list):
+        raise Where(file, doc.lines.get("containers")).error("containers", "must be a list")
+    containers = []
+    for i, raw in enumerate(raw_ctrs):
+        ctr = _container(raw, Where(file, raw_ctrs.lines[i]), i, hosts, networks)
+        if ctr.name in seen:
+            raise ctr.where.error(f"containers[{i}].name", f"duplicate name '{ctr.name}'")
+        seen[ctr.name] = "container"
+        containers.append(ctr)
+
+    spec = LabSpec(name=name, file=file, hosts=hosts, clients=clients, networks=networks,
+                   containers=containers, description=str(doc.get("description") or ""))
+    _check_subnets(spec)
+    return spec
+
+
+def _builtin(name: str, driver: str, where: Where) -> NetworkSpec:
+    return NetworkSpec(name=name, driver=driver, where=where, builtin=True,
+                       subnet="172.17.0.0/16" if name == "bridge" else None,
+                       gateway="172.17.0.1" if name == "bridge" else None,
+                       bridge_name="docker0" if name == "bridge" else None)
+
+
+def _check_keys(d: dict, allowed: set[str], file: str, prefix: str) -> None:
+    for key in d:
+        if key not in allowed and key not in OPTION_ALIASES:
+            raise SpecError(f"unknown field (allowed: {', '.join(sorted(allowed))})", file=file,
+                            line=d.lines.get(key), field=prefix + key)
+
+
+def _check_name(name: Any, where: Where, field_name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise where.error(field_name, f"invalid name {name!r}: use letters, digits, '-' and '_'")
+    if len(name) > MAX_NAME:
+        raise where.error(field_name, f"name '{name}' is longer than {MAX_NAME} characters")
+
+
+def _names(value: Any, file: str, line: int | None, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError("must be a list of names", file=file, line=line, field=key)
+    out = []
+    for i, item in enumerate(value):
+        name = item.get("name") if isinstance(item, dict) else item
+        _check_name(name, Where(file, value.lines[i]), f"{key}[{i}]")
+        out.append(name)
+    return out
+
+
+def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
+    f = f"networks[{i}]"
+    if not isinstance(raw, dict):
+        raise where.error(f, "each network is a mapping with at least name and driver")
+    opts = dict(raw)
+    lines = dict(raw.lines)
+    if isinstance(raw.get("options"), dict):
+        extra = raw["options"]
+        opts.update(extra)
+        lines.update({k: extra.lines[k] for k in extra})
+        del opts["options"]
+    for key in list(opts):
+        if key in OPTION_ALIASES:
+            opts[OPTION_ALIASES[key]] = opts.pop(key)
+            lines[OPTION_ALIASES[key]] = lines.get(key)
+    at = lambda key: Where(where.file, lines.get(key, where.line))  # noqa: E731
+    for key in opts:
+        if key not in NETWORK_KEYS:
+            raise at(key).error(f"{f}.{key}",
+                                f"unknown field (allowed: {', '.join(sorted(NETWORK_KEYS))})")
+    if "name" not in opts:
+        raise where.error(f"{f}.name", "missing")
+    _check_name(opts["name"], at("name"), f"{f}.name")
+    driver = str(opts.get("driver", "bridge"))
+    driver = DRIVER_ALIASES.get(driver, driver)
+    if driver not in DRIVERS:
+        raise at("driver").error(f"{f}.driver", f"unknown driver '{opts.get('driver')}' "
+                                 f"(known: bridge, host, none, macvlan, overlay, ipvlan)")
+    if driver in ("host", "null"):
+        raise at("driver").error(f"{f}.driver", f"the {driver} network is built in; "
+                                 f"attach containers to '{'host' if driver == 'host' else 'none'}'")
+    net = NetworkSpec(name=opts["name"], driver=driver, where=at("name"))
+    for key in ("subnet", "gateway"):
+        if key in opts:
+            setattr(net, key, str(opts[key]))
+    if net.subnet:
+        try:
+            ipaddress.IPv4Network(net.subnet, strict=True)
+        except ValueError as exc:
+            raise at("subnet").error(f"{f}.subnet", f"bad CIDR '{net.subnet}': {exc}") from None
+    if net.gateway:
+        try:
+            gw = ipaddress.IPv4Address(net.gateway)
+        except ValueError:
+            raise at("gateway").error(f"{f}.gateway", f"bad IPv4 address '{net.gateway}'") from None
+        if net.subnet and gw not in ipaddress.IPv4Network(net.subnet):
+            raise at("gateway").error(f"{f}.gateway", f"{gw} is not in subnet {net.subnet}")
+    for key in ("icc", "internal", "masquerade"):
+        if key in opts:
+            val = opts[key]
+            if isinstance(val, str) and val.lower() in ("true", "false"):
+                val = val.lower() == "true"
+            if not isinstance(val, bool):
+                raise at(key).error(f"{f}.{key}", f"must be true or false, not {val!r}")
+            setattr(net, key, val)
+    if "mtu" in opts:
+        try:
+            net.mtu = int(opts["mtu"])
+        except (TypeError, ValueError):
+            raise at("mtu").error(f"{f}.mtu", f"must be a number, not {opts['mtu']!r}") from None
+        if not 68 <= net.mtu <= 65535:
+            raise at("mtu").error(f"{f}.mtu", f"{net.mtu} is outside 68..65535")
+    for key in ("bridge_name", "parent"):
+        if key in opts:
+            val = str(opts[key])
+            if len(val) > IFNAMSIZ:
+                raise at(key).error(f"{f}.{key}", f"interface name '{val}' is {len(val)} characters; "
+                                    f"Linux allows at most {IFNAMSIZ}")
+            if not re.match(r"^[a-zA-Z0-9_.-]+$", val):
+                raise at(key).error(f"{f}.{key}", f"invalid interface name '{val}'")
+            setattr(net, key, val)
+    if "mode" in opts:
+        if driver not in ("macvlan", "ipvlan"):
+            raise at("mode").error(f"{f}.mode", "only macvlan and ipvlan networks have a mode")
+        net.mode = str(opts["mode"])
+        allowed = MACVLAN_MODES if driver == "macvlan" else ("l2", "l3", "l3s")
+        if net.mode not in allowed:
+            raise at("mode").error(f"{f}.mode", f"unknown {driver} mode '{net.mode}' "
+                                   f"(known: {', '.join(allowed)})")
+    elif driver == "ipvlan":
+        net.mode = "l2"
+    if "vni" in opts:
+        if driver != "overlay":
+            raise at("vni").error(f"{f}.vni", "only overlay networks have a VNI")
+        try:
+            net.vni = int(str(opts["vni"]).split(",")[0])
+        except ValueError:
+            raise at("vni").error(f"{f}.vni", f"must be a number, not {opts['vni']!r}") from None
+        if not 1 <= net.vni < 2 ** 24:
+            raise at("vni").error(f"{f}.vni", f"VNI {net.vni} is outside 1..16777215")
+    if "host" in opts:
+        if driver == "overlay":
+            raise at("host").error(f"{f}.host", "overlay networks are swarm-scoped: they span hosts")
+        if opts["host"] not in hosts:
+            raise at("host").error(f"{f}.host", f"unknown host '{opts['host']}' "
+                                   f"(hosts: {', '.join(hosts)})")
+        net.host = str(opts["host"])
+    return net
+
+
+def _container(raw: Any, where: Where, i: int, hosts: list[str],
+               networks: list[NetworkSpec]) -> ContainerSpec:
+    f = f"containers[{i}]"
+    if not isinstance(raw, dict):
+        raise where.error(f, "each container is a mapping with at least a name")
+    at = lambda key: Where(where.file, raw.lines.get(key, where.line))  # noqa: E731
+    _check_keys(raw, CONTAINER_KEYS, where.file, f + ".")
+    if "name" not in raw:
+        raise where.error(f"{f}.name", "missing")
+    _check_name(raw["name"], at("name"), f"{f}.name")
+    host = raw.get("host", hosts[0])
+    if host not in hosts:
+        raise at("host").error(f"{f}.host", f"unknown host '{host}' (hosts: {', '.join(hosts)})")
+    ctr = ContainerSpec(name=raw["name"], host=host, where=at("name"))
+    nets = raw.get("networks", ["bridge"])
+    if isinstance(nets, str):
+        nets = [nets]
+    if not isinstance(nets, list) or not nets:
+        raise at("networks").error(f"{f}.networks", "must be a non-empty list of network names")
+    known = {n.name for n in networks}
+    for j, item in enumerate(nets):
+        line = nets.lines[j] if hasattr(nets, "lines") else at("networks").line
+        fj = f"{f}.networks[{j}]"
+        if isinstance(item, dict):
+            net_name, ip = item.get("name"), item.get("ip")
+        else:
+            net_name, ip = item, (raw.get("ip") if j == 0 else None)
+        if net_name not in known:
+            raise Where(where.file, line).error(fj, f"unknown network '{net_name}' "
+                                                f"(defined: {', '.join(sorted(known))})")
+        net = next(n for n in networks if n.name == net_name)
+        if net.host and net.host != host:
+            raise Where(where.file, line).error(fj, f"network '{net_name}' lives on host "
+                                                f"'{net.host}', container is on '{host}'")
+        if ip is not None:
+            try:
+                addr = ipaddress.IPv4Address(str(ip))
+            except ValueError:
+                raise Where(where.file, line).error(fj + ".ip", f"bad IPv4 address '{ip}'") from None
+            if net.subnet and addr not in ipaddress.IPv4Network(net.subnet):
+                raise Where(where.file, line).error(fj + ".ip", f"{addr} is not in {net.subnet}")
+            ip = str(addr)
+        if any(a.network == net_name for a in ctr.networks):
+            raise Where(where.file, line).error(fj, f"network '{net_name}' joined twice")
+        ctr.networks.append(Attachment(net_name, ip, Where(where.file, line)))
+    if len(ctr.networks) > 1 and {a.network for a in ctr.networks} & {"host", "none"}:
+        raise at("networks").error(f"{f}.networks", "'host' and 'none' cannot be combined with "
+                                   "other networks")
+    for j, item in enumerate(raw.get("publish") or []):
+        line = raw["publish"].lines[j]
+        ctr.publish.append(_port(item, Where(where.file, line), f"{f}.publish[{j}]"))
+    return ctr
+
+
+def _port(item: Any, where: Where, f: str) -> PortSpec:
+    m = re.match(r"^(?:(\d+\.\d+\.\d+\.\d+):)?(\d+):(\d+)(?:/(tcp|udp))?$", str(item))
+    if not m:
+        raise where.error(f, f"bad published port {item!r} (form: [HOSTIP:]HOSTPORT:PORT[/tcp|udp])")
+    host_ip, hp, cp, proto = m.groups()
+    for p in (int(hp), int(cp)):
+        if not 1 <= p <= 65535:
+            raise where.error(f, f"port {p} is outside 1..65535")
+    return PortSpec(int(hp), int(cp), proto or "tcp", host_ip)
+
+
+def _check_subnets(spec: LabSpec) -> None:
+    """Explicit subnets must not overlap within a host (or anywhere, for overlays)."""
+    nets = [n for n in spec.networks if n.subnet]
+    for i, a in enumerate(nets):
+        for b in nets[:i]:
+            same_place = a.driver == "overlay" or b.driver == "overlay" or \
+                (a.host or spec.hosts[0]) == (b.host or spec.hosts[0]) or a.host is None or b.host is None
+            if same_place and ipaddress.IPv4Network(a.subnet).overlaps(ipaddress.IPv4Network(b.subnet)):
+                raise a.where.error(f"networks.{a.name}.subnet",
+                                    f"{a.subnet} overlaps {b.subnet} of network '{b.name}'")
