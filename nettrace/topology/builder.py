@@ -73,10 +73,18 @@ class BuildContext:
         return itf
 
     def index(self, ns: str, ifname: str) -> int:
-        found = self.ipr(ns).link_lookup(ifname=ifname)
-        if not found:
-            raise NettraceError(f"interface {ifname} not found in {ns}")
-        return found[0]
+        """ifindex by name with one RTM_GETLINK (no dump: hosts have hundreds of veths)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            return self.ipr(ns).link("get", ifname=ifname)[0]["index"]
+        except NetlinkError:
+            raise NettraceError(f"interface {ifname} not found in {ns}") from None
+
+    def bridge_index(self, ns: str, bridge: str) -> int:
+        key = ("bridge-index", ns, bridge)
+        if key not in self.driver_state:
+            self.driver_state[key] = self.index(ns, bridge)
+        return self.driver_state[key]
 
     def close(self) -> None:
         for sock in self._sockets.values():
@@ -234,10 +242,9 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     namespaces = _lab_namespaces(name)
     if not namespaces and not os.path.exists(state) and not quiet:
         raise NettraceError(f"no lab named '{name}' is up (see: nettrace lab ls)")
-    # Delete veth pairs and other links first: a namespace's veths are otherwise reaped
-    # asynchronously and an immediate re-create of the lab fails with EEXIST.
-    for ns in namespaces:
-        report.links += _delete_links(ns)
+    # All of a lab's namespaces go together, so the kernel reaps their links (veth pairs,
+    # bridges, vxlan, macvlan) and rules in one batch; nothing of it lives anywhere else.
+    report.links = _count_links(name)
     for ns in namespaces:
         netns.remove(ns)
         report.namespaces += 1
@@ -259,24 +266,13 @@ def down_all() -> list[DownReport]:
     return [down(n, quiet=True) for n in sorted(names)]
 
 
-def _delete_links(ns: str) -> int:
-    from pyroute2.netlink.exceptions import NetlinkError
-    count = 0
+def _count_links(name: str) -> int:
     try:
-        ipr = netns.iproute(ns)
-    except (NettraceError, OSError):
+        with open(os.path.join(STATE_DIR, f"{name}.json")) as f:
+            import json
+            return sum(1 for i in json.load(f).get("interfaces", []) if i["role"] != "loopback")
+    except (OSError, ValueError):
         return 0
-    with ipr:
-        for link in ipr.get_links():
-            info = link.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info else None
-            if kind in ("veth", "macvlan", "vxlan", "bridge", "ipvlan"):
-                try:
-                    ipr.link("del", index=link["index"])
-                    count += 1
-                except NetlinkError:
-                    pass                         # already gone with its veth peer
-    return count
 
 
 def _pidfiles() -> list[str]:

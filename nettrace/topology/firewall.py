@@ -1,7 +1,7 @@
 """Docker's iptables rules, rendered from the lab and loaded with iptables-restore.
 
 The layout is Docker 20.10's (docker-drivers.md §7.1), with the userland proxy off
-(nettrace has no docker-proxy): each network's FORWARD block is inserted above older
+(nettrace has no docker-proxy, so it uses Docker's hairpin mode): each network's FORWARD block is inserted above older
 ones, ICC-off drops are appended, internal networks get the two isolation drops, and a
 published port adds a DOCKER accept, a DNAT and a hairpin MASQUERADE. Rules are written
 in one iptables-restore per namespace (Debian's iptables is the nf_tables backend).
@@ -92,12 +92,11 @@ def render_host(lab: Lab, host: Host) -> str:
         ip = sb.ip(n.name)
         n_.append(f"-A POSTROUTING -s {ip}/32 -d {ip}/32 -p {proto} -m {proto} --dport {cp} "
                   f"-j MASQUERADE")
-    for n in newest_first:
-        if not n.internal:
-            n_.append(f"-A DOCKER -i {n.device} -j RETURN")
+    # Hairpin mode: no `-i <br> -j RETURN` and no `! -i <br>` on the DNAT, so containers
+    # reach published ports through the host's address without a proxy.
     for sb, n, proto, hp, cp, hip in published:
         dst = f"-d {hip}/32 " if hip else ""
-        n_.append(f"-A DOCKER {dst}! -i {n.device} -p {proto} -m {proto} --dport {hp} "
+        n_.append(f"-A DOCKER {dst}-p {proto} -m {proto} --dport {hp} "
                   f"-j DNAT --to-destination {sb.ip(n.name)}:{cp}")
     n_.append("COMMIT")
     return "\n".join(f + n_) + "\n"

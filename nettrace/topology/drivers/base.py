@@ -31,13 +31,13 @@ def veth_endpoint(ctx, network: Network, sandbox: Sandbox, *, bridge_ns: str, br
     ifname = f"eth{len(sandbox.endpoints)}"
     mac = mac_for(ip)
     ipr = ctx.ipr(bridge_ns)
+    # one RTM_NEWLINK creates both ends, enslaves the host end and brings it up
     ipr.link("add", ifname=host_ifname, kind="veth", mtu=network.mtu,
+             master=ctx.bridge_index(bridge_ns, bridge), state="up",
              peer={"ifname": ifname, "net_ns_fd": netns.path(sandbox.netns), "address": mac,
                    "mtu": network.mtu})
-    idx = ctx.index(bridge_ns, host_ifname)
-    ipr.link("set", index=idx, master=ctx.index(bridge_ns, bridge), state="up")
-    if hairpin:
-        ipr.brport("set", index=idx, hairpin_mode=1)
+    if hairpin:   # set in one `bridge -batch` per namespace by BridgeDriver.finish()
+        ctx.driver_state.setdefault(("hairpin", bridge_ns), []).append(host_ifname)
     inner = ctx.ipr(sandbox.netns)
     cidx = ctx.index(sandbox.netns, ifname)
     prefixlen = int(network.subnet.split("/")[1])

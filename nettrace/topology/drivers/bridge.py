@@ -41,3 +41,13 @@ class BridgeDriver(Driver):
         veth_endpoint(ctx, network, sandbox, bridge_ns=network.netns, bridge=network.device,
                       host_ifname="veth" + short_hash(ctx.lab.name, sandbox.name, spec.name),
                       ip=ip, hairpin=True)
+
+    def finish(self, ctx) -> None:
+        """Hairpin on every bridge port (userland proxy off), one `bridge -batch` per host.
+
+        pyroute2's brport() does not set IFLA_BRPORT_MODE on this kernel, so iproute2 does it.
+        """
+        for key, ports in ctx.driver_state.items():
+            if isinstance(key, tuple) and key[0] == "hairpin":
+                batch = "".join(f"link set dev {port} hairpin on\n" for port in ports)
+                netns.run(key[1], ["bridge", "-batch", "-"], input=batch)

@@ -1,0 +1,149 @@
+"""`nettrace lab`: bring labs up and down, list them, show their CNM tree and firewall."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from nettrace.cli.common import docker_option, get_lab
+from nettrace.errors import NettraceError
+
+
+@click.group("lab")
+def lab_group() -> None:
+    """Build Docker-style networks in namespaces nettrace owns, and remove them.
+
+    \b
+    Embedded labs (no file needed): bridge, user-bridges, icc-off, internal,
+    published-port, host, none, macvlan, overlay. Or write your own YAML
+    (see nettrace/topology/spec.py for the format).
+    """
+
+
+def _stderr_progress(msg: str) -> None:
+    click.echo(f"  {msg}", err=True)
+
+
+@lab_group.command("up")
+@click.argument("lab")
+@click.option("--name", help="Name the lab (default: the file's or embedded lab's name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
+def lab_up(lab: str, name: str | None, as_json: bool) -> None:
+    """Bring up LAB: an embedded lab name or a YAML file."""
+    from nettrace.topology import builder, spec
+    lab_spec = spec.load(lab, name=name)          # validated before the kernel is touched
+    start = time.perf_counter()
+    if not as_json:
+        click.echo(f"bringing up lab '{lab_spec.name}' from {lab_spec.file}", err=True)
+    live = builder.up(lab_spec, progress=None if as_json else _stderr_progress)
+    took = time.perf_counter() - start
+    if as_json:
+        click.echo(json.dumps(live.to_dict(), indent=1))
+        return
+    from nettrace.cli.views import print_lab_summary
+    print_lab_summary(live)
+    click.echo(f"lab '{live.name}' is up in {took:.2f} s: {len(live.namespaces)} namespaces, "
+               f"{len(live.interfaces)} interfaces. Next: nettrace lab show {live.name}")
+
+
+@lab_group.command("down")
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True,
+              help="Every lab, including leftovers of a crashed nettrace (found by name).")
+def lab_down(name: str | None, all_: bool) -> None:
+    """Remove every namespace, link, rule and process of lab NAME."""
+    from nettrace.topology import builder
+    if bool(name) == all_:
+        raise click.UsageError("give a lab NAME or --all (not both)")
+    reports = builder.down_all() if all_ else [builder.down(name)]
+    for r in reports:
+        click.echo(f"lab '{r.lab}' down: {r.namespaces} namespaces and {r.links} links removed"
+                   + (f", {r.processes} processes stopped" if r.processes else ""))
+    if all_ and not reports:
+        click.echo("no labs were up")
+
+
+@lab_group.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def lab_ls(as_json: bool) -> None:
+    """List running labs (and the embedded ones you can bring up)."""
+    from nettrace.topology import netns, spec
+    from nettrace.topology.model import NS_PREFIX, load_lab, running_labs
+    rows = []
+    for name in running_labs():
+        lab = load_lab(name)
+        alive = all(netns.exists(ns) for ns in lab.namespaces)
+        rows.append({"name": name, "source": lab.source, "hosts": len(lab.hosts),
+                     "containers": len(lab.sandboxes), "namespaces": len(lab.namespaces),
+                     "age_s": round(time.time() - lab.created), "state": "up" if alive else "broken"})
+    known = {r["name"] for r in rows}
+    stale = sorted({ns.split(".")[1] for ns in netns.list_all()
+                    if ns.startswith(NS_PREFIX + ".") and ns.count(".") >= 2} - known)
+    for name in stale:
+        rows.append({"name": name, "source": None, "hosts": 0, "containers": 0,
+                     "namespaces": None, "age_s": None, "state": "leftover"})
+    if as_json:
+        click.echo(json.dumps({"labs": rows, "embedded": list(spec.embedded_labs())}, indent=1))
+        return
+    from nettrace.cli.views import print_table
+    if rows:
+        print_table(["LAB", "STATE", "HOSTS", "CONTAINERS", "NAMESPACES", "AGE", "SOURCE"],
+                    [[r["name"], r["state"], r["hosts"], r["containers"], r["namespaces"] or "",
+                      f"{r['age_s']}s" if r["age_s"] is not None else "", r["source"] or ""]
+                     for r in rows])
+    else:
+        click.echo("no labs are up")
+    if stale:
+        click.echo("leftovers of a crashed run: nettrace lab down --all", err=True)
+    click.echo(f"embedded labs: {', '.join(spec.embedded_labs())}")
+
+
+@lab_group.command("show")
+@click.argument("name", required=False)
+@docker_option
+@click.option("--json", "as_json", is_flag=True, help="Print the lab model as JSON.")
+@click.option("--no-firewall", is_flag=True, help="Leave out the hosts' iptables rules.")
+def lab_show(name: str | None, docker: str | None, as_json: bool, no_firewall: bool) -> None:
+    """Show lab NAME as Docker's CNM tree, and each host's firewall as the kernel has it."""
+    lab = get_lab(name, docker)
+    if as_json:
+        click.echo(json.dumps(lab.to_dict(), indent=1))
+        return
+    from nettrace.cli.views import print_lab_tree, print_firewall
+    print_lab_tree(lab)
+    if not no_firewall:
+        print_firewall(lab)
+
+
+@lab_group.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in CONTAINER's network namespace (e.g. -- ping -c1 c2's IP).
+
+    The exit code is the command's.
+    """
+    from nettrace.topology import netns
+    from nettrace.topology.model import load_lab
+    lab = load_lab(name)
+    try:
+        target = lab.netns_of(container)
+    except KeyError:
+        names = sorted(list(lab.sandboxes) + list(lab.hosts) + list(lab.clients))
+        raise NettraceError(f"lab '{name}' has no container or host '{container}' "
+                            f"(known: {', '.join(names)})") from None
+    sys.stdout.flush()
+    try:
+        proc = netns.popen(target, list(command))
+    except FileNotFoundError:
+        raise NettraceError(f"command not found: {command[0]}") from None
+    sys.exit(proc.wait())
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(lab_group)

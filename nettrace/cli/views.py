@@ -1,0 +1,90 @@
+"""Rendering of labs for the terminal (rich; colour only on a TTY)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from nettrace.topology.model import Lab
+
+
+def console() -> Console:
+    """Colour and terminal width on a TTY; plain, unwrapped lines for pipes and scripts."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=250, no_color=True)
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    console().print(table)
+
+
+def print_lab_summary(lab: Lab) -> None:
+    rows = []
+    for sb in lab.sandboxes.values():
+        eps = ", ".join(f"{e.ifname} {e.ipv4}/{e.prefixlen} ({e.network})" for e in sb.endpoints)
+        rows.append([sb.name, sb.host, sb.network_mode, eps or "lo only",
+                     " ".join(sb.published)])
+    for c in lab.clients.values():
+        rows.append([c.name, "(external)", "client", f"eth0 {c.address}/24 (underlay)", ""])
+    print_table(["CONTAINER", "HOST", "MODE", "ENDPOINTS", "PUBLISHED"], rows)
+
+
+def lab_tree(lab: Lab) -> Tree:
+    """Hosts -> networks and sandboxes -> endpoints, in Docker's terms."""
+    root = Tree(f"[bold]lab {lab.name}[/]  ({lab.source or 'docker'})")
+    if lab.underlay_netns:
+        root.add(f"underlay {lab.underlay_subnet}  netns {lab.underlay_netns}")
+    for host in lab.hosts.values():
+        addr = f"  uplink {host.uplink} {host.address}" if host.address else ""
+        h = root.add(f"[bold]host {host.name}[/]  netns {host.netns}{addr}")
+        nets = h.add("networks")
+        for net in lab.networks:
+            if net.host not in (None, host.name):
+                continue
+            if net.scope.value == "swarm" and not any(
+                    sb.host == host.name and any(e.network == net.name for e in sb.endpoints)
+                    for sb in lab.sandboxes.values()):
+                continue
+            flags = [f for f, on in (("internal", net.internal), ("icc off", not net.icc)) if on]
+            extra = f" vni {net.vni}" if net.vni else ""
+            nets.add(f"{net.name} [dim]({net.driver}, {net.scope.value})[/] {net.subnet or ''} "
+                     f"gw {net.gateway or '-'} dev {net.device or '-'} mtu {net.mtu}{extra}"
+                     + (f" [{', '.join(flags)}]" if flags else "") + f"  id {net.id[:12]}")
+        sbs = h.add("sandboxes")
+        for sb in lab.sandboxes.values():
+            if sb.host != host.name:
+                continue
+            node = sbs.add(f"[bold]{sb.name}[/] ({sb.network_mode})  netns {sb.netns}"
+                           + (f"  publish {' '.join(sb.published)}" if sb.published else ""))
+            if not sb.endpoints:
+                node.add("lo" if sb.network_mode == "none" else "shares the host's interfaces")
+            for ep in sb.endpoints:
+                peer = f" <-> {ep.host_ifname}" if ep.host_ifname else ""
+                node.add(f"endpoint {ep.name}: {ep.ifname} {ep.ipv4}/{ep.prefixlen} {ep.mac} "
+                         f"mtu {ep.mtu}{peer} -> network {ep.network}")
+            for route in sb.routes[:1]:
+                node.add(f"[dim]route {route}[/]")
+    for c in lab.clients.values():
+        root.add(f"[bold]client {c.name}[/] (external)  netns {c.netns}  eth0 {c.address}")
+    return root
+
+
+def print_lab_tree(lab: Lab) -> None:
+    console().print(lab_tree(lab))
+
+
+def print_firewall(lab: Lab) -> None:
+    from nettrace.topology import firewall
+    con = console()
+    for host in lab.hosts.values():
+        con.print(f"\n[bold]firewall of host {host.name}[/] (iptables-save in {host.netns})")
+        con.print(firewall.dump(host.netns) or "(no rules)", markup=False)

@@ -1,0 +1,486 @@
+"""Map a live Docker engine into the same CNM `Lab` model a nettrace lab uses.
+
+The Docker API says what exists (networks with driver, subnet, gateway and options;
+containers with their endpoints' MAC and IP; sandbox keys); the kernel says how it is wired
+(which host-side veth is the peer of each container interface, bridge masters, vxlan and
+macvlan links, MTUs, routes). Both are read, nothing is changed. The result plugs into
+everything that takes a lab: `nettrace lab show --docker`, `nettrace path --docker`, the TUI.
+
+Namespaces are referred to by absolute path (Docker's sandboxes are bind mounts under
+<exec-root>/netns, not `ip netns` names), except dockerd's own namespace when it has a name
+under /run/netns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from nettrace.errors import NettraceError
+from nettrace.topology import netns
+from nettrace.topology.model import (Endpoint, Host, Interface, Lab, Network, Role, Sandbox,
+                                     Scope)
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+OVERLAY_SANDBOX_PREFIX = "1-"          # 1-<netid10>: an overlay network's own namespace
+
+
+@dataclass
+class Link:
+    """One kernel interface as discovery needs it."""
+
+    index: int
+    ifname: str
+    kind: str
+    mac: str | None
+    mtu: int
+    peer_index: int | None             # IFLA_LINK: veth peer or macvlan parent (other netns)
+    master: int | None
+    up: bool
+    addresses: list[str] = field(default_factory=list)   # "10.0.0.2/24"
+
+
+@dataclass
+class NamespaceView:
+    """The links and IPv4 routes of one namespace, read once."""
+
+    netns: str
+    links: dict[int, Link]
+    routes: list[str]
+
+    def by_name(self, ifname: str) -> Link | None:
+        return next((lk for lk in self.links.values() if lk.ifname == ifname), None)
+
+    def by_mac(self, mac: str) -> Link | None:
+        mac = mac.lower()
+        return next((lk for lk in self.links.values() if lk.mac == mac), None)
+
+
+def read_namespace(ns: str) -> NamespaceView:
+    """Links, addresses and main-table IPv4 routes of namespace `ns` (a name or a path)."""
+    with netns.iproute(ns) as ipr:
+        raw_links = ipr.get_links()
+        raw_addrs = ipr.get_addr(family=socket.AF_INET)
+        raw_routes = ipr.get_routes(family=socket.AF_INET, table=254)
+    links: dict[int, Link] = {}
+    for msg in raw_links:
+        links[msg["index"]] = Link(
+            index=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"),
+            kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or
+            ("loopback" if msg.get_attr("IFLA_IFNAME") == "lo" else ""),
+            mac=(msg.get_attr("IFLA_ADDRESS") or "").lower() or None,
+            mtu=msg.get_attr("IFLA_MTU") or 0,
+            peer_index=msg.get_attr("IFLA_LINK"), master=msg.get_attr("IFLA_MASTER"),
+            up=bool(msg["flags"] & 1))
+    for msg in raw_addrs:
+        if msg["index"] in links:
+            links[msg["index"]].addresses.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+    names = {i: lk.ifname for i, lk in links.items()}
+    return NamespaceView(ns, links, [_route_text(r, names) for r in raw_routes])
+
+
+def _route_text(msg, names: dict[int, str]) -> str:
+    """A route the way `ip route` prints it (the lab model stores them so)."""
+    dst = msg.get_attr("RTA_DST")
+    text = f"{dst}/{msg['dst_len']}" if dst else "default"
+    gateway = msg.get_attr("RTA_GATEWAY")
+    if gateway:
+        text += f" via {gateway}"
+    oif = msg.get_attr("RTA_OIF")
+    if oif in names:
+        text += f" dev {names[oif]}"
+    if msg["proto"] == 2:
+        text += " proto kernel"
+    if msg["scope"] == 253:
+        text += " scope link"
+    src = msg.get_attr("RTA_PREFSRC")
+    if src:
+        text += f" src {src}"
+    return text
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+def docker_url(host: str | None) -> str:
+    """--docker HOST, else DOCKER_HOST, else the local socket."""
+    url = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if url.startswith("/"):
+        url = "unix://" + url
+    return url
+
+
+def _client(url: str):
+    import docker
+    from docker.errors import DockerException
+    try:
+        client = docker.DockerClient(base_url=url, timeout=30)
+        client.ping()
+    except DockerException as exc:
+        raise NettraceError(f"cannot reach the Docker engine at {url}: {exc}") from None
+    return client
+
+
+def daemon_pid(url: str) -> int:
+    """PID of the dockerd serving unix socket `url`: the process holding its listening socket.
+
+    /proc/<pid>/net/unix lists the sockets of that process's own namespace, so this works
+    for engines running in other network namespaces too.
+    """
+    if not url.startswith("unix://"):
+        raise NettraceError(f"--docker {url}: discovery reads the engine's namespaces, so it "
+                            f"needs a local unix socket (unix:///path/docker.sock)")
+    path = url[len("unix://"):]
+    for pid in _pids_named("dockerd"):
+        inodes = _listening_unix_inodes(pid, path)
+        if inodes and inodes & _socket_inodes(pid):
+            return pid
+    raise NettraceError(f"no dockerd process on this machine listens on {path}")
+
+
+def _pids_named(comm: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == comm:
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def _listening_unix_inodes(pid: int, path: str) -> set[int]:
+    found = set()
+    try:
+        with open(f"/proc/{pid}/net/unix") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                # Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 = listening
+                if len(parts) >= 8 and parts[7] == path and int(parts[3], 16) & 0x10000:
+                    found.add(int(parts[6]))
+    except OSError:
+        pass
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def _exec_root(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().decode(errors="replace").split("\0")
+    for i, arg in enumerate(argv):
+        if arg == "--exec-root" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--exec-root="):
+            return arg.split("=", 1)[1]
+    return DEFAULT_EXEC_ROOT
+
+
+def _named_netns(pid: int) -> tuple[str, str | None]:
+    """dockerd's namespace: its /run/netns name when it has one, else /proc/<pid>/ns/net."""
+    ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+    for name in netns.list_all():
+        try:
+            if netns.inode(name) == ino:
+                return name, name
+        except OSError:
+            continue
+    return f"/proc/{pid}/ns/net", None
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+def discover(host: str | None = None) -> Lab:
+    """The CNM view of the live engine at `host` (DOCKER_HOST or the local socket)."""
+    url = docker_url(host)
+    client = _client(url)
+    try:
+        return _Discovery(client, url).run()
+    finally:
+        client.close()
+
+
+class _Discovery:
+    def __init__(self, client, url: str):
+        self.client, self.url = client, url
+        self.pid = daemon_pid(url)
+        self.host_ns, ns_name = _named_netns(self.pid)
+        self.netns_dir = os.path.join(_exec_root(self.pid), "netns")
+        info = client.info()
+        # a private engine in a named namespace is best known by that name
+        self.host_name = (ns_name.split(".", 1)[1] if ns_name and "." in ns_name
+                          else ns_name or info.get("Name") or "docker")
+        self.lab = Lab(name="docker", source=url, pid=self.pid, created=time.time())
+        self.views: dict[str, NamespaceView] = {}
+
+    def view(self, ns: str) -> NamespaceView:
+        if ns not in self.views:
+            self.views[ns] = read_namespace(ns)
+            self.lab.namespaces.append(ns)
+        return self.views[ns]
+
+    def run(self) -> Lab:
+        lab = self.lab
+        lab.hosts[self.host_name] = Host(name=self.host_name, netns=self.host_ns)
+        host_view = self.view(self.host_ns)
+        api = self.client.api
+        networks = [api.inspect_network(n["Id"]) for n in api.networks()]
+        for raw in networks:
+            lab.networks.append(self.network(raw, host_view))
+        by_id = {raw["Id"]: raw for raw in networks}
+        containers = [api.inspect_container(c["Id"]) for c in api.containers()]
+        for raw in containers:
+            sandbox = self.sandbox(raw, by_id)
+            if sandbox is not None:
+                lab.sandboxes[sandbox.name] = sandbox
+        self.special_sandboxes()
+        self.interfaces(host_view)
+        return lab
+
+    # -- networks ---------------------------------------------------------------------------
+    def network(self, raw: dict, host_view: NamespaceView) -> Network:
+        opts = raw.get("Options") or {}
+        driver = raw["Driver"]
+        subnet = gateway = None
+        for cfg in (raw.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Subnet") and ipaddress.ip_network(cfg["Subnet"]).version == 4:
+                subnet, gateway = cfg["Subnet"], cfg.get("Gateway")
+                break
+        swarm = raw.get("Scope") == "swarm"
+        device = ns = None
+        options: dict = dict(opts)
+        vni = None
+        if driver == "bridge":
+            device = opts.get("com.docker.network.bridge.name") or f"br-{raw['Id'][:12]}"
+            ns = self.host_ns
+        elif driver == "overlay":
+            sbox = os.path.join(self.netns_dir, OVERLAY_SANDBOX_PREFIX + raw["Id"][:10])
+            device, ns = "br0", sbox if os.path.exists(sbox) else None
+            vnis = opts.get("com.docker.network.driver.overlay.vxlanid_list", "")
+            vni = int(vnis.split(",")[0]) if vnis else None
+        elif driver in ("macvlan", "ipvlan"):
+            device, ns = opts.get("parent"), self.host_ns
+            options["parent"] = opts.get("parent")
+            options["mode"] = opts.get(f"{driver}_mode") or ("bridge" if driver == "macvlan" else "l2")
+        mtu = int(opts.get("com.docker.network.driver.mtu") or 0)
+        if not mtu and device and ns:
+            link = self.view(ns).by_name(device)
+            mtu = link.mtu if link else 0
+        return Network(
+            name=raw["Name"], driver=driver, scope=Scope.SWARM if swarm else Scope.LOCAL,
+            id=raw["Id"], host=None if swarm else self.host_name, subnet=subnet, gateway=gateway,
+            device=device, netns=ns, mtu=mtu or 1500,
+            icc=opts.get("com.docker.network.bridge.enable_icc", "true") != "false",
+            internal=bool(raw.get("Internal")),
+            masquerade=(opts.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
+                        and not raw.get("Internal") and driver == "bridge"),
+            vni=vni, options=options)
+
+    # -- containers -------------------------------------------------------------------------
+    def sandbox(self, raw: dict, networks_by_id: dict[str, dict]) -> Sandbox | None:
+        name = raw["Name"].lstrip("/")
+        settings = raw.get("NetworkSettings") or {}
+        mode = (raw.get("HostConfig") or {}).get("NetworkMode") or "default"
+        mode = "bridge" if mode == "default" else mode
+        if mode.startswith("container:"):
+            return None                              # shares another container's sandbox
+        if mode == "host":
+            sandbox = Sandbox(name=name, host=self.host_name, netns=self.host_ns,
+                              network_mode="host")
+        else:
+            key = settings.get("SandboxKey")
+            if not key or not os.path.exists(key):
+                return None                          # not running: no namespace to trace
+            sandbox = Sandbox(name=name, host=self.host_name, netns=key,
+                              network_mode=mode if mode in ("none", "bridge") else mode)
+        attached = dict(settings.get("Networks") or {})
+        # endpoints Docker does not list on the container: docker_gwbridge for overlay users
+        for net in networks_by_id.values():
+            if net["Name"] not in attached and raw["Id"] in (net.get("Containers") or {}):
+                ep = net["Containers"][raw["Id"]]
+                attached[net["Name"]] = {
+                    "MacAddress": ep.get("MacAddress"),
+                    "IPAddress": (ep.get("IPv4Address") or "/").split("/")[0],
+                    "IPPrefixLen": int((ep.get("IPv4Address") or "/0").split("/")[1] or 0),
+                    "NetworkID": net["Id"]}
+        if mode != "host":
+            view = self.view(sandbox.netns)
+            sandbox.routes = list(view.routes)
+            for net_name, ep in attached.items():
+                if net_name in ("host", "none") or not ep.get("MacAddress"):
+                    continue
+                link = view.by_mac(ep["MacAddress"])
+                sandbox.endpoints.append(Endpoint(
+                    name=f"{name}-{net_name}", container=name, network=net_name,
+                    ifname=link.ifname if link else "?", mac=ep["MacAddress"].lower(),
+                    ipv4=ep.get("IPAddress") or "", prefixlen=int(ep.get("IPPrefixLen") or 0),
+                    mtu=link.mtu if link else 0))
+            sandbox.endpoints.sort(key=lambda e: e.ifname)
+        sandbox.resolv_conf = _read(raw.get("ResolvConfPath"))
+        sandbox.published = _published(raw)
+        return sandbox
+
+    def special_sandboxes(self) -> None:
+        """Overlay network sandboxes (1-<id>), ingress_sbox and load balancers (lb_<id>)."""
+        try:
+            keys = sorted(os.listdir(self.netns_dir))
+        except FileNotFoundError:
+            return
+        for key in keys:
+            if key.startswith(OVERLAY_SANDBOX_PREFIX) or key == "ingress_sbox" or \
+                    key.startswith("lb_"):
+                self.view(os.path.join(self.netns_dir, key))
+
+    # -- interfaces and their roles -----------------------------------------------------------
+    def interfaces(self, host_view: NamespaceView) -> None:
+        lab = self.lab
+        host = self.host_name
+        bridges = {(n.netns, n.device): n for n in lab.networks
+                   if n.driver in ("bridge", "overlay") and n.device and n.netns}
+        parents = {n.device: n for n in lab.networks if n.driver in ("macvlan", "ipvlan")}
+        owner = {}                                   # netns -> sandbox name
+        for sb in lab.sandboxes.values():
+            if sb.network_mode != "host":
+                owner[sb.netns] = sb.name
+        for ns in self.views:
+            if ns != self.host_ns and ns not in owner:
+                owner[ns] = os.path.basename(ns)     # 1-<id>, ingress_sbox, lb_<id>
+        # container side first: it names the host-side peers
+        peer_of: dict[tuple[str, int], tuple[str, Link, str | None]] = {}
+        for ns, view in self.views.items():
+            if ns == self.host_ns or ns not in owner:
+                continue
+            sb = lab.sandboxes.get(owner[ns])
+            is_container = sb is not None and sb.netns == ns
+            for link in view.links.values():
+                if link.kind == "loopback":
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.LOOPBACK, host=host,
+                                                    sandbox=owner[ns]))
+                    continue
+                net = self.network_of_container_link(ns, link)
+                if not is_container and link.kind == "bridge":
+                    netw = bridges.get((ns, link.ifname))
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.BRIDGE, host=host,
+                                                    sandbox=owner[ns], kind="bridge", mac=link.mac,
+                                                    network=netw.name if netw else None))
+                    continue
+                if not is_container and link.kind == "vxlan":
+                    netw = bridges.get((ns, "br0"))
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.VXLAN, host=host,
+                                                    sandbox=owner[ns], kind="vxlan", mac=link.mac,
+                                                    network=netw.name if netw else None))
+                    continue
+                if not is_container and link.master in view.links:
+                    continue                         # a bridge port: handled as a veth peer below
+                itf = Interface(ns, link.ifname, Role.CONTAINER, host=host, sandbox=owner[ns],
+                                network=net, kind=link.kind, mac=link.mac)
+                lab.interfaces.append(itf)
+                if link.kind == "macvlan" and link.peer_index in host_view.links:
+                    itf.peer = f"{self.host_ns}/{host_view.links[link.peer_index].ifname}"
+                elif link.kind == "veth":
+                    found = self.find_peer(ns, link, owner)
+                    if found:
+                        peer_ns, peer = found
+                        itf.peer = f"{peer_ns}/{peer.ifname}"
+                        peer_of[(peer_ns, peer.index)] = (ns, link, net)
+                        if sb is not None and is_container:
+                            for ep in sb.endpoints:
+                                if ep.ifname == link.ifname:
+                                    ep.host_ifname, ep.host_netns = peer.ifname, peer_ns
+        # host side and overlay-sandbox bridge ports
+        for ns, view in self.views.items():
+            if ns != self.host_ns and (ns not in owner or owner[ns] in lab.sandboxes):
+                continue
+            for link in view.links.values():
+                if ns == self.host_ns and link.kind == "loopback":
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.LOOPBACK, host=host))
+                    continue
+                sbox = None if ns == self.host_ns else owner[ns]
+                if (ns, link.index) in peer_of:
+                    cns, clink, net = peer_of[(ns, link.index)]
+                    lab.interfaces.append(Interface(
+                        ns, link.ifname, Role.VETH_HOST, host=host, sandbox=sbox, network=net,
+                        kind=link.kind, mac=link.mac, peer=f"{cns}/{clink.ifname}"))
+                elif ns == self.host_ns and (ns, link.ifname) in bridges:
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.BRIDGE, host=host,
+                                                    network=bridges[(ns, link.ifname)].name,
+                                                    kind=link.kind, mac=link.mac))
+                elif ns == self.host_ns and link.ifname in parents:
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.MACVLAN_PARENT,
+                                                    host=host, network=parents[link.ifname].name,
+                                                    kind=link.kind, mac=link.mac))
+                elif ns == self.host_ns:
+                    lab.interfaces.append(Interface(ns, link.ifname, Role.UPLINK, host=host,
+                                                    kind=link.kind, mac=link.mac))
+
+    def network_of_container_link(self, ns: str, link: Link) -> str | None:
+        """By endpoint MAC for containers; by subnet for ingress_sbox and lb_* endpoints."""
+        for sandbox in self.lab.sandboxes.values():
+            if sandbox.netns == ns:
+                for ep in sandbox.endpoints:
+                    if ep.mac == link.mac:
+                        return ep.network
+        for addr in link.addresses:
+            ip = ipaddress.ip_interface(addr).ip
+            for net in self.lab.networks:
+                if net.subnet and ip in ipaddress.ip_network(net.subnet):
+                    return net.name
+        return None
+
+    def find_peer(self, ns: str, link: Link, owner: dict[str, str]) -> tuple[str, Link] | None:
+        """The other end of a veth: the link whose index is our IFLA_LINK and whose IFLA_LINK is
+        our index, in dockerd's namespace or an overlay sandbox."""
+        candidates = []
+        for other_ns, view in self.views.items():
+            if other_ns == ns:
+                continue
+            peer = view.links.get(link.peer_index)
+            if peer is not None and peer.kind == "veth" and peer.peer_index == link.index:
+                candidates.append((other_ns, peer))
+        if len(candidates) > 1:                     # same index pair in two namespaces: rare
+            infra = [c for c in candidates if c[0] == self.host_ns or
+                     os.path.basename(c[0]).startswith(OVERLAY_SANDBOX_PREFIX)]
+            candidates = infra or candidates
+        return candidates[0] if candidates else None
+
+
+def _read(path: str | None) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _published(raw: dict) -> list[str]:
+    """Port bindings as the lab model writes them: [hostip:]8080:80/tcp."""
+    out = []
+    bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
+    for cport, binds in sorted(bindings.items()):
+        port, _, proto = cport.partition("/")
+        for b in binds or []:
+            host_ip = b.get("HostIp") or ""
+            prefix = f"{host_ip}:" if host_ip and host_ip != "0.0.0.0" else ""
+            out.append(f"{prefix}{b.get('HostPort') or port}:{port}/{proto or 'tcp'}")
+    return out

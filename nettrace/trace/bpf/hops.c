@@ -1,0 +1,381 @@
+/* nettrace hop probes: tracepoints, netfilter first/last, tcx ingress/egress.
+ *
+ * Every probe copies the packet headers of its skb, and emits an event only when the
+ * packet (or, for VXLAN, its inner packet; for ICMP errors, the quoted packet) matches a
+ * watched fingerprint, or the live expression. Background traffic costs the filter only.
+ * One ring buffer; failed outputs are counted per CPU in `lost`.
+ */
+#include "event.h"
+
+#ifndef NT_RINGBUF_PAGES
+#define NT_RINGBUF_PAGES 1024
+#endif
+#define NT_VXLAN_PORT 4789
+/* One header byte. The mask only reassures the verifier (callers check bounds, but the
+ * compiler may drop a check it knows is redundant); NT_HDR_LEN is a power of two. */
+#define NT_B(h, o) ((u32)(h)[nt_mask(o)])
+
+static __always_inline u32 nt_mask(u32 off)
+{
+    asm volatile("" : "+r"(off));   /* hide the known range, so the mask stays */
+    return off & (NT_HDR_LEN - 1);
+}
+
+BPF_RINGBUF_OUTPUT(events, NT_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_ARRAY(nt_conf, struct nt_config, 1);
+BPF_HASH(watch, struct nt_key, u32, 4096);
+BPF_HASH(netns_set, u32, u8, 1024);
+BPF_HASH(netns_cookie, u64, u32, 1024);
+
+
+static __always_inline u32 be16_at(const u8 *h, u32 off)
+{
+    if (off > NT_HDR_LEN - 2)
+        return 0;
+    return (NT_B(h, off) << 8) | NT_B(h, off + 1);
+}
+
+static __always_inline u32 be32_at(const u8 *h, u32 off)
+{
+    if (off > NT_HDR_LEN - 4)
+        return 0;
+    return (NT_B(h, off) << 24) | (NT_B(h, off + 1) << 16) | (NT_B(h, off + 2) << 8) |
+           NT_B(h, off + 3);
+}
+
+static __always_inline u32 lookup(u8 kind, u8 proto, u32 val)
+{
+    struct nt_key k = {.kind = kind, .proto = proto, .val = val};
+    u32 *id = watch.lookup(&k);
+    return id ? *id : 0;
+}
+
+/* Trace id of the IPv4 packet at `off`, 0 when not watched. `*inner` is set to the offset
+ * of an Ethernet frame carried in VXLAN, for a second pass. */
+static __always_inline u32 match_ipv4(const u8 *h, u32 off, u32 *inner)
+{
+    u32 id, ihl, l4, sport, dport;
+    u8 proto;
+
+    if (off > NT_HDR_LEN - 20)
+        return 0;
+    ihl = (NT_B(h, off) & 0xf) * 4;
+    proto = NT_B(h, off + 9);
+    if ((id = lookup(NT_K_IPID, proto, be16_at(h, off + 4))))
+        return id;
+    l4 = off + ihl;
+    if (l4 > NT_HDR_LEN - 8)
+        return 0;
+    sport = be16_at(h, l4);
+    dport = be16_at(h, l4 + 2);
+    if (proto == IPPROTO_ICMP) {
+        u8 type = NT_B(h, l4);
+        if (type == 0 || type == 8)
+            return lookup(NT_K_ICMP, proto, be32_at(h, l4 + 4));
+        if (type == 3 || type == 11) {           /* an error quoting the watched packet */
+            u32 q = l4 + 8;
+            if (q > NT_HDR_LEN - 20)
+                return 0;
+            return lookup(NT_K_IPID, NT_B(h, q + 9), be16_at(h, q + 4));
+        }
+        return 0;
+    }
+    if (proto == IPPROTO_UDP && dport == NT_VXLAN_PORT)
+        *inner = l4 + 16;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        if ((id = lookup(NT_K_PORT, proto, sport)))
+            return id;
+        return lookup(NT_K_PORT, proto, dport);
+    }
+    return 0;
+}
+
+static __always_inline u32 match_arp(const u8 *h, u32 off)
+{
+    u32 id;
+    if (off > NT_HDR_LEN - 28)
+        return 0;
+    if ((id = lookup(NT_K_ARP, 0, be32_at(h, off + 14))))     /* sender IP */
+        return id;
+    return lookup(NT_K_ARP, 0, be32_at(h, off + 24));         /* target IP */
+}
+
+static __always_inline int live_match(const u8 *h, u32 off, u32 ethertype, struct nt_config *c)
+{
+    u32 s, d, proto, l4;
+    if (ethertype == ETH_P_ARP) {
+        if (off > NT_HDR_LEN - 28)
+            return 0;
+        if (c->proto && c->proto != ETH_P_ARP)
+            return 0;
+        if (c->port)
+            return 0;
+        s = be32_at(h, off + 14);
+        d = be32_at(h, off + 24);
+    } else if (ethertype == ETH_P_IP) {
+        if (off > NT_HDR_LEN - 20)
+            return 0;
+        proto = NT_B(h, off + 9);
+        if (c->proto && c->proto != proto)
+            return 0;
+        s = be32_at(h, off + 12);
+        d = be32_at(h, off + 16);
+        if (c->port) {
+            l4 = off + (NT_B(h, off) & 0xf) * 4;
+            if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+                return 0;
+            if (be16_at(h, l4) != c->port && be16_at(h, l4 + 2) != c->port)
+                return 0;
+        }
+    } else {
+        /* IPv6 and other protocols: only an empty expression matches them */
+        return !(c->proto || c->port || c->host || c->src || c->dst);
+    }
+    if (c->host && c->host != s && c->host != d)
+        return 0;
+    if (c->src && c->src != s)
+        return 0;
+    if (c->dst && c->dst != d)
+        return 0;
+    return 1;
+}
+
+/* Decide whether the copied headers are interesting; sets ev->trace_id. */
+static __always_inline int want(struct nt_event *ev)
+{
+    u32 key = 0, off = ev->l2 ? ETH_HLEN : 0, inner = 0, et = ev->ethertype;
+    struct nt_config *c = nt_conf.lookup(&key);
+    if (!c)
+        return 0;
+    if (c->netns_filter && ev->netns) {
+        u32 ns = ev->netns;
+        if (!netns_set.lookup(&ns))
+            return 0;
+    }
+    if (c->live) {
+        if (live_match(ev->hdr, off, et, c))
+            return 1;
+        if (et == ETH_P_IP && off <= NT_HDR_LEN - 28 && NT_B(ev->hdr, off + 9) == IPPROTO_UDP) {
+            u32 l4 = off + (NT_B(ev->hdr, off) & 0xf) * 4;
+            if (be16_at(ev->hdr, l4 + 2) == NT_VXLAN_PORT)
+                return live_match(ev->hdr, l4 + 16 + ETH_HLEN,
+                                  be16_at(ev->hdr, l4 + 16 + 12), c);
+        }
+        return 0;
+    }
+    if (et == ETH_P_ARP)
+        ev->trace_id = match_arp(ev->hdr, off);
+    else if (et == ETH_P_IP) {
+        ev->trace_id = match_ipv4(ev->hdr, off, &inner);
+        if (!ev->trace_id && inner && inner <= NT_HDR_LEN - ETH_HLEN - 20) {
+            u32 iet = be16_at(ev->hdr, inner + 12), unused = 0;
+            if (iet == ETH_P_IP)
+                ev->trace_id = match_ipv4(ev->hdr, inner + ETH_HLEN, &unused);
+            else if (iet == ETH_P_ARP)
+                ev->trace_id = match_arp(ev->hdr, inner + ETH_HLEN);
+        }
+    }
+    return ev->trace_id != 0;
+}
+
+static __always_inline u32 dev_netns(struct net_device *dev)
+{
+    struct net *net = NULL;
+    u32 inum = 0;
+    if (!dev)
+        return 0;
+    bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+    if (net)
+        bpf_probe_read_kernel(&inum, sizeof(inum), &net->ns.inum);
+    return inum;
+}
+
+static __always_inline u32 dev_ifindex(struct net_device *dev)
+{
+    int ifindex = 0;
+    if (dev)
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), &dev->ifindex);
+    return ifindex;
+}
+
+/* Copy the skb's headers: from the MAC header when set and `l2` is asked for, else from
+ * the network header. */
+static __always_inline void read_skb(struct sk_buff *skb, struct nt_event *ev, int l2)
+{
+    unsigned char *head = NULL;
+    u16 mac = 0xffff, net = 0, proto = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+    bpf_probe_read_kernel(&mac, sizeof(mac), &skb->mac_header);
+    bpf_probe_read_kernel(&net, sizeof(net), &skb->network_header);
+    bpf_probe_read_kernel(&ev->len, sizeof(ev->len), &skb->len);
+    bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
+    ev->skb = (u64)skb;
+    ev->ethertype = ntohs(proto);
+    if (l2 && mac != 0xffff) {
+        ev->l2 = 1;
+        bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + mac);
+        ev->ethertype = be16_at(ev->hdr, 12);
+        ev->hdr_len = ev->len + (net > mac ? net - mac : ETH_HLEN);
+    } else {
+        bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + net);
+        ev->hdr_len = ev->len;
+    }
+    if (ev->hdr_len > NT_HDR_LEN)
+        ev->hdr_len = NT_HDR_LEN;
+}
+
+static __always_inline void emit(struct nt_event *ev)
+{
+    if (events.ringbuf_output(ev, sizeof(*ev), 0)) {
+        u32 key = 0;
+        u64 *n = lost.lookup(&key);
+        if (n)
+            *n += 1;
+    }
+}
+
+static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u8 point,
+                                  u64 location, u32 reason)
+{
+    struct nt_event ev = {};
+    if (!skb)
+        return 0;
+    if (!dev)
+        bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+    ev.point = point;
+    ev.netns = dev_netns(dev);
+    ev.ifindex = dev_ifindex(dev);
+    ev.location = location;
+    ev.reason = reason;
+    read_skb(skb, &ev, 1);
+    if (!want(&ev))
+        return 0;
+    ev.ts_ns = bpf_ktime_get_ns();
+    emit(&ev);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(net_dev_queue)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_DEV_QUEUE, 0, 0);
+}
+
+RAW_TRACEPOINT_PROBE(net_dev_start_xmit)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[1],
+                  NT_P_START_XMIT, 0, 0);
+}
+
+/* fires after the driver returned: on veth skb->dev is already the peer, so take the
+ * device from the tracepoint argument */
+RAW_TRACEPOINT_PROBE(net_dev_xmit)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[2],
+                  NT_P_DEV_XMIT, 0, 0);
+}
+
+RAW_TRACEPOINT_PROBE(netif_rx)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_NETIF_RX, 0, 0);
+}
+
+RAW_TRACEPOINT_PROBE(netif_receive_skb)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_RECEIVE_SKB, 0, 0);
+}
+
+RAW_TRACEPOINT_PROBE(kfree_skb)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_KFREE_SKB, ctx->args[1],
+                  (u32)ctx->args[2]);
+}
+
+RAW_TRACEPOINT_PROBE(consume_skb)
+{
+    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_CONSUME_SKB, ctx->args[1], 0);
+}
+
+static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
+{
+    const struct nf_hook_state *st = NULL;
+    struct sk_buff *skb = NULL;
+    struct net_device *in = NULL, *out = NULL;
+    struct net *net = NULL;
+    struct nt_event ev = {};
+
+    bpf_probe_read_kernel(&st, sizeof(st), &ctx->state);
+    bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->skb);
+    if (!st || !skb)
+        return NF_ACCEPT;
+    bpf_probe_read_kernel(&ev.hook, 1, &st->hook);
+    bpf_probe_read_kernel(&ev.pf, 1, &st->pf);
+    bpf_probe_read_kernel(&in, sizeof(in), &st->in);
+    bpf_probe_read_kernel(&out, sizeof(out), &st->out);
+    bpf_probe_read_kernel(&net, sizeof(net), &st->net);
+    if (net)
+        bpf_probe_read_kernel(&ev.netns, sizeof(ev.netns), &net->ns.inum);
+    ev.point = point;
+    ev.in_ifindex = dev_ifindex(in);
+    ev.out_ifindex = dev_ifindex(out);
+    ev.ifindex = ev.out_ifindex ? ev.out_ifindex : ev.in_ifindex;
+    read_skb(skb, &ev, 0);
+    ev.ethertype = ev.pf == 10 ? ETH_P_IPV6 : ETH_P_IP;
+    if (!want(&ev))
+        return NF_ACCEPT;
+    ev.ts_ns = bpf_ktime_get_ns();
+    emit(&ev);
+    return NF_ACCEPT;
+}
+
+int nf_first(struct bpf_nf_ctx *ctx)
+{
+    return on_nf(ctx, NT_P_NF_FIRST);
+}
+
+int nf_last(struct bpf_nf_ctx *ctx)
+{
+    return on_nf(ctx, NT_P_NF_LAST);
+}
+
+static __always_inline int on_tc(struct __sk_buff *ctx, u8 point)
+{
+    struct nt_event ev = {};
+    u32 n = ctx->len;
+    ev.point = point;
+    ev.ifindex = ctx->ifindex;
+    ev.len = n;
+    ev.l2 = 1;
+    {
+        /* tc sees no kernel skb from bcc (no kfunc support): name the namespace through
+         * its cookie, translated by the netns_cookie map user space fills */
+        u64 cookie = bpf_get_netns_cookie(ctx);
+        u32 *inum = netns_cookie.lookup(&cookie);
+        ev.netns = inum ? *inum : 0;
+        ev.location = cookie;
+    }
+    if (n > NT_HDR_LEN)
+        n = NT_HDR_LEN;
+    if (n < ETH_HLEN)
+        return -1;
+    n = nt_mask(n - 1) + 1;         /* 1..NT_HDR_LEN, provably */
+    if (bpf_skb_load_bytes(ctx, 0, ev.hdr, n))
+        return -1;
+    ev.hdr_len = n;
+    ev.ethertype = be16_at(ev.hdr, 12);
+    if (!want(&ev))
+        return -1;
+    ev.ts_ns = bpf_ktime_get_ns();
+    emit(&ev);
+    return -1;                  /* TCX_NEXT: let other programs decide */
+}
+
+int tc_ingress(struct __sk_buff *ctx)
+{
+    return on_tc(ctx, NT_P_TC_INGRESS);
+}
+
+int tc_egress(struct __sk_buff *ctx)
+{
+    return on_tc(ctx, NT_P_TC_EGRESS);
+}

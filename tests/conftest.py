@@ -1,0 +1,82 @@
+"""Shared fixtures: real labs in real namespaces (root), brought down whatever happens.
+
+Every test that creates kernel objects runs as root on the real kernel. At the end of the
+session no namespace with nettrace's prefix may remain: a leak fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, netlink, eBPF)")
+
+
+def our_namespaces(prefix: str | None = None) -> list[str]:
+    from nettrace.topology import netns
+    from nettrace.topology.model import NS_PREFIX
+    p = (prefix or NS_PREFIX) + "."
+    return [ns for ns in netns.list_all() if ns.startswith(p)]
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `nettrace` command (as a user would)."""
+    proc = subprocess.run([NETTRACE, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nettrace {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers():
+    """Fail the session if any nettrace namespace survives it."""
+    before = set(our_namespaces()) if os.geteuid() == 0 else set()
+    yield
+    if os.geteuid() == 0:
+        leaked = sorted(set(our_namespaces()) - before)
+        assert not leaked, f"namespaces left behind by the test session: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def labs():
+    """`labs(name)` brings an embedded lab up once per session (shared, read-only use)."""
+    from nettrace.topology import builder, spec
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    up: dict[str, object] = {}
+
+    def get(name: str, *, as_name: str | None = None):
+        key = as_name or name
+        if key not in up:
+            up[key] = builder.up(spec.load(name, name=as_name))
+        return up[key]
+
+    yield get
+    for name in up:
+        builder.down(name, quiet=True)
+
+
+@pytest.fixture
+def make_lab():
+    """`make_lab(spec_or_name)` brings up a lab for one test and always takes it down."""
+    from nettrace.topology import builder, spec
+    made: list[str] = []
+
+    def make(ref: str | None = None, *, text: str | None = None, name: str | None = None):
+        s = spec.parse(text, default_name=name or "t") if text else spec.load(ref, name=name)
+        lab = builder.up(s)
+        made.append(lab.name)
+        return lab
+
+    yield make
+    for name in made:
+        builder.down(name, quiet=True)

@@ -1,0 +1,159 @@
+"""Per driver, the reachability Docker's own integration tests assert (docker-drivers.md §14).
+
+Real namespaces, links, rules and packets; each lab is shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import needs_root
+from netutil import connect, peer_seen, ping, ping_error, serve_once
+from nettrace.topology import firewall, netns
+
+pytestmark = needs_root
+
+
+def ns(lab, name):
+    return lab.netns_of(name)
+
+
+def test_bridge_same_network_reachable(labs):
+    lab = labs("bridge")
+    c1, c2 = lab.sandbox("c1"), lab.sandbox("c2")
+    assert c1.ip() == "172.17.0.2" and c2.ip() == "172.17.0.3"
+    assert ping(c1.netns, c2.ip())
+    assert ping(c1.netns, "172.17.0.1"), "gateway (docker0) unreachable"
+    host = lab.hosts["host"].netns
+    assert netns.sysctl_read(host, "net.ipv4.ip_forward") == "1"
+    assert netns.sysctl_read(host, "net.bridge.bridge-nf-call-iptables") == "1"
+    links = netns.run(host, ["ip", "-br", "link"]).stdout
+    assert re.search(r"^docker0\s", links, re.M)
+    assert re.search(r"^veth[0-9a-f]{7}@", links, re.M), links
+    addr = netns.run(c1.netns, ["ip", "-br", "addr", "show", "eth0"]).stdout
+    assert "172.17.0.2/16" in addr
+    mac = netns.run(c1.netns, ["ip", "-br", "link", "show", "eth0"]).stdout
+    assert "02:42:ac:11:00:02" in mac
+    assert "default via 172.17.0.1" in netns.run(c1.netns, ["ip", "route"]).stdout
+
+
+def test_user_bridges_isolated(labs):
+    lab = labs("user-bridges")
+    c1, c2, c3 = (lab.sandbox(n) for n in ("c1", "c2", "c3"))
+    assert ping(c1.netns, c2.ip())
+    assert not ping(c1.netns, c3.ip()), "different user-defined bridges must be isolated"
+    assert not ping(c3.netns, c1.ip())
+    front = lab.network("front")
+    assert re.fullmatch(r"br-[0-9a-f]{12}", front.device)
+    rules = firewall.dump(lab.hosts["host"].netns)
+    assert f"-A DOCKER-ISOLATION-STAGE-2 -o {front.device} -j DROP" in rules
+    # user-defined networks get the embedded DNS rules in the container
+    dns = netns.run(c1.netns, ["iptables-save", "-t", "nat"]).stdout
+    assert "-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT" in dns
+    assert c1.resolv_conf.startswith("nameserver 127.0.0.11")
+
+
+def test_icc_off_blocks_containers_but_not_egress_or_published(labs):
+    lab = labs("icc-off")
+    c1, c2 = lab.sandbox("c1"), lab.sandbox("c2")
+    client = lab.clients["client"]
+    assert not ping(c1.netns, c2.ip()), "ICC off must block container to container"
+    assert ping(c1.netns, client.address), "egress must still work with ICC off"
+    server = serve_once(c2.netns, "tcp", 80)
+    assert connect(client.netns, "tcp", lab.hosts["host"].address, 8080) == "hello"
+    assert peer_seen(server) == client.address
+    net = lab.network("noicc")
+    assert f"-A FORWARD -i {net.device} -o {net.device} -j DROP" in firewall.dump(
+        lab.hosts["host"].netns)
+
+
+def test_internal_network_has_no_egress(labs):
+    lab = labs("internal")
+    c1, c2 = lab.sandbox("c1"), lab.sandbox("c2")
+    assert ping(c1.netns, c2.ip()), "peers on an internal network reach each other"
+    assert ping(c1.netns, lab.network("internal").gateway), "gateway is reachable"
+    assert "Network is unreachable" in ping_error(c1.netns, lab.clients["client"].address)
+    assert "default" not in netns.run(c1.netns, ["ip", "route"]).stdout
+    rules = firewall.dump(lab.hosts["host"].netns)
+    assert "-A DOCKER-ISOLATION-STAGE-1 ! -s 10.97.0.0/24" in rules
+    assert "MASQUERADE" not in rules.split("-s 10.97.0.0/24 ! -o")[0][-5:]  # no masquerade line
+    assert "-s 10.97.0.0/24 ! -o" not in rules
+
+
+def test_published_port_dnat_from_external_client(labs):
+    lab = labs("published-port")
+    web, client, host = lab.sandbox("web"), lab.clients["client"], lab.hosts["host"]
+    server = serve_once(web.netns, "tcp", 80)
+    assert connect(client.netns, "tcp", host.address, 8080) == "hello"
+    assert peer_seen(server) == client.address, "DNAT must keep the client's address"
+    server = serve_once(web.netns, "udp", 53)
+    assert connect(client.netns, "udp", host.address, 5353) == "hello"
+    assert peer_seen(server) == client.address
+    # hairpin: another container reaches the published port through the host address
+    server = serve_once(web.netns, "tcp", 80)
+    assert connect(lab.sandbox("c1").netns, "tcp", host.address, 8080) == "hello"
+    peer_seen(server)
+    # an unpublished port is not reachable from outside
+    assert connect(client.netns, "tcp", host.address, 8081).startswith("error")
+
+
+def test_egress_is_masqueraded(labs):
+    lab = labs("published-port")
+    client, host = lab.clients["client"], lab.hosts["host"]
+    server = serve_once(client.netns, "tcp", 9000)
+    assert connect(lab.sandbox("c1").netns, "tcp", client.address, 9000) == "hello"
+    assert peer_seen(server) == host.address, "egress must leave with the host's address"
+
+
+def test_macvlan_containers_reach_each_other(labs):
+    lab = labs("macvlan")
+    m1, m2 = lab.sandbox("m1"), lab.sandbox("m2")
+    assert ping(m1.netns, m2.ip())
+    detail = netns.run(m1.netns, ["ip", "-d", "link", "show", "eth0"]).stdout
+    assert "macvlan mode bridge" in detail
+    assert lab.network("mvnet").device == "eth0"     # parent: the host's uplink
+    assert "iptables" not in firewall.dump(m1.netns)  # no rules in a macvlan container
+
+
+def test_overlay_across_hosts_uses_vxlan(labs):
+    lab = labs("overlay")
+    c1, c2 = lab.sandbox("c1"), lab.sandbox("c2")
+    assert c1.host == "host1" and c2.host == "host2"
+    net = lab.network("ovnet")
+    assert net.vni == 4096 and net.mtu == 1450 and net.subnet == "10.0.1.0/24"
+    cap = netns.popen(lab.underlay_netns, ["tcpdump", "-i", "lan0", "-nn", "-v", "-c", "1",
+                                           "-l", "udp", "port", "4789"],
+                      stdout=__import__("subprocess").PIPE, stderr=__import__("subprocess").DEVNULL,
+                      text=True)
+    import time
+    time.sleep(0.5)
+    assert ping(c1.netns, c2.ip(), wait=2)
+    out, _ = cap.communicate(timeout=5)
+    assert "VXLAN" in out and "vni 4096" in out, out
+    assert "192.168.50.11" in out and "192.168.50.12" in out
+    eth0 = netns.run(c1.netns, ["ip", "-d", "link", "show", "eth0"]).stdout
+    assert "mtu 1450" in eth0
+    sbox = next(n for n in lab.namespaces if n.startswith(lab.hosts["host1"].netns + ".1-"))
+    vx = netns.run(sbox, ["ip", "-d", "link", "show", "vxlan0"]).stdout
+    assert "vxlan id 4096" in vx and "dstport 4789" in vx
+    fdb = netns.run(sbox, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+    assert f"dst {lab.hosts['host2'].address}" in fdb
+    # egress through docker_gwbridge (eth1)
+    assert "default via 172.18.0.1 dev eth1" in netns.run(c1.netns, ["ip", "route"]).stdout
+
+
+def test_host_driver_sees_host_interfaces(labs):
+    lab = labs("host")
+    hostc = lab.sandbox("hostc")
+    assert hostc.netns == lab.hosts["host"].netns
+    links = netns.run(hostc.netns, ["ip", "-br", "link"]).stdout
+    assert "docker0" in links and "eth0" in links
+
+
+def test_none_has_only_lo(labs):
+    lab = labs("none")
+    links = netns.run(lab.sandbox("lonely").netns, ["ip", "-br", "link"]).stdout.split("\n")
+    assert [ln.split()[0] for ln in links if ln.strip()] == ["lo"]
+    assert "UP" in links[0]
