@@ -1,0 +1,141 @@
+"""A real Docker engine for the test session (pytest plugin).
+
+Load it with `pytest_plugins = ["conftest_docker"]` (tests/ is on sys.path). The engine runs
+in its own namespace (<prefix>.docker-t<pid>) with every driver Docker has on this kernel:
+default bridge, a user bridge, an internal network, ICC off, a published port, macvlan on a
+veth parent and a single-node swarm overlay, plus host and none containers. If Docker cannot
+be installed or started, every test using it is skipped with the reason printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+# Kernel-object isolation for this engineer's tests (common rules): set before nettrace
+# reads them at import time.
+os.environ.setdefault("NETTRACE_NS_PREFIX", "ntd")
+os.environ.setdefault("NETTRACE_STATE_DIR", "/run/nettrace-ntd")
+
+
+@dataclass
+class ExpectedEndpoint:
+    network: str
+    ipv4: str | None                 # None: Docker chooses (default bridge, overlay)
+
+
+@dataclass
+class DockerScenario:
+    engine: object                   # nettrace.docker.engine.Engine
+    containers: dict[str, list[ExpectedEndpoint]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)     # name -> host | none
+    published: dict[str, list[str]] = field(default_factory=dict)
+
+
+# name, [(network, ip)], publish
+SCENARIO_NETWORKS = [
+    # name, driver, subnet, options, internal
+    ("unet", "bridge", "10.99.0.0/24", {}, False),
+    ("internal", "bridge", "10.97.0.0/24", {}, True),
+    ("noicc", "bridge", "10.96.0.0/24", {"com.docker.network.bridge.enable_icc": "false"}, False),
+    ("mvnet", "macvlan", "10.98.0.0/24", {"parent": "mvparent"}, False),
+    ("ovnet", "overlay", "10.0.9.0/24", {}, False),
+]
+SCENARIO_CONTAINERS = [
+    ("c1", [("bridge", None)], []),
+    ("c2", [("bridge", None)], []),
+    ("web", [("bridge", None)], ["8080:80/tcp"]),
+    ("u1", [("unet", "10.99.0.10")], []),
+    ("u2", [("unet", "10.99.0.11"), ("internal", "10.97.0.11")], []),
+    ("i1", [("internal", "10.97.0.10")], []),
+    ("n1", [("noicc", "10.96.0.10")], []),
+    ("n2", [("noicc", "10.96.0.11")], []),
+    ("m1", [("mvnet", "10.98.0.10")], []),
+    ("m2", [("mvnet", "10.98.0.11")], []),
+    ("o1", [("ovnet", "10.0.9.10")], []),
+    ("o2", [("ovnet", "10.0.9.11")], []),
+    ("hostc", [("host", None)], []),
+    ("lonely", [("none", None)], []),
+]
+
+
+def start_engine_or_skip(tag: str):
+    """Start a private engine, or skip (reason printed) when Docker is missing or will not start."""
+    from nettrace.docker import engine as docker_engine
+    from nettrace.errors import NettraceError
+    if os.geteuid() != 0:
+        pytest.skip("a Docker engine needs root")
+    try:
+        eng = docker_engine.start(tag)
+        eng.import_busybox()
+    except NettraceError as exc:
+        print(f"\nDocker tests skipped: {exc}", file=sys.stderr)
+        pytest.skip(f"Docker engine unavailable: {str(exc).splitlines()[0]}")
+    return eng
+
+
+def stop_engine_checked(eng) -> None:
+    """Stop the engine and fail loudly if anything of it is left behind."""
+    from nettrace.docker.engine import mounts_under
+    from nettrace.topology import netns
+    report = eng.stop()
+    leftovers = []
+    if netns.exists(eng.netns):
+        leftovers.append(f"namespace {eng.netns}")
+    if os.path.exists(eng.root):
+        leftovers.append(f"directory {eng.root}")
+    leftovers += mounts_under(eng.root)
+    for pid in (eng.dockerd_pid, eng.containerd_pid):
+        if os.path.exists(f"/proc/{pid}/cmdline"):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if eng.root.encode() in f.read():
+                    leftovers.append(f"process {pid}")
+    assert not leftovers and not report.problems, (leftovers, report.problems)
+
+
+def build_scenario(eng) -> DockerScenario:
+    client = eng.client()
+    eng.swarm_init()
+    eng.add_parent_link("mvparent")
+    for name, driver, subnet, options, internal in SCENARIO_NETWORKS:
+        from docker.types import IPAMConfig, IPAMPool
+        client.networks.create(name, driver=driver, options=options, internal=internal,
+                               attachable=driver == "overlay",
+                               ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
+    scenario = DockerScenario(eng)
+    from nettrace.docker.mirror import serve_command
+    for name, nets, publish in SCENARIO_CONTAINERS:
+        eng.run(name, nets, publish=publish, command=serve_command(publish))
+        if nets[0][0] in ("host", "none"):
+            scenario.modes[name] = nets[0][0]
+            scenario.containers[name] = []
+        else:
+            scenario.containers[name] = [ExpectedEndpoint(n, ip) for n, ip in nets]
+        scenario.published[name] = publish
+    client.close()
+    return scenario
+
+
+@pytest.fixture(scope="session")
+def docker_scenario():
+    """The session's engine with every driver (see module docstring); torn down and checked."""
+    eng = start_engine_or_skip(f"t{os.getpid()}")
+    try:
+        scenario = build_scenario(eng)
+    except BaseException:
+        print(eng.logs(), file=sys.stderr)
+        eng.stop()
+        raise
+    yield scenario
+    stop_engine_checked(eng)
+
+
+@pytest.fixture
+def docker_engine():
+    """A fresh, empty engine for one test (mirroring a lab into it)."""
+    eng = start_engine_or_skip(f"f{os.getpid()}")
+    yield eng
+    stop_engine_checked(eng)
