@@ -282,9 +282,11 @@ class _Discovery:
             options["parent"] = opts.get("parent")
             options["mode"] = opts.get(f"{driver}_mode") or ("bridge" if driver == "macvlan" else "l2")
         mtu = int(opts.get("com.docker.network.driver.mtu") or 0)
-        if not mtu and device and ns:
-            link = self.view(ns).by_name(device)
-            mtu = link.mtu if link else 0
+        link = self.view(ns).by_name(device) if device and ns else None
+        if not mtu and link:
+            mtu = link.mtu
+        if subnet and not gateway:
+            gateway = _gateway(subnet, link if driver in ("bridge", "overlay") else None)
         return Network(
             name=raw["Name"], driver=driver, scope=Scope.SWARM if swarm else Scope.LOCAL,
             id=raw["Id"], host=None if swarm else self.host_name, subnet=subnet, gateway=gateway,
@@ -461,6 +463,17 @@ class _Discovery:
                      os.path.basename(c[0]).startswith(OVERLAY_SANDBOX_PREFIX)]
             candidates = infra or candidates
         return candidates[0] if candidates else None
+
+
+def _gateway(subnet: str, bridge: Link | None) -> str:
+    """Docker leaves the gateway out of IPAM config when it chose it: a bridge carries it as its
+    address; otherwise it is the subnet's first host, as Docker's IPAM allocates it."""
+    net = ipaddress.ip_network(subnet)
+    for addr in bridge.addresses if bridge else []:
+        ip = ipaddress.ip_interface(addr).ip
+        if ip in net:
+            return str(ip)
+    return str(next(net.hosts()))
 
 
 def _read(path: str | None) -> str:

@@ -1,0 +1,84 @@
+"""Recreate a nettrace lab's networks and containers in a real Docker engine.
+
+This is how a lab is checked against the real thing: mirror the running lab into a private
+engine (same network names, drivers, subnets, gateways, options, container names and
+addresses), then compare the two (`nettrace lab diff LAB --docker`) or trace the same flow
+through both. Docker picks what the lab cannot dictate (default-bridge addresses, veth
+names, bridge MACs), which the comparison normalises.
+"""
+
+from __future__ import annotations
+
+from nettrace.errors import NettraceError
+from nettrace.topology.model import Lab, Network
+
+#: networks every engine has, or that Docker adds by itself (swarm)
+IMPLICIT_NETWORKS = ("bridge", "host", "none", "docker_gwbridge", "ingress")
+
+
+def mirror(engine, lab: Lab) -> None:
+    """Create `lab`'s user networks and containers in `engine` (a nettrace.docker.engine.Engine).
+
+    Multi-host labs are folded onto the single engine: every container runs on it.
+    """
+    client = engine.client()
+    try:
+        if any(n.driver == "overlay" for n in lab.networks) and not engine.swarm:
+            engine.swarm_init()
+        done: set[str] = set()
+        for net in lab.networks:
+            if net.name in IMPLICIT_NETWORKS or net.name in done:
+                continue
+            _create_network(engine, client, net)
+            done.add(net.name)
+        for sb in lab.sandboxes.values():
+            if sb.network_mode in ("host", "none"):
+                engine.run(sb.name, [(sb.network_mode, None)])
+                continue
+            nets = [(ep.network, None if ep.network == "bridge" else ep.ipv4)
+                    for ep in sorted(sb.endpoints, key=lambda e: e.ifname)
+                    if ep.network not in ("docker_gwbridge", "ingress")]
+            if not nets:
+                raise NettraceError(f"container {sb.name} of lab {lab.name} has no network "
+                                    f"to mirror")
+            engine.run(sb.name, nets, publish=sb.published, command=serve_command(sb.published))
+    finally:
+        client.close()
+
+
+def _create_network(engine, client, net: Network) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+    options: dict[str, str] = {}
+    if net.driver == "bridge":
+        options["com.docker.network.bridge.enable_icc"] = str(net.icc).lower()
+        options["com.docker.network.bridge.enable_ip_masquerade"] = str(net.masquerade).lower()
+        if net.device and not net.device.startswith("br-"):
+            options["com.docker.network.bridge.name"] = net.device
+        if net.mtu and net.mtu != 1500:
+            options["com.docker.network.driver.mtu"] = str(net.mtu)
+    elif net.driver in ("macvlan", "ipvlan"):
+        parent = net.options.get("parent") or net.device
+        if not parent:
+            raise NettraceError(f"network {net.name}: a {net.driver} network needs a parent")
+        if parent not in engine.links:
+            engine.add_parent_link(parent)
+        options["parent"] = parent
+        options[f"{net.driver}_mode"] = net.options.get("mode") or "bridge"
+    elif net.driver == "overlay" and net.vni:
+        options["com.docker.network.driver.overlay.vxlanid_list"] = str(net.vni)
+    ipam = None
+    if net.subnet:
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=net.subnet, gateway=net.gateway)])
+    client.networks.create(net.name, driver=net.driver, options=options, ipam=ipam,
+                           internal=net.internal, attachable=net.driver == "overlay",
+                           check_duplicate=True)
+
+
+def serve_command(published: list[str]) -> list[str] | None:
+    """Serve each published TCP port with busybox httpd (busybox has no UDP server)."""
+    ports = sorted({p.split(":")[-1].split("/")[0] for p in published
+                    if p.endswith("/tcp") or "/" not in p})
+    if not ports:
+        return None
+    starts = "; ".join(f"httpd -p {p} -h /" for p in ports)
+    return ["sh", "-c", f"{starts}; exec sleep 1d"]
