@@ -71,3 +71,21 @@ def wait_until(pred, timeout: float = 3.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+RESOLVE = r"""
+import socket, struct, sys
+name = sys.argv[1]
+q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.sendto(q, ("127.0.0.11", 53))
+r = s.recv(512)
+rcode, an = r[3] & 0xF, struct.unpack("!H", r[6:8])[0]
+print(socket.inet_ntoa(r[-4:]) if an else f"rcode={rcode}")
+"""
+
+
+def resolve(ns: str, name: str) -> str:
+    """Ask the container's resolver (127.0.0.11:53, through Docker's DNAT) for an A record."""
+    proc = netns.run(ns, [sys.executable, "-c", RESOLVE, name], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else f"error: {proc.stderr.strip()[-120:]}"

@@ -157,3 +157,14 @@ def test_none_has_only_lo(labs):
     links = netns.run(lab.sandbox("lonely").netns, ["ip", "-br", "link"]).stdout.split("\n")
     assert [ln.split()[0] for ln in links if ln.strip()] == ["lo"]
     assert "UP" in links[0]
+
+
+def test_embedded_dns_on_user_defined_networks(labs):
+    from netutil import resolve
+    lab = labs("user-bridges")
+    c1 = lab.sandbox("c1")
+    assert resolve(c1.netns, "c2") == lab.sandbox("c2").ip()
+    assert resolve(c1.netns, "c2.front") == lab.sandbox("c2").ip()
+    assert resolve(c1.netns, "c3") == "rcode=5", "a container on another network is not resolvable"
+    # the default bridge has no embedded DNS
+    assert labs("bridge").sandbox("c1").resolv_conf.find("127.0.0.11") == -1

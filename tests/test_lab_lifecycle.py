@@ -13,6 +13,7 @@ import pytest
 from conftest import NETTRACE, needs_root, our_namespaces, run_cli
 from netutil import ping, wait_until
 from nettrace.topology import builder, netns, spec
+from nettrace.topology.model import ns_name
 
 pytestmark = needs_root
 
@@ -27,7 +28,7 @@ def test_every_embedded_lab_up_then_down_leaves_nothing(name):
     lab = builder.up(spec.load(name, name=f"cyc-{name}"))
     try:
         assert set(lab.namespaces) <= set(our_namespaces())
-        assert all(ns.startswith(f"nt.cyc-{name}.") for ns in lab.namespaces)
+        assert all(ns.startswith(ns_name(f"cyc-{name}") + ".") for ns in lab.namespaces)
         for host in lab.hosts.values():
             assert "FORWARD DROP" in netns.run(host.netns, ["iptables-save"]).stdout.replace(":", "")
         assert os.path.exists(lab.state_path())
@@ -48,7 +49,7 @@ def test_two_labs_at_once_do_not_interfere(make_lab):
     assert ping(a.sandbox("c1").netns, "172.17.0.3")
     assert ping(b.sandbox("c1").netns, "172.17.0.3")
     builder.down("twin-a")
-    assert not any(ns.startswith("nt.twin-a.") for ns in netns.list_all())
+    assert not any(ns.startswith(ns_name("twin-a") + ".") for ns in netns.list_all())
     assert ping(b.sandbox("c1").netns, "172.17.0.3"), "taking a down must not touch b"
 
 
@@ -97,8 +98,8 @@ def test_cli_up_show_exec_ls_down():
     finally:
         down = run_cli("lab", "down", "cli1")
     assert down.returncode == 0 and "3 namespaces" not in down.stdout   # host + 3 containers = 4
-    assert "4 namespaces" in down.stdout
-    assert not any(ns.startswith("nt.cli1.") for ns in netns.list_all())
+    assert "4 namespaces" in down.stdout and "1 processes stopped" in down.stdout
+    assert not any(ns.startswith(ns_name("cli1") + ".") for ns in netns.list_all())
     again = run_cli("lab", "down", "cli1")
     assert again.returncode == 2 and "no lab named 'cli1'" in again.stderr
 
@@ -109,7 +110,7 @@ def test_not_root_is_a_clear_error():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "needs root" in proc.stderr
-    assert not any(ns.startswith("nt.nobody.") for ns in netns.list_all())
+    assert not any(ns.startswith(ns_name("nobody") + ".") for ns in netns.list_all())
 
 
 def test_missing_kernel_features_are_refused_by_name(tmp_path):

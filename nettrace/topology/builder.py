@@ -106,6 +106,8 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     try:
         _build(ctx, DRIVERS)
         lab.save()
+        from nettrace.topology import dns
+        dns.start(lab)                       # reads the saved state; stopped by down()
     except BaseException:
         ctx.close()
         down(spec.name, quiet=True)
