@@ -168,3 +168,30 @@ def test_embedded_dns_on_user_defined_networks(labs):
     assert resolve(c1.netns, "c3") == "rcode=5", "a container on another network is not resolvable"
     # the default bridge has no embedded DNS
     assert labs("bridge").sandbox("c1").resolv_conf.find("127.0.0.11") == -1
+
+
+def test_custom_lab_mtu_and_macvlan_on_a_veth_parent(make_lab):
+    """Without an underlay, macvlan hangs off a veth end whose peer is up (no dummy here)."""
+    lab = make_lab(text="""
+networks:
+  - name: small
+    driver: bridge
+    mtu: 1400
+    icc: false
+  - name: mv
+    driver: macvlan
+    subnet: 10.77.0.0/24
+containers:
+  - name: a
+    networks: [small, mv]
+  - name: b
+    networks: [mv]
+""", name="custom")
+    a, b = lab.sandbox("a"), lab.sandbox("b")
+    assert [e.ifname for e in a.endpoints] == ["eth0", "eth1"]
+    assert "mtu 1400" in netns.run(a.netns, ["ip", "link", "show", "eth0"]).stdout
+    veth = a.endpoints[0].host_ifname
+    assert "mtu 1400" in netns.run(lab.hosts["host"].netns, ["ip", "link", "show", veth]).stdout
+    assert lab.network("mv").device == "mvparent"
+    assert ping(a.netns, b.ip("mv"))
+    assert "default via 10.77.0.1 dev eth1" not in netns.run(a.netns, ["ip", "route"]).stdout
