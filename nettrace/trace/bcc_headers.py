@@ -73,18 +73,29 @@ def btf_hash() -> str:
             f"({BTF}); bcc cannot compile the probes") from None
 
 
-def ensure_bcc_headers(cache: str = CACHE_DIR) -> str:
-    """Path of the generated header tree for the running kernel (built once per BTF)."""
-    root = os.path.join(cache, btf_hash())
-    vmlinux = os.path.join(root, "include/vmlinux.h")
-    if os.path.exists(vmlinux):
-        return root
-    for rel, text in FILES.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text.replace("{code}", str(_version_code())))
-    tmp = f"{vmlinux}.{os.getpid()}.tmp"
+BPF_DIR = os.path.join(os.path.dirname(__file__), "bpf")
+LIBBCC = "/usr/lib/x86_64-linux-gnu/libbcc.so.0"
+
+
+def _probe_sources() -> list[str]:
+    return sorted(os.path.join(BPF_DIR, f) for f in os.listdir(BPF_DIR) if f.endswith((".c", ".h")))
+
+
+def _sources_hash() -> str:
+    h = hashlib.sha1()
+    for path in _probe_sources():
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def full_vmlinux(cache: str = CACHE_DIR) -> str:
+    """Path of `bpftool btf dump ... format c` for the running kernel (dumped once)."""
+    path = os.path.join(cache, btf_hash(), "vmlinux_full.h")
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
             subprocess.run(["bpftool", "btf", "dump", "file", BTF, "format", "c"],
@@ -93,6 +104,38 @@ def ensure_bcc_headers(cache: str = CACHE_DIR) -> str:
         raise EnvironmentProblem("bpftool is not installed (apt-get install bpftool)") from None
     except subprocess.CalledProcessError as exc:
         raise EnvironmentProblem(f"bpftool btf dump failed: {exc.stderr.decode().strip()}") from None
+    os.rename(tmp, path)
+    return path
+
+
+def _used_words() -> set[str]:
+    """Identifiers bcc's built-in helpers.h and our probe C may use (a superset is fine)."""
+    words: set[str] = set()
+    if os.path.exists(LIBBCC):
+        with open(LIBBCC, "rb") as f:
+            words |= {w.decode() for w in re.findall(rb"[A-Za-z_]\w{2,}", f.read())}
+    for path in _probe_sources():
+        with open(path) as f:
+            words |= set(re.findall(r"[A-Za-z_]\w+", f.read()))
+    return words
+
+
+def ensure_bcc_headers(cache: str = CACHE_DIR) -> str:
+    """Path of the generated header tree for the running kernel and our probe sources."""
+    root = os.path.join(cache, f"{btf_hash()}-{_sources_hash()}")
+    vmlinux = os.path.join(root, "include/vmlinux.h")
+    if os.path.exists(vmlinux):
+        return root
+    for rel, text in FILES.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text.replace("{code}", str(_version_code())))
+    with open(full_vmlinux(cache)) as f:
+        slim = slim_vmlinux(f.read(), _used_words())
+    tmp = f"{vmlinux}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(slim)
     os.rename(tmp, vmlinux)      # written last: marks the tree complete
     return root
 
@@ -108,3 +151,80 @@ def configure_bcc() -> str | None:
     root = ensure_bcc_headers()
     os.environ["BCC_KERNEL_SOURCE"] = root
     return root
+
+
+# -- a slim vmlinux.h ---------------------------------------------------------------------
+# bcc parses its headers twice per compile; the full vmlinux.h (130k lines) alone costs
+# ~1.8 s, more than the whole budget of `nettrace path`. The probes need a handful of
+# kernel types, so we keep only those, their by-value dependencies, and enums whose
+# constants bcc's helpers or our C use; pointed-to structs become forward declarations.
+
+#: kernel types the probe C dereferences (their by-value closure is kept)
+SLIM_ROOTS = ("struct sk_buff", "struct net_device", "struct net", "struct nf_hook_state",
+              "struct bpf_nf_ctx", "struct __sk_buff", "struct bpf_raw_tracepoint_args",
+              "struct pt_regs", "struct bpf_perf_event_data", "struct bpf_spin_lock",
+              "struct bpf_timer", "struct bpf_sock", "struct bpf_tcp_sock",
+              "struct xdp_md", "struct bpf_iter_meta", "struct task_struct",
+              "struct bpf_stack_build_id")
+_DEF = re.compile(r"^(struct|union|enum) (\w+) \{", re.M)
+_TYPEDEF_FNPTR = re.compile(r"\(\*(\w+)\)")
+_TYPEDEF_FN = re.compile(r"^typedef [^(]*?(\w+)\(")
+_TYPEDEF = re.compile(r"(\w+)(?:\[\d*\])*;\s*$")
+_TAGGED = re.compile(r"\b(struct|union|enum) (\w+)(\s*\*)?")
+_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def _blocks(text: str) -> list[str]:
+    body = text.split("#endif\n\n", 1)[1].rsplit("#ifndef BPF_NO_PRESERVE_ACCESS_INDEX", 1)[0]
+    return [b for b in body.split("\n\n") if b.strip()]
+
+
+def slim_vmlinux(full: str, used_words: set[str]) -> str:  # noqa: C901 (one pass, kept together)
+    """The subset of a bpftool vmlinux.h needed by code that uses `used_words`."""
+    defs: dict[str, tuple[int, str]] = {}     # "struct x" / typedef name -> (order, block)
+    enums_by_const: dict[str, str] = {}
+    for i, block in enumerate(_blocks(full)):
+        if block.startswith("typedef"):
+            last = block.splitlines()[-1]
+            m = (_TYPEDEF_FNPTR.search(block) if block.count("\n") == 0 else None) \
+                or _TYPEDEF_FN.match(block) or _TYPEDEF.search(last)
+            if m:
+                defs[m.group(1)] = (i, block)
+        elif (m := _DEF.match(block)):
+            key = f"{m.group(1)} {m.group(2)}"
+            defs[key] = (i, block)
+            if m.group(1) == "enum":
+                for const in re.findall(r"^\t(\w+) =", block, re.M):
+                    enums_by_const[const] = key
+        elif block.startswith("enum {"):
+            defs[f"anon{i}"] = (i, block)
+            for const in re.findall(r"^\t(\w+) =", block, re.M):
+                enums_by_const[const] = f"anon{i}"
+        # forward declarations ("struct x;") are regenerated below
+    typedefs = {k for k in defs if " " not in k and not k.startswith("anon")}
+    keep: set[str] = set()
+    forward: set[str] = set()
+    todo = [r for r in SLIM_ROOTS if r in defs]
+    todo += [enums_by_const[w] for w in used_words if w in enums_by_const]
+    todo += [w for w in used_words if w in typedefs]
+    while todo:
+        key = todo.pop()
+        if key in keep or key not in defs:
+            continue
+        keep.add(key)
+        block = defs[key][1]
+        lines = block.splitlines()[1:] if not block.startswith("typedef") else [block]
+        for line in lines:
+            fnptr = "(*" in line
+            for kind, name, star in _TAGGED.findall(line):
+                tag = f"{kind} {name}"
+                if kind == "enum" or not (star or fnptr):
+                    todo.append(tag)
+                else:
+                    forward.add(tag)
+            todo += [w for w in _WORD.findall(line) if w in typedefs]
+    order = sorted(keep, key=lambda k: defs[k][0])
+    fwd = sorted(forward)
+    return ("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\n\n"
+            + "".join(f"{f};\n" for f in fwd) + "\n"
+            + "\n\n".join(defs[k][1] for k in order) + "\n\n#endif\n")

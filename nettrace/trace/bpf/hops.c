@@ -26,7 +26,9 @@ BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_ARRAY(nt_conf, struct nt_config, 1);
 BPF_HASH(watch, struct nt_key, u32, 4096);
 BPF_HASH(netns_set, u32, u8, 1024);
-BPF_HASH(netns_cookie, u64, u32, 1024);
+
+/* bcc 0.26's helpers.h predates these helpers' declarations */
+static u64 (*nt_get_attach_cookie)(void *ctx) = (void *)BPF_FUNC_get_attach_cookie;
 
 
 static __always_inline u32 be16_at(const u8 *h, u32 off)
@@ -256,44 +258,32 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
     return 0;
 }
 
-RAW_TRACEPOINT_PROBE(net_dev_queue)
+/* One program for every skb tracepoint: user space attaches it once per tracepoint
+ * (BPF_RAW_TRACEPOINT_OPEN) with the NT_P_* point as the link cookie. One program
+ * instead of seven keeps bcc's compile time down. Arguments (raw tracepoint):
+ *   net_dev_queue, netif_rx, netif_receive_skb (skb)
+ *   net_dev_start_xmit (skb, dev)
+ *   net_dev_xmit (skb, rc, dev, len): fires after the driver returned; on veth skb->dev
+ *     is already the peer, so the device comes from the argument
+ *   kfree_skb (skb, location, reason, rx_sk); consume_skb (skb, location) */
+int tp_skb(struct bpf_raw_tracepoint_args *ctx)
 {
-    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_DEV_QUEUE, 0, 0);
-}
+    u8 point = nt_get_attach_cookie(ctx);
+    struct net_device *dev = NULL;
+    u64 skb = 0, location = 0, reason = 0;
 
-RAW_TRACEPOINT_PROBE(net_dev_start_xmit)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[1],
-                  NT_P_START_XMIT, 0, 0);
-}
-
-/* fires after the driver returned: on veth skb->dev is already the peer, so take the
- * device from the tracepoint argument */
-RAW_TRACEPOINT_PROBE(net_dev_xmit)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[2],
-                  NT_P_DEV_XMIT, 0, 0);
-}
-
-RAW_TRACEPOINT_PROBE(netif_rx)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_NETIF_RX, 0, 0);
-}
-
-RAW_TRACEPOINT_PROBE(netif_receive_skb)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_RECEIVE_SKB, 0, 0);
-}
-
-RAW_TRACEPOINT_PROBE(kfree_skb)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_KFREE_SKB, ctx->args[1],
-                  (u32)ctx->args[2]);
-}
-
-RAW_TRACEPOINT_PROBE(consume_skb)
-{
-    return on_skb((struct sk_buff *)ctx->args[0], NULL, NT_P_CONSUME_SKB, ctx->args[1], 0);
+    /* probe reads, not ctx->args[i]: the verifier refuses to attach a program that reads
+     * past the arguments of the tracepoint (most of these have one or two) */
+    bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->args[0]);
+    if (point == NT_P_START_XMIT)
+        bpf_probe_read_kernel(&dev, sizeof(dev), &ctx->args[1]);
+    else if (point == NT_P_DEV_XMIT)
+        bpf_probe_read_kernel(&dev, sizeof(dev), &ctx->args[2]);
+    else if (point == NT_P_KFREE_SKB || point == NT_P_CONSUME_SKB)
+        bpf_probe_read_kernel(&location, sizeof(location), &ctx->args[1]);
+    if (point == NT_P_KFREE_SKB)
+        bpf_probe_read_kernel(&reason, sizeof(u32), &ctx->args[2]);
+    return on_skb((struct sk_buff *)skb, dev, point, location, (u32)reason);
 }
 
 static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
@@ -347,12 +337,14 @@ static __always_inline int on_tc(struct __sk_buff *ctx, u8 point)
     ev.len = n;
     ev.l2 = 1;
     {
-        /* tc sees no kernel skb from bcc (no kfunc support): name the namespace through
-         * its cookie, translated by the netns_cookie map user space fills */
-        u64 cookie = bpf_get_netns_cookie(ctx);
-        u32 *inum = netns_cookie.lookup(&cookie);
-        ev.netns = inum ? *inum : 0;
-        ev.location = cookie;
+        /* The tc context is the kernel's sk_buff (__sk_buff is only the verifier's view of
+         * it). bcc cannot call bpf_cast_to_kern_ctx, but a probe read through the context
+         * address gives the same skb pointer the tracepoints see, and its device. */
+        struct sk_buff *kskb = (struct sk_buff *)(long)ctx;
+        struct net_device *dev = NULL;
+        ev.skb = (u64)(long)ctx;
+        bpf_probe_read_kernel(&dev, sizeof(dev), &kskb->dev);
+        ev.netns = dev_netns(dev);
     }
     if (n > NT_HDR_LEN)
         n = NT_HDR_LEN;
@@ -370,12 +362,10 @@ static __always_inline int on_tc(struct __sk_buff *ctx, u8 point)
     return -1;                  /* TCX_NEXT: let other programs decide */
 }
 
-int tc_ingress(struct __sk_buff *ctx)
+/* One program for tcx ingress and egress. Direction: on ingress the kernel has set
+ * skb_iif to this device; on egress skb_iif is the device a forwarded packet came in on,
+ * or 0 for a local one (a hairpinned frame would read as ingress). */
+int tc_hop(struct __sk_buff *ctx)
 {
-    return on_tc(ctx, NT_P_TC_INGRESS);
-}
-
-int tc_egress(struct __sk_buff *ctx)
-{
-    return on_tc(ctx, NT_P_TC_EGRESS);
+    return on_tc(ctx, ctx->ingress_ifindex == ctx->ifindex ? NT_P_TC_INGRESS : NT_P_TC_EGRESS);
 }

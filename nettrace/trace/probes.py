@@ -1,0 +1,217 @@
+"""Compile, load and attach the hop probes (bpf/hops.c) with bcc, and detach them.
+
+Always-on set: one raw-tracepoint program on seven skb tracepoints (link cookie = point),
+netfilter programs first and last on the 5 IPv4 and 5 IPv6 hooks of every watched
+namespace, and one tcx program on ingress and egress of every lab interface. Optional
+probes (kprobes, fentry) are detected and reported, never required. Every attachment
+is a link fd we own; `close()` detaches all of them.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from nettrace.errors import EnvironmentProblem, NettraceError
+from nettrace.trace import links
+from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
+from nettrace.trace.events import TRACEPOINTS, Event, Point, decode
+
+RINGBUF_PAGES = 1024                 # 4 MiB: ~20k events of backlog
+OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
+
+
+@dataclass
+class ProbeStatus:
+    """Whether one probe (or probe family) is attached, and why not."""
+
+    name: str
+    live: bool
+    reason: str | None = None
+
+
+@dataclass
+class Attachment:
+    """Where one probe family is attached, for status and cleanup."""
+
+    name: str
+    fds: list[int]
+
+
+def check_environment() -> None:
+    """Clear errors for what eBPF tracing needs: root, bcc, BTF or headers."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("tracing needs root (eBPF programs and namespaces); run with sudo")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        raise EnvironmentProblem("bcc is not importable (apt-get install python3-bpfcc; "
+                                 "make setup links it into the venv)") from None
+
+
+class Probes:
+    """The loaded program set. Use `compile()` (slow, ~1 s), then `attach_*`."""
+
+    def __init__(self) -> None:
+        self.bpf = None
+        self.prog_fds: dict[str, int] = {}
+        self.status: dict[str, ProbeStatus] = {}
+        self._links: dict[tuple, int] = {}       # (kind, ns, ...) -> link fd
+        self._lock = threading.Lock()
+        self._callback: Callable[[Event], None] | None = None
+        self.compile_seconds = 0.0
+
+    # -- building -----------------------------------------------------------------------
+    def compile(self) -> None:
+        check_environment()
+        configure_bcc()
+        from bcc import BPF
+        t0 = time.monotonic()
+        cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={RINGBUF_PAGES}", "-Wno-unused-function",
+                  "-Wno-visibility"]
+        try:
+            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
+        except Exception as exc:               # bcc raises bare Exception
+            raise EnvironmentProblem(f"bcc could not compile the probes: {exc}") from None
+        b = self.bpf
+        self.prog_fds = {
+            "tp_skb": b.load_func(b"tp_skb", BPF.RAW_TRACEPOINT).fd,
+            "nf_first": b.load_func(b"nf_first", 32, attach_type=links.BPF_NETFILTER).fd,
+            "nf_last": b.load_func(b"nf_last", 32, attach_type=links.BPF_NETFILTER).fd,
+            "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
+        }
+        self.compile_seconds = time.monotonic() - t0
+        b["events"].open_ring_buffer(self._on_event)
+        self._check_optional()
+
+    def prog_ids(self) -> list[int]:
+        """Kernel ids of our programs (to check that none survive us)."""
+        from bcc import libbcc
+        ids = []
+        for fd in self.prog_fds.values():
+            info = ct.create_string_buffer(256)
+            size = ct.c_uint32(256)
+            if libbcc.lib.bpf_obj_get_info(fd, info, ct.byref(size)) == 0:
+                ids.append(int.from_bytes(info.raw[4:8], "little"))    # bpf_prog_info.id
+        return ids
+
+    def attach_tracepoints(self) -> None:
+        for tp, point in TRACEPOINTS.items():
+            name = f"tp:{tp}"
+            try:
+                self._links[("tp", tp)] = links.raw_tracepoint(self.prog_fds["tp_skb"], tp, point)
+                self.status[name] = ProbeStatus(name, True)
+            except OSError as exc:
+                self.status[name] = ProbeStatus(name, False, str(exc))
+        if not any(s.live for n, s in self.status.items() if n.startswith("tp:")):
+            raise EnvironmentProblem("no skb tracepoint could be attached: "
+                                     + self.status["tp:kfree_skb"].reason)
+
+    def attach_netns(self, ns: str | None) -> None:
+        """Netfilter first/last on every IPv4 and IPv6 hook of namespace `ns`."""
+        errors = []
+        for pf in (links.PF_INET, links.PF_INET6):
+            for hook in range(5):
+                for prog, prio in (("nf_first", links.NF_PRIO_FIRST), ("nf_last", links.NF_PRIO_LAST)):
+                    key = ("nf", ns, pf, hook, prog)
+                    if key in self._links:
+                        continue
+                    try:
+                        self._links[key] = links.netfilter(self.prog_fds[prog], ns, pf, hook, prio)
+                    except OSError as exc:
+                        errors.append(str(exc))
+        name = "nf:first/last"
+        if errors:
+            self.status[name] = ProbeStatus(name, False, errors[0])
+        elif name not in self.status:
+            self.status[name] = ProbeStatus(name, True)
+
+    def attach_interface(self, ns: str | None, ifindex: int) -> None:
+        """tcx ingress and egress on one interface (bridge ports, macvlan, ARP)."""
+        for ingress in (True, False):
+            key = ("tc", ns, ifindex, ingress)
+            if key in self._links:
+                continue
+            try:
+                self._links[key] = links.tcx(self.prog_fds["tc_hop"], ns, ifindex, ingress)
+                self.status.setdefault("tc:ingress/egress", ProbeStatus("tc:ingress/egress", True))
+            except OSError as exc:
+                self.status["tc:ingress/egress"] = ProbeStatus("tc:ingress/egress", False, str(exc))
+
+    def detach_netns(self, ns: str | None) -> None:
+        for key in [k for k in self._links if k[1] == ns and k[0] in ("nf", "tc")]:
+            links.close(self._links.pop(key))
+
+    def _check_optional(self) -> None:
+        kprobes = os.path.exists("/sys/bus/event_source/devices/kprobe")
+        for fn in OPTIONAL_PROBES:
+            name = f"kprobe:{fn}"
+            self.status[name] = ProbeStatus(
+                name, False,
+                "kprobes are available but not used by this version" if kprobes else
+                "this kernel has no kprobes (CONFIG_KPROBES=n); fentry is refused too "
+                "(BPF_PROG_LOAD: EPERM): the hop is inferred from tracepoints and netfilter")
+
+    # -- maps -----------------------------------------------------------------------------
+    def configure(self, *, live: bool, netns_filter: bool, proto: int = 0, port: int = 0,
+                  host: int = 0, src: int = 0, dst: int = 0) -> None:
+        conf = self.bpf["nt_conf"]
+        leaf = conf.Leaf(live, netns_filter, proto, port, host, src, dst)
+        conf[ct.c_int(0)] = leaf
+
+    def watch_namespaces(self, inodes: Iterable[int]) -> None:
+        nset = self.bpf["netns_set"]
+        for inode in inodes:
+            nset[nset.Key(inode)] = nset.Leaf(1)
+
+    def watch_keys(self, keys: Iterable[tuple[int, int, int]], trace_id: int) -> None:
+        """Add (kind, proto, value) fingerprint keys that map to `trace_id`."""
+        watch = self.bpf["watch"]
+        for kind, proto, val in keys:
+            watch[watch.Key(kind, proto, 0, val)] = watch.Leaf(trace_id)
+
+    def unwatch_keys(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        watch = self.bpf["watch"]
+        for kind, proto, val in keys:
+            try:
+                del watch[watch.Key(kind, proto, 0, val)]
+            except KeyError:
+                pass
+
+    @property
+    def events_lost(self) -> int:
+        lost = self.bpf["lost"]
+        return sum(lost.getvalue(lost.Key(0)))
+
+    # -- events ---------------------------------------------------------------------------
+    def _on_event(self, _ctx, data, _size) -> None:
+        if self._callback is not None:
+            self._callback(decode(self.bpf["events"].event(data)))
+
+    def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> None:
+        """Deliver pending events to `callback`, waiting up to `timeout_ms` for the first."""
+        with self._lock:
+            self._callback = callback
+            try:
+                self.bpf.ring_buffer_poll(timeout_ms)
+            finally:
+                self._callback = None
+
+    # -- teardown -------------------------------------------------------------------------
+    def close(self) -> None:
+        for fd in self._links.values():
+            links.close(fd)
+        self._links.clear()
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None
+        self.prog_fds = {}
+
+
+__all__ = ["Probes", "ProbeStatus", "check_environment", "NettraceError", "Point"]
