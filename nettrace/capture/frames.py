@@ -42,6 +42,7 @@ class LinkPayload:
 
     layer: str          # "l3": IP packet | "l2": Ethernet frame
     data: bytes
+    ether: bytes | None = None      # the whole Ethernet frame, when the capture had one
 
 
 def link_payload(frame: Frame, file: str) -> LinkPayload:
@@ -60,8 +61,8 @@ def link_payload(frame: Frame, file: str) -> LinkPayload:
             pos += 4
             ethertype = struct.unpack("!H", data[pos:pos + 2])[0]
         if ethertype in (ETH_P_IP, ETH_P_IPV6):
-            return LinkPayload("l3", data[pos + 2:])
-        return LinkPayload("l2", data)
+            return LinkPayload("l3", data[pos + 2:], data)
+        return LinkPayload("l2", data, data)
     if lt in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         if lt == LINKTYPE_LINUX_SLL:
             hdr = 16
@@ -83,7 +84,8 @@ def link_payload(frame: Frame, file: str) -> LinkPayload:
             return LinkPayload("l3", payload)
         src = addr[:6] if addrlen == 6 else b"\x00" * 6
         dst = _BROADCAST if pkttype in (1, 2) else b"\x00" * 6   # broadcast / multicast
-        return LinkPayload("l2", dst + src + struct.pack("!H", proto) + payload)
+        ether = dst + src + struct.pack("!H", proto) + payload
+        return LinkPayload("l2", ether, ether)
     from nettrace.capture.reader import unsupported_linktype
     raise unsupported_linktype(file, lt, frame=frame.number)
 
@@ -181,13 +183,20 @@ def parse_rewrites(specs: Sequence[str], lab: "Lab", source: NodeAddress) -> Rew
     return rw
 
 
-def to_packet(payload: LinkPayload):
-    """The scapy packet for a payload (scapy imported here, not at module load)."""
+def to_packet(payload: LinkPayload, layer: str | None = None):
+    """The scapy packet for a payload, at `layer` (default: the payload's own).
+
+    Scapy is imported here, not at module load.
+    """
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
+    if (layer or payload.layer) == "l2":
+        if payload.ether is None:
+            raise ValueError("no Ethernet header")
+        return Ether(payload.ether)
     if payload.layer == "l2":
-        return Ether(payload.data)
+        raise ValueError("not an IP packet")
     return (IP if payload.data[0] >> 4 == 4 else IPv6)(payload.data)
 
 

@@ -170,7 +170,7 @@ class CaptureReader:
     def _pcapng(self) -> Iterator[Frame]:
         f, path = self._f, self.path
         order = "<"
-        interfaces: list[tuple[int, int, int]] = []     # (linktype, ns per tick, offset ns)
+        interfaces: list[tuple[int, int, int]] = []     # (linktype, ticks per s, offset ns)
         number = 0
         while True:
             offset = f.tell()
@@ -224,15 +224,14 @@ class CaptureReader:
         if len(body) < 8:
             raise self._ng_error(number, offset, "corrupt interface description block")
         linktype = struct.unpack(order + "H", body[:2])[0]
-        ns_per_tick, offset_ns = 1_000, 0                  # default resolution: microseconds
+        ticks_per_s, offset_ns = 1_000_000, 0              # default resolution: microseconds
         for code, value in _options(order, body[8:]):
             if code == 9 and value:                         # if_tsresol
                 res = value[0]
                 ticks_per_s = 2 ** (res & 0x7F) if res & 0x80 else 10 ** res
-                ns_per_tick = 1_000_000_000 / ticks_per_s
             elif code == 14 and len(value) == 8:            # if_tsoffset, seconds
                 offset_ns = struct.unpack(order + "q", value)[0] * 1_000_000_000
-        return linktype, ns_per_tick, offset_ns
+        return linktype, ticks_per_s, offset_ns
 
     def _packet(self, order: str, btype: int, body: bytes, number: int,
                 interfaces: list[tuple[int, int, int]]) -> Frame:
@@ -262,10 +261,11 @@ class CaptureReader:
         if iface >= len(interfaces):
             raise CaptureError(path, f"refers to interface {iface}, but the file describes "
                                      f"{len(interfaces)} interface(s) before it", frame=number)
-        linktype, ns_per_tick, offset_ns = interfaces[iface]
+        linktype, ticks_per_s, offset_ns = interfaces[iface]
         if linktype not in LINKTYPE_NAMES:
             raise unsupported_linktype(path, linktype, frame=number)
-        return Frame(number, int(ts * ns_per_tick) + offset_ns, linktype, data,
+        ts_ns = ts * 1_000 if ticks_per_s == 1_000_000 else ts * 1_000_000_000 // ticks_per_s
+        return Frame(number, ts_ns + offset_ns, linktype, data,
                      max(wirelen, len(data)), iface)
 
 

@@ -1,0 +1,280 @@
+"""Golden paths: a capture plus the path each of its frames must take through a lab.
+
+A case is `captures/<case>.pcap` and `captures/<case>.paths.yaml`. The YAML names the lab,
+the injection point, the `--rewrite` rules and, per frame, the expected path signature:
+one line per hop (`owner:device point [hook] [verdict] [rule] [drop reason]`) and the
+verdict. Nothing that changes from run to run goes in: no times, skb addresses, netns
+names, and no device names derived from the lab's name (a veth host end is written
+`veth(c1)`, a user-defined bridge `br(mynet)`), so a case passes on any lab name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from nettrace.capture.pcapng import hop_device, hop_owner
+from nettrace.errors import SpecError
+from nettrace.trace.model import Hop, NfRule, Path
+
+if TYPE_CHECKING:
+    from nettrace.topology.model import Lab
+
+GOLDEN_SUFFIX = ".paths.yaml"
+
+
+# -- signatures ------------------------------------------------------------------------------
+class Aliases:
+    """Lab-name-dependent device names -> stable aliases (veth(c1), br(mynet))."""
+
+    def __init__(self, lab: "Lab | None"):
+        self.names: dict[str, str] = {}
+        if lab is None:
+            return
+        from nettrace.topology.model import Role
+        by_netns = {sb.netns: sb.name for sb in lab.sandboxes.values()}
+        for itf in lab.interfaces:
+            if itf.role == Role.VETH_HOST and itf.peer:
+                peer_ns, _, peer_if = itf.peer.rpartition("/")
+                owner = by_netns.get(peer_ns) or itf.sandbox or itf.network or "?"
+                suffix = "" if peer_if == "eth0" else f":{peer_if}"
+                self.names[itf.ifname] = f"veth({owner}{suffix})"
+            elif itf.role == Role.BRIDGE and itf.ifname.startswith("br-") and itf.network:
+                self.names[itf.ifname] = f"br({itf.network})"
+        self._re = (re.compile(r"\b(" + "|".join(map(re.escape, self.names)) + r")\b")
+                    if self.names else None)
+
+    def __call__(self, text: str | None) -> str | None:
+        if not text or self._re is None:
+            return text
+        return self._re.sub(lambda m: self.names[m.group(1)], text)
+
+
+def rule_text(rule: NfRule, alias: Aliases) -> str:
+    text = f"{rule.family} {rule.table} {rule.chain}"
+    if rule.rule:
+        text += f": {alias(rule.rule)}"
+    if rule.verdict:
+        text += f" -> {rule.verdict}"
+    return text
+
+
+def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
+    """One stable line per hop: who, where, what the kernel did."""
+    text = f"{hop_owner(hop, lab)}:{alias(hop_device(hop))} {hop.point}"
+    if hop.hook:
+        text += f" {hop.hook}"
+    if hop.verdict:
+        text += f" {hop.verdict}"
+    if hop.rule:
+        text += f" [{rule_text(hop.rule, alias)}]"
+    if hop.drop_reason:
+        text += f" ({hop.drop_reason})"
+    return text
+
+
+def verdict_signature(path: Path, alias: Aliases) -> str:
+    v = path.verdict
+    text = v.kind
+    if v.where:
+        text += f" at {alias(v.where)}"
+    if v.reason:
+        text += f" ({v.reason})"
+    if v.rule:
+        text += f" by {rule_text(v.rule, alias)}"
+    return text
+
+
+@dataclass
+class PathSignature:
+    verdict: str
+    hops: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"verdict: {self.verdict}"] + [f"  {h}" for h in self.hops]
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "hops": list(self.hops)}
+
+
+@dataclass
+class FrameSignature:
+    """What one replayed frame did: its path, and its reply's path when there is one."""
+
+    frame: int
+    packet: str = ""                     # informative: the frame as scapy summarises it
+    request: PathSignature | None = None
+    reply: PathSignature | None = None
+    error: str | None = None             # the frame could not be injected
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.error:
+            out.append(f"error: {self.error}")
+        if self.request:
+            out += self.request.lines()
+        if self.reply:
+            out += ["reply " + self.reply.lines()[0]] + self.reply.lines()[1:]
+        return out
+
+    def to_yaml(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"frame": self.frame, "packet": self.packet}
+        if self.error:
+            d["error"] = self.error
+        if self.request:
+            d.update(self.request.to_yaml())
+        if self.reply:
+            d["reply"] = self.reply.to_yaml()
+        return d
+
+
+def path_signature(path: Path, lab: "Lab | None", alias: Aliases | None = None) -> PathSignature:
+    alias = alias or Aliases(lab)
+    return PathSignature(verdict_signature(path, alias),
+                         [hop_signature(h, lab, alias) for h in path.hops])
+
+
+def frame_signature(number: int, packet: str, path: Path | None, lab: "Lab | None",
+                    alias: Aliases | None = None, error: str | None = None) -> FrameSignature:
+    alias = alias or Aliases(lab)
+    if path is None:
+        return FrameSignature(number, packet, error=error)
+    return FrameSignature(number, packet, path_signature(path, lab, alias),
+                          path_signature(path.reply, lab, alias) if path.reply else None, error)
+
+
+# -- golden files --------------------------------------------------------------------------
+@dataclass
+class GoldenCase:
+    """A `<case>.paths.yaml` file."""
+
+    file: str
+    capture: str                         # path of the capture, resolved against the YAML's dir
+    lab: str                             # embedded lab name or lab file
+    source: str                          # where frames are injected from (--from)
+    rewrite: list[str] = field(default_factory=list)
+    layer: str = "auto"
+    timeout: float = 2.0
+    description: str = ""
+    frames: list[FrameSignature] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        base = os.path.basename(self.file)
+        return base[:-len(GOLDEN_SUFFIX)] if base.endswith(GOLDEN_SUFFIX) else base
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "capture": os.path.relpath(self.capture, os.path.dirname(os.path.abspath(self.file))),
+            "lab": self.lab,
+            "from": self.source,
+            "rewrite": list(self.rewrite),
+            "layer": self.layer,
+            "timeout": self.timeout,
+            "frames": [f.to_yaml() for f in self.frames],
+        }
+
+
+def _path_sig(raw: Any, file: str, where: str) -> PathSignature:
+    if not isinstance(raw, dict) or "verdict" not in raw:
+        raise SpecError("expected a mapping with 'verdict' and 'hops'", file=file, field=where)
+    hops = raw.get("hops") or []
+    if not isinstance(hops, list) or not all(isinstance(h, str) for h in hops):
+        raise SpecError("'hops' must be a list of strings", file=file, field=f"{where}.hops")
+    return PathSignature(str(raw["verdict"]), list(hops))
+
+
+def load_golden(file: str) -> GoldenCase:
+    """Read and validate a golden file; errors name the file and the field."""
+    import yaml
+    try:
+        with open(file) as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SpecError("no such golden file", file=file) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
+                        line=mark.line + 1 if mark else None) from None
+    if not isinstance(doc, dict):
+        raise SpecError("a golden file is a mapping with capture, lab, from and frames", file=file)
+    for key in ("capture", "lab", "from"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            raise SpecError("missing or not a string", file=file, field=key)
+    unknown = set(doc) - {"description", "capture", "lab", "from", "rewrite", "layer", "timeout",
+                          "frames"}
+    if unknown:
+        raise SpecError(f"unknown key(s): {', '.join(sorted(unknown))}", file=file)
+    rewrite = doc.get("rewrite") or []
+    if not isinstance(rewrite, list) or not all(isinstance(r, str) for r in rewrite):
+        raise SpecError("must be a list of OLD=NEW strings or 'auto'", file=file, field="rewrite")
+    layer = doc.get("layer", "auto")
+    if layer not in ("auto", "l2", "l3"):
+        raise SpecError(f"'{layer}' is not one of auto, l2, l3", file=file, field="layer")
+    timeout = doc.get("timeout", 2.0)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SpecError("must be a positive number of seconds", file=file, field="timeout")
+    frames = []
+    for i, raw in enumerate(doc.get("frames") or []):
+        where = f"frames[{i}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("frame"), int):
+            raise SpecError("each frame needs an integer 'frame'", file=file, field=where)
+        request = _path_sig(raw, file, where) if "verdict" in raw else None
+        reply = _path_sig(raw["reply"], file, f"{where}.reply") if raw.get("reply") else None
+        frames.append(FrameSignature(raw["frame"], str(raw.get("packet", "")), request, reply,
+                                     raw.get("error")))
+    capture = os.path.join(os.path.dirname(os.path.abspath(file)), doc["capture"])
+    return GoldenCase(file, capture, doc["lab"], doc["from"], list(rewrite), layer,
+                      float(timeout), str(doc.get("description") or ""), frames)
+
+
+def save_golden(case: GoldenCase) -> None:
+    import yaml
+    text = yaml.safe_dump(case.to_yaml(), sort_keys=False, width=200, allow_unicode=True)
+    header = (f"# Golden paths for {os.path.basename(case.capture)}: what each frame must do.\n"
+              f"# Regenerate after an intended change: nettrace check {case.file} --update\n")
+    tmp = case.file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(header + text)
+    os.replace(tmp, case.file)
+
+
+# -- comparison ----------------------------------------------------------------------------
+@dataclass
+class FrameDifference:
+    frame: int
+    expected: list[str]
+    actual: list[str]
+
+
+def compare(expected: Iterable[FrameSignature],
+            actual: Iterable[FrameSignature]) -> list[FrameDifference]:
+    """Frames whose signature differs (a frame missing on one side counts)."""
+    exp = {f.frame: f for f in expected}
+    act = {f.frame: f for f in actual}
+    diffs = []
+    for n in sorted(set(exp) | set(act)):
+        e = exp[n].lines() if n in exp else ["(frame not in the golden file)"]
+        a = act[n].lines() if n in act else ["(frame not replayed)"]
+        if e != a:
+            diffs.append(FrameDifference(n, e, a))
+    return diffs
+
+
+def side_by_side(diff: FrameDifference, width: int = 60) -> list[str]:
+    """Expected | actual, aligned line by line; '!' marks lines that differ."""
+    rows = [f"frame {diff.frame}:", f"  {'expected':<{width}} | actual"]
+    matcher = difflib.SequenceMatcher(a=diff.expected, b=diff.actual, autojunk=False)
+    for op, a1, a2, b1, b2 in matcher.get_opcodes():
+        left, right = diff.expected[a1:a2], diff.actual[b1:b2]
+        for i in range(max(len(left), len(right))):
+            lt = left[i] if i < len(left) else ""
+            rt = right[i] if i < len(right) else ""
+            mark = " " if op == "equal" else "!"
+            lt = lt if len(lt) <= width else lt[:width - 1] + "…"
+            rows.append(f"{mark} {lt:<{width}} | {rt}")
+    return rows

@@ -1,0 +1,189 @@
+"""Replay a capture into a lab: inject every frame from one endpoint and trace it.
+
+The capture is streamed (one frame in memory at a time). IP frames are sent at layer 3
+by default, so the lab's kernel routes them and resolves MAC addresses as it would for
+the container's own traffic; other frames (ARP) are sent at layer 2. A frame whose
+destination cannot be routed from the endpoint stops the replay with an error naming the
+frame; every frame traced before it has already been handed to the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from nettrace.capture.frames import (NodeAddress, Rewrite, apply_rewrite, link_payload,
+                                     node_address, parse_rewrites, summary, to_packet)
+from nettrace.capture.reader import CaptureError, CaptureReader
+from nettrace.trace.model import DELIVERED, DROPPED, Path
+
+if TYPE_CHECKING:
+    from nettrace.topology.model import Lab
+
+LAYERS = ("auto", "l2", "l3")
+
+
+class UnroutableFrame(CaptureError):
+    """A frame the chosen endpoint has no route for."""
+
+
+@dataclass
+class FrameResult:
+    number: int
+    packet: str                 # scapy summary of the frame as injected
+    layer: str                  # l2 | l3
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frame": self.number, "packet": self.packet, "layer": self.layer,
+                "path": self.path.to_dict()}
+
+
+@dataclass
+class ReplaySummary:
+    """What happened to the frames of a replay."""
+
+    capture: str
+    lab: str
+    source: str
+    sent: int = 0
+    delivered: int = 0
+    dropped: Counter = field(default_factory=Counter)     # (place, reason) -> frames
+    lost: int = 0
+    events_lost: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+    def add(self, result: FrameResult) -> None:
+        self.sent += 1
+        v = result.path.verdict
+        self.events_lost += result.path.events_lost
+        if v.kind == DELIVERED:
+            self.delivered += 1
+        elif v.kind == DROPPED:
+            reason = v.reason or "no reason given"
+            if v.rule:
+                reason += f", {v.rule.family} {v.rule.table} {v.rule.chain}"
+                if v.rule.rule:
+                    reason += f": {v.rule.rule}"
+            self.dropped[(v.where or "?", reason)] += 1
+        else:
+            self.lost += 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def lines(self) -> list[str]:
+        rate = f" in {self.seconds:.2f} s ({self.sent / self.seconds:.0f} frames/s)" \
+            if self.seconds > 0 and self.sent else ""
+        out = [f"replayed {self.capture} into lab {self.lab} from {self.source}{rate}",
+               f"  sent      {self.sent}",
+               f"  delivered {self.delivered}",
+               f"  dropped   {self.dropped_total}"]
+        for (place, reason), n in sorted(self.dropped.items(), key=lambda kv: -kv[1]):
+            out.append(f"    {n:>6}  at {place}: {reason}")
+        out.append(f"  lost      {self.lost}")
+        if self.events_lost:
+            out.append(f"  (tracer lost {self.events_lost} events: paths may be incomplete)")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capture": self.capture, "lab": self.lab, "from": self.source,
+                "sent": self.sent, "delivered": self.delivered, "dropped": self.dropped_total,
+                "dropped_by": [{"where": p, "reason": r, "frames": n}
+                               for (p, r), n in sorted(self.dropped.items())],
+                "lost": self.lost, "events_lost": self.events_lost, "error": self.error,
+                "seconds": round(self.seconds, 3)}
+
+
+class RouteCheck:
+    """Answers 'can this endpoint send to that address?' from inside its namespace."""
+
+    def __init__(self, node: NodeAddress):
+        from nettrace.topology import netns
+        self.node = node
+        self._ipr = netns.iproute(node.netns)
+        self._cache: dict[str, str | None] = {}
+
+    def problem(self, dst: str) -> str | None:
+        if dst not in self._cache:
+            from pyroute2.netlink.exceptions import NetlinkError
+            try:
+                self._ipr.route("get", dst=dst)
+                self._cache[dst] = None
+            except NetlinkError as exc:
+                why = {errno.ENETUNREACH: "no route",
+                       errno.EHOSTUNREACH: "host unreachable"}.get(exc.code, str(exc))
+                self._cache[dst] = why
+        return self._cache[dst]
+
+    def close(self) -> None:
+        self._ipr.close()
+
+
+def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = (),
+           layer: str = "auto", timeout: float = 2.0, tracer=None,
+           on_progress: Callable[[int, int], None] | None = None,
+           summary_out: ReplaySummary | None = None) -> Iterator[FrameResult]:
+    """Inject and trace every frame of `capture` from lab node `source`, one at a time.
+
+    `tracer`: an open `nettrace.trace.Tracer` to reuse (one is opened and closed here
+    otherwise). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
+    """
+    if layer not in LAYERS:
+        raise CaptureError(capture, f"layer '{layer}' is not one of {', '.join(LAYERS)}")
+    node = node_address(lab, source)
+    rw: Rewrite = parse_rewrites(rewrite, lab, node)
+    summ = summary_out if summary_out is not None else ReplaySummary(capture, lab.name, source)
+    reader = CaptureReader(capture)          # bad files fail before any kernel object exists
+    own_tracer = tracer is None
+    routes = RouteCheck(node)
+    try:
+        if own_tracer:
+            from nettrace.trace import Tracer
+            tracer = Tracer(lab).__enter__()
+        for frame in reader:
+            payload = link_payload(frame, capture)
+            send_layer = payload.layer if layer == "auto" else layer
+            try:
+                pkt = apply_rewrite(to_packet(payload, send_layer), rw)
+            except ValueError:
+                raise CaptureError(capture, f"cannot be sent at layer {send_layer[1]}: "
+                                            f"{_why_not(payload, send_layer)}",
+                                   frame=frame.number) from None
+            if send_layer == "l3":
+                why = routes.problem(str(pkt.dst))
+                if why:
+                    raise UnroutableFrame(
+                        capture, f"{pkt.dst} cannot be routed from {source} ({why} in its "
+                                 f"namespace); map it to a lab node with --rewrite "
+                                 f"{_original_dst(payload)}=<container>", frame=frame.number)
+            path = tracer.trace_packet(node.name.partition("@")[0], pkt, layer=send_layer,
+                                       timeout=timeout)
+            result = FrameResult(frame.number, summary(pkt), send_layer, path)
+            summ.add(result)
+            if on_progress:
+                on_progress(reader.position, reader.size)
+            yield result
+    except CaptureError as exc:
+        summ.error = str(exc)
+        raise
+    finally:
+        routes.close()
+        reader.close()
+        if own_tracer and tracer is not None:
+            tracer.__exit__(None, None, None)
+
+
+def _why_not(payload, layer: str) -> str:
+    if layer == "l2":
+        return "it was captured without an Ethernet header (send it with --layer l3)"
+    return "it is not an IP packet (send it with --layer l2 or auto)"
+
+
+def _original_dst(payload) -> str:
+    pkt = to_packet(payload, "l3")
+    return str(pkt.dst)
