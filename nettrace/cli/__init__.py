@@ -18,6 +18,7 @@ from nettrace.errors import NettraceError
 #: modules that each define `register(cli: click.Group)`
 COMMAND_MODULES = [
     "nettrace.cli.lab",
+    "nettrace.cli.tui",
 ]
 
 

@@ -1,0 +1,86 @@
+"""`nettrace tui [LAB]`: the interactive view (tui/), on a running lab, an embedded lab it
+brings up, a live Docker engine, or recorded paths."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from nettrace.cli.common import docker_option
+from nettrace.errors import NettraceError
+
+
+def load_paths(filename: str) -> list:
+    """Paths saved by `nettrace path --json`: one JSON object per line, or one JSON list."""
+    from nettrace.trace.model import Path
+    try:
+        with open(filename) as f:
+            text = f.read()
+    except OSError as exc:
+        raise NettraceError(f"{filename}: cannot read: {exc.strerror}") from None
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = [(1, item) for item in json.loads(stripped)]
+        except json.JSONDecodeError as exc:
+            raise NettraceError(f"{filename}:{exc.lineno}: not JSON: {exc.msg}") from None
+    else:
+        items = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise NettraceError(f"{filename}:{lineno}: not JSON: {exc.msg}") from None
+    paths = []
+    for lineno, item in items:
+        try:
+            paths.append(Path.from_dict(item))
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise NettraceError(f"{filename}:{lineno}: not a nettrace path: {exc}") from None
+    return paths
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("tui")
+    @click.argument("lab", required=False)
+    @docker_option
+    @click.option("--paths", "paths_file", metavar="FILE",
+                  help="Also show recorded paths (the output of nettrace path --json).")
+    @click.option("--no-trace", is_flag=True,
+                  help="Attach no probes: topology and recorded paths only (no root needed).")
+    def tui_command(lab: str | None, docker: str | None, paths_file: str | None,
+                    no_trace: bool) -> None:
+        """Topology, inject form and hop-by-hop paths in one screen.
+
+        LAB is a running lab, or an embedded lab / lab file that the TUI brings up (and
+        offers to take down when you quit). Without LAB, pick one inside (key l).
+        Press ? inside for the keys.
+        """
+        from nettrace.cli.common import get_lab
+        from nettrace.errors import require_root
+        from nettrace.topology.model import running_labs
+        paths = load_paths(paths_file) if paths_file else []
+        opened, bring_up = None, None
+        if docker is not None:
+            opened = get_lab(None, docker)
+        elif lab and lab in running_labs():
+            opened = get_lab(lab)
+        elif lab:
+            from nettrace.topology.spec import load
+            load(lab)                            # unknown lab or bad file: exit 2 here
+            require_root(f"bringing lab {lab} up")
+            bring_up = lab
+        from tui.app import make_app
+        app = make_app(opened, paths=paths, trace=not no_trace, bring_up=bring_up,
+                       trace_off_reason="--no-trace" if no_trace else None)
+        try:
+            app.run()
+        finally:
+            if not app.close_session():
+                click.echo("nettrace: the tracer did not stop in time; probes go with this "
+                           "process", err=True)
+        left = sorted(n for n in app.labs_brought_up if n in running_labs())
+        if left:
+            click.echo(f"labs still up: {', '.join(left)} (nettrace lab down NAME)", err=True)

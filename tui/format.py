@@ -1,0 +1,73 @@
+"""Words and colours for paths and hops, shared by every pane (one place, one style)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from nettrace.trace.model import DELIVERED, DROPPED, LOST, Hop, Path
+
+VERDICT_STYLE = {DELIVERED: "bold green", DROPPED: "bold red", LOST: "bold yellow"}
+VERDICT_MARK = {DELIVERED: "✓", DROPPED: "✗", LOST: "?"}
+
+
+def verdict_text(kind: str) -> Text:
+    return Text(f"{VERDICT_MARK.get(kind, '·')} {kind}", style=VERDICT_STYLE.get(kind, "bold"))
+
+
+def port_of(path: Path) -> int | None:
+    """Destination port of the first hop that has one (ICMP has none worth showing)."""
+    if path.proto in ("udp", "tcp"):
+        for hop in path.hops:
+            if hop.packet and hop.packet.dport:
+                return hop.packet.dport
+    return None
+
+
+def endpoints(path: Path) -> tuple[str, str]:
+    port = port_of(path)
+    return path.src, f"{path.dst}:{port}" if port else path.dst
+
+
+def drop_hop(path: Path) -> int | None:
+    """Index of the hop where the packet was dropped, if it was."""
+    if path.verdict.kind != DROPPED:
+        return None
+    if path.verdict.hop_index is not None:
+        return path.verdict.hop_index
+    for i, hop in reversed(list(enumerate(path.hops))):
+        if hop.verdict == "drop" or hop.drop_reason:
+            return i
+    return len(path.hops) - 1 if path.hops else None
+
+
+def kernel_point(hop: Hop) -> str:
+    """tp:netif_receive_skb, nf:FORWARD (filter), tc:ingress ..."""
+    text = hop.point
+    if hop.hook and hop.hook not in text:
+        text += f" {hop.hook}"
+    return text
+
+
+def rule_text(hop: Hop) -> str | None:
+    r = hop.rule
+    if r is None:
+        return None
+    text = f"{r.family} {r.table} {r.chain}"
+    if r.rule:
+        text += f": {r.rule}"
+    if r.verdict:
+        text += f" → {r.verdict}"
+    return text
+
+
+def summary(path: Path) -> Text:
+    """One line: c1 → c2 icmp · ✓ delivered at c2:eth0 (to socket) · 7 hops."""
+    src, dst = endpoints(path)
+    line = Text.assemble((f"{path.direction}: ", "dim"), (f"{src} → {dst} {path.proto}", "bold"),
+                         " · ")
+    line.append_text(verdict_text(path.verdict.kind))
+    rest = path.verdict.line()[len(path.verdict.kind):]
+    if rest:
+        line.append(rest, style=VERDICT_STYLE.get(path.verdict.kind, ""))
+    line.append(f" · {len(path.hops)} hops", style="dim")
+    return line

@@ -1,0 +1,1 @@
+"""Screens of the nettrace TUI, one per module (pushed over the main view)."""

@@ -1,0 +1,1 @@
+"""Widgets of the nettrace TUI, one per module."""
