@@ -19,6 +19,7 @@ from nettrace.errors import NettraceError
 COMMAND_MODULES = [
     "nettrace.cli.lab",
     "nettrace.cli.tui",
+    "nettrace.cli.capture",
 ]
 
 

@@ -1,0 +1,99 @@
+"""Run a golden case: bring its lab up (unless it runs already), replay, compare.
+
+A fresh lab is what makes paths repeatable: neighbour caches, conntrack entries and
+bridge FDBs start empty, so the first frame resolves ARP the same way on every run. A
+lab that is already up is reused (faster, handy while debugging), which may differ on
+such state; `check` says so when it happens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from nettrace.capture.golden import (Aliases, FrameDifference, FrameSignature, GoldenCase,
+                                     compare, frame_signature, save_golden)
+from nettrace.capture.reader import CaptureError
+from nettrace.capture.replay import FrameResult, ReplaySummary, replay
+from nettrace.topology.model import Lab
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class CheckResult:
+    case: GoldenCase
+    actual: list[FrameSignature] = field(default_factory=list)
+    differences: list[FrameDifference] = field(default_factory=list)
+    summary: ReplaySummary | None = None
+    reused_lab: bool = False
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.differences
+
+
+def lab_ref(case: GoldenCase) -> str:
+    """The lab a case names: a file next to the golden file, or an embedded lab name."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(case.file)), case.lab)
+    return beside if os.path.exists(beside) else case.lab
+
+
+@contextmanager
+def case_lab(case: GoldenCase, say: Say | None = None) -> Iterator[tuple[Lab, bool]]:
+    """(lab, reused): the case's lab, brought up and taken down here unless already up."""
+    from nettrace.topology import builder, spec
+    from nettrace.topology.model import load_lab, running_labs
+    lab_spec = spec.load(lab_ref(case))
+    if lab_spec.name in running_labs():
+        if say:
+            say(f"using lab '{lab_spec.name}', which is already up (its neighbour and conntrack "
+                f"state may make paths differ from a fresh lab)")
+        yield load_lab(lab_spec.name), True
+        return
+    lab = builder.up(lab_spec)
+    try:
+        yield lab, False
+    finally:
+        builder.down(lab.name, quiet=True)
+
+
+def replay_case(case: GoldenCase, lab: Lab, tracer=None,
+                on_frame: Callable[[FrameResult], None] | None = None
+                ) -> tuple[list[FrameSignature], ReplaySummary]:
+    """Replay the case's capture into `lab`; a frame that cannot be sent ends the list."""
+    alias = Aliases(lab)
+    summary = ReplaySummary(case.capture, lab.name, case.source)
+    out: list[FrameSignature] = []
+    frames = replay(lab, case.capture, case.source, rewrite=case.rewrite, layer=case.layer,
+                    timeout=case.timeout, tracer=tracer, summary_out=summary)
+    try:
+        for result in frames:
+            out.append(frame_signature(result.number, result.packet, result.path, lab, alias))
+            if on_frame:
+                on_frame(result)
+    except CaptureError as exc:
+        if exc.frame is None:
+            raise                              # the file itself is bad: not a path difference
+        out.append(FrameSignature(exc.frame, error=exc.reason))
+    return out, summary
+
+
+def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None) -> CheckResult:
+    """Replay `case` in its lab and compare with (or, with update, rewrite) its golden paths."""
+    if not os.path.exists(case.capture):
+        raise CaptureError(case.capture, f"no such file (named by {case.file}: capture)")
+    start = time.perf_counter()
+    with case_lab(case, say) as (lab, reused):
+        actual, summary = replay_case(case, lab)
+    result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start)
+    if update:
+        case.frames = actual
+        save_golden(case)
+    else:
+        result.differences = compare(case.frames, actual)
+    return result

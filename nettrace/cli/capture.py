@@ -1,0 +1,164 @@
+"""`nettrace replay`, `nettrace record`, `nettrace check`: captures in and out of labs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from nettrace.cli.common import get_lab
+from nettrace.errors import require_root
+
+
+@contextmanager
+def _progress(enabled: bool, what: str) -> Iterator:
+    """A byte-based progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    with Progress(TextColumn(what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=1)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, 1))
+        yield update
+
+
+@click.command("replay")
+@click.argument("lab")
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--from", "source", required=True, metavar="CONTAINER",
+              help="Lab node that sends the frames: a container (NAME or NAME@NETWORK), "
+                   "an external client or a Docker host.")
+@click.option("--rewrite", "rewrites", multiple=True, metavar="OLD=NEW|auto",
+              help="Map a capture address (IP or MAC) to a lab node or address, e.g. "
+                   "--rewrite 10.0.0.5=c2; 'auto' maps the first frame's source to --from. "
+                   "Repeatable.")
+@click.option("--layer", type=click.Choice(["auto", "l2", "l3"]), default="auto",
+              show_default=True,
+              help="Send IP frames at layer 3 (the kernel routes them), others at layer 2.")
+@click.option("--timeout", type=float, default=2.0, show_default=True,
+              help="Seconds to wait for each frame's path to end.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per frame (with its path), then one with the summary.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], layer: str,
+               timeout: float, as_json: bool, quiet: bool) -> None:
+    """Inject every frame of CAPTURE (pcap or pcapng) into LAB and trace each one.
+
+    \b
+    Example:
+      nettrace replay bridge dns.pcap --from c1 --rewrite auto --rewrite 10.0.0.53=c2
+    """
+    from nettrace.capture.replay import ReplaySummary, replay
+    require_root("nettrace replay")
+    live = get_lab(lab)
+    summary = ReplaySummary(capture, live.name, source)
+    start = time.perf_counter()
+    try:
+        with _progress(not as_json, f"replaying {capture}") as progress:
+            for result in replay(live, capture, source, rewrite=rewrites, layer=layer,
+                                 timeout=timeout, on_progress=progress, summary_out=summary):
+                if as_json:
+                    click.echo(json.dumps(result.to_dict()))
+                elif not quiet:
+                    click.echo(f"{result.number:>6}  {result.packet}  ->  "
+                               f"{result.path.verdict.line()}")
+    finally:
+        summary.seconds = time.perf_counter() - start
+        if as_json:
+            click.echo(json.dumps({"summary": summary.to_dict()}))
+        else:
+            for line in summary.lines():
+                click.echo(line, err=summary.error is not None)
+
+
+@click.command("record")
+@click.argument("lab")
+@click.argument("expr", required=False, default="")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="pcapng file to write (one interface per lab device, a comment per hop).")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many paths.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many seconds.")
+def record_cmd(lab: str, expr: str, output: str, count: int | None,
+               duration: float | None) -> None:
+    """Trace LAB live and write every packet path to a pcapng file, until Ctrl-C.
+
+    EXPR selects packets (see `nettrace path --help`; e.g. "icmp", "tcp port 80").
+    """
+    from nettrace.capture.pcapng import PcapngWriter
+    from nettrace.trace import Tracer
+    require_root("nettrace record")
+    live = get_lab(lab)
+    deadline = time.monotonic() + duration if duration else None
+    written = {"paths": 0}
+
+    def stop() -> bool:
+        return ((count is not None and written["paths"] >= count)
+                or (deadline is not None and time.monotonic() >= deadline))
+
+    interrupted = False
+    with PcapngWriter(output, lab=live) as writer:
+        try:
+            with Tracer(live) as tracer:
+                click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {output} "
+                           f"(Ctrl-C to stop)", err=True)
+                for path in tracer.live(expr, stop):
+                    writer.write_path(path)
+                    written["paths"] += 1
+                    if stop():
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+    click.echo(f"{'interrupted: ' if interrupted else ''}wrote {writer.paths} paths "
+               f"({writer.packets} packets, {len(writer.interfaces)} interfaces) to {output}",
+               err=True)
+
+
+@click.command("check")
+@click.argument("goldens", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--update", is_flag=True,
+              help="Rewrite each golden file with the paths seen now (review the diff).")
+@click.option("--width", type=int, default=64, show_default=True,
+              help="Column width of the side-by-side difference.")
+def check_cmd(goldens: tuple[str, ...], update: bool, width: int) -> None:
+    """Replay each golden case (captures/CASE.paths.yaml) and compare its paths.
+
+    Exits 1 when a frame took a different path, printing expected and actual side by
+    side. A case's lab is brought up for the run (and down after) unless it is up.
+    """
+    from nettrace.capture.check import run_case
+    from nettrace.capture.golden import load_golden, side_by_side
+    require_root("nettrace check")
+    failed = 0
+    for file in goldens:
+        case = load_golden(file)
+        result = run_case(case, update=update, say=lambda m: click.echo(f"  {m}", err=True))
+        frames = len(result.actual)
+        if update:
+            click.echo(f"updated {file}: {frames} frames ({result.seconds:.1f} s)")
+        elif result.passed:
+            click.echo(f"ok      {case.name}: {frames} frames ({result.seconds:.1f} s)")
+        else:
+            failed += 1
+            click.echo(f"FAILED  {case.name}: {len(result.differences)} of "
+                       f"{max(frames, len(case.frames))} frames differ")
+            for diff in result.differences:
+                for line in side_by_side(diff, width):
+                    click.echo("  " + line)
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def register(cli: click.Group) -> None:
+    for command in (replay_cmd, record_cmd, check_cmd):
+        cli.add_command(command)
+
