@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "nettrace.cli.lab",
     "nettrace.cli.tui",
     "nettrace.cli.capture",
+    "nettrace.cli.docker",
 ]
 
 

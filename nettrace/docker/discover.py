@@ -42,6 +42,7 @@ class Link:
     master: int | None
     up: bool
     addresses: list[str] = field(default_factory=list)   # "10.0.0.2/24"
+    hairpin: bool | None = None        # bridge ports only
 
 
 @dataclass
@@ -66,6 +67,7 @@ def read_namespace(ns: str) -> NamespaceView:
         raw_links = ipr.get_links()
         raw_addrs = ipr.get_addr(family=socket.AF_INET)
         raw_routes = ipr.get_routes(family=socket.AF_INET, table=254)
+        raw_ports = ipr.get_links(family=socket.AF_BRIDGE)
     links: dict[int, Link] = {}
     for msg in raw_links:
         links[msg["index"]] = Link(
@@ -79,6 +81,10 @@ def read_namespace(ns: str) -> NamespaceView:
     for msg in raw_addrs:
         if msg["index"] in links:
             links[msg["index"]].addresses.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+    for msg in raw_ports:
+        mode = msg.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE")
+        if msg["index"] in links and mode is not None:
+            links[msg["index"]].hairpin = bool(mode)
     names = {i: lk.ifname for i, lk in links.items()}
     return NamespaceView(ns, links, [_route_text(r, names) for r in raw_routes])
 
@@ -184,6 +190,14 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+def is_netns(path: str) -> bool:
+    """A mounted namespace file, not the empty file a removed sandbox leaves behind."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
 def _exec_root(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = f.read().decode(errors="replace").split("\0")
@@ -274,7 +288,7 @@ class _Discovery:
             ns = self.host_ns
         elif driver == "overlay":
             sbox = os.path.join(self.netns_dir, OVERLAY_SANDBOX_PREFIX + raw["Id"][:10])
-            device, ns = "br0", sbox if os.path.exists(sbox) else None
+            device, ns = "br0", sbox if is_netns(sbox) else None
             vnis = opts.get("com.docker.network.driver.overlay.vxlanid_list", "")
             vni = int(vnis.split(",")[0]) if vnis else None
         elif driver in ("macvlan", "ipvlan"):
@@ -310,7 +324,7 @@ class _Discovery:
                               network_mode="host")
         else:
             key = settings.get("SandboxKey")
-            if not key or not os.path.exists(key):
+            if not key or not is_netns(key):
                 return None                          # not running: no namespace to trace
             sandbox = Sandbox(name=name, host=self.host_name, netns=key,
                               network_mode=mode if mode in ("none", "bridge") else mode)
@@ -348,9 +362,10 @@ class _Discovery:
         except FileNotFoundError:
             return
         for key in keys:
-            if key.startswith(OVERLAY_SANDBOX_PREFIX) or key == "ingress_sbox" or \
-                    key.startswith("lb_"):
-                self.view(os.path.join(self.netns_dir, key))
+            path = os.path.join(self.netns_dir, key)
+            if (key.startswith(OVERLAY_SANDBOX_PREFIX) or key == "ingress_sbox" or
+                    key.startswith("lb_")) and is_netns(path):
+                self.view(path)
 
     # -- interfaces and their roles -----------------------------------------------------------
     def interfaces(self, host_view: NamespaceView) -> None:

@@ -16,15 +16,25 @@ from nettrace.topology.model import Lab, Network
 IMPLICIT_NETWORKS = ("bridge", "host", "none", "docker_gwbridge", "ingress")
 
 
-def mirror(engine, lab: Lab) -> None:
+def mirror(engine, lab: Lab, host: str | None = None) -> None:
     """Create `lab`'s user networks and containers in `engine` (a nettrace.docker.engine.Engine).
 
-    Multi-host labs are folded onto the single engine: every container runs on it.
+    An engine is one Docker host: `host` picks the lab host whose containers are created;
+    None folds every container of a multi-host lab onto the engine.
     """
+    if host is not None and host not in lab.hosts:
+        raise NettraceError(f"lab {lab.name} has no host {host} (hosts: {', '.join(lab.hosts)})")
     client = engine.client()
     try:
-        if any(n.driver == "overlay" for n in lab.networks) and not engine.swarm:
-            engine.swarm_init()
+        if any(n.driver == "overlay" for n in lab.networks):
+            if not engine.swarm:
+                engine.swarm_init()
+            # The routing mesh needs IPVS (absent here) and its ingress network holds VNI 4096,
+            # which the lab's overlay may ask for: a lab has no ingress, so remove it.
+            for net in client.networks.list(names=["ingress"]):
+                if net.name == "ingress":
+                    net.remove()
+                    _wait_gone(client, "ingress")
         done: set[str] = set()
         for net in lab.networks:
             if net.name in IMPLICIT_NETWORKS or net.name in done:
@@ -32,10 +42,15 @@ def mirror(engine, lab: Lab) -> None:
             _create_network(engine, client, net)
             done.add(net.name)
         for sb in lab.sandboxes.values():
+            if host is not None and sb.host != host:
+                continue
             if sb.network_mode in ("host", "none"):
                 engine.run(sb.name, [(sb.network_mode, None)])
                 continue
-            nets = [(ep.network, None if ep.network == "bridge" else ep.ipv4)
+            # Docker refuses fixed addresses on the default bridge, and on an overlay the
+            # swarm load balancer takes the next free address at the first join: let it pick
+            nets = [(ep.network, None if ep.network == "bridge" or
+                     lab.network(ep.network).driver == "overlay" else ep.ipv4)
                     for ep in sorted(sb.endpoints, key=lambda e: e.ifname)
                     if ep.network not in ("docker_gwbridge", "ingress")]
             if not nets:
@@ -44,6 +59,15 @@ def mirror(engine, lab: Lab) -> None:
             engine.run(sb.name, nets, publish=sb.published, command=serve_command(sb.published))
     finally:
         client.close()
+
+
+def _wait_gone(client, name: str, timeout: float = 10.0) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while any(n.name == name for n in client.networks.list(names=[name])):
+        if time.monotonic() > deadline:
+            raise NettraceError(f"Docker did not remove network {name} within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def _create_network(engine, client, net: Network) -> None:
