@@ -18,17 +18,14 @@ from nettrace.topology.model import running_labs
 
 def embedded() -> dict[str, str]:
     """Embedded lab name -> its one-line description."""
-    from nettrace.topology.spec import embedded_labs
+    from nettrace.errors import NettraceError
+    from nettrace.topology.spec import embedded_labs, load
     out = {}
-    for name, path in embedded_labs().items():
-        desc = ""
+    for name in embedded_labs():
         try:
-            import yaml
-            with open(path) as f:
-                desc = str((yaml.safe_load(f) or {}).get("description", ""))
-        except Exception:
-            pass
-        out[name] = desc
+            out[name] = load(name).description
+        except NettraceError as exc:
+            out[name] = f"(unreadable: {exc})"
     return out
 
 
@@ -38,11 +35,12 @@ class LabsScreen(ModalScreen[tuple[str, str] | None]):
                 Binding("d", "lab('down')", "Take down"),
                 Binding("o", "lab('open')", "Open")]
 
-    def __init__(self, current: str | None = None, brought_up: set[str] | None = None) -> None:
+    def __init__(self, current: str | None = None, brought_up: set[str] | None = None,
+                 running: list[str] | None = None) -> None:
         super().__init__()
         self.current = current
         self.brought_up = brought_up or set()
-        self.running = running_labs()
+        self.running = running_labs() if running is None else running
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="labs"):

@@ -1,5 +1,6 @@
-"""One line above the footer: lab, tracer state (with a spinner while probes compile),
-probes live, events lost, packets shown."""
+"""One line above the footer: lab, probes live, events lost, packets shown, and the
+tracer's state last (with a spinner while probes compile), so a long reason only
+truncates itself."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ class StatusBar(Static):
              probes: tuple[int, int] | None, lost: int, shown: int, total: int) -> None:
         text = Text()
         text.append(f" {lab or 'no lab'} ", "bold reverse")
+        if probes is not None:
+            live, total_probes = probes
+            text.append(f" probes {live}/{total_probes} │", "green" if live == total_probes else "yellow")
         text.append(" ")
+        text.append(f"lost {lost}", "bold red" if lost else "dim")
+        text.append(" │ ")
+        text.append(f"{shown}/{total} pkts" if shown != total else f"{total} pkts", "dim")
+        text.append(" │ ")
         if busy:
             self.frame = (self.frame + 1) % len(SPINNER)
             text.append(SPINNER[self.frame] + " ", "bold yellow")
         text.append(tracer, tracer_style)
-        if probes is not None:
-            live, total_probes = probes
-            text.append(f" │ probes {live}/{total_probes}", "green" if live == total_probes else "yellow")
-        text.append(" │ ")
-        text.append(f"lost {lost}", "bold red" if lost else "dim")
-        text.append(" │ ")
-        text.append(f"{shown}/{total} pkts" if shown != total else f"{total} pkts", "dim")
         self.update(text)

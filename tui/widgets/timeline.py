@@ -28,7 +28,7 @@ def delta(ns: int) -> str:
     return f"+{ns / 1e9:.2f}s"
 
 
-def hop_text(hop: Hop, t0: int, dropped: bool) -> Text:
+def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None) -> Text:
     pad = " " * 11
     mark, style = ("✗", VERDICT_STYLE["dropped"]) if dropped else ("●", "bold cyan")
     text = Text.assemble((f"{delta(hop.ts_ns - t0):>10} ", "dim"), (mark, style), " ",
@@ -58,7 +58,8 @@ def hop_text(hop: Hop, t0: int, dropped: bool) -> Text:
     if dropped or hop.drop_reason:
         where = f" at {hop.location}" if hop.location else ""
         text.append(f"\n{pad}{SPINE} ", "dim")
-        text.append(f"✗ dropped: {hop.drop_reason or 'unknown reason'}{where}", "bold white on red")
+        reason = hop.drop_reason or (path_reason if dropped else None) or "reason not reported"
+        text.append(f"✗ dropped: {reason}{where}", "bold white on red")
     return text
 
 
@@ -108,7 +109,8 @@ class PathTimeline(OptionList):
             options.append(Option(summary(p), id=f"{leg}:head", disabled=True))
             dropped = drop_hop(p)
             for i, hop in enumerate(p.hops):
-                options.append(Option(hop_text(hop, t0, i == dropped), id=f"{leg}:{i}"))
+                options.append(Option(hop_text(hop, t0, i == dropped, p.verdict.reason),
+                                      id=f"{leg}:{i}"))
             if not p.hops:
                 options.append(Option(Text("no hop was seen (probes missing, or the packet "
                                            "never left)", style="yellow"), disabled=True))

@@ -346,8 +346,8 @@ def _client_block(lab: Lab, client: Host) -> Block:
     c = Canvas()
     row = f"{client.uplink or 'eth0'} {client.address or ''}".rstrip()
     key: Key = (client.netns, client.uplink or "eth0")
-    c.box(0, 0, max(len(row), len(client.name) + 9) + 4, 3, f"client {client.name}",
-          (client.netns, None))
+    title = client.name if client.name == "client" else f"client {client.name}"
+    c.box(0, 0, max(len(row), len(title) + 2) + 4, 3, title, (client.netns, None))
     c.put(2, 1, row, "", key)
     c.anchor(key, 1, 1)
     c.put(4, 2, "┬", LINE_STYLE, key)
