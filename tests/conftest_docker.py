@@ -15,11 +15,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-# Kernel-object isolation for this engineer's tests (common rules): set before nettrace
-# reads them at import time.
-os.environ.setdefault("NETTRACE_NS_PREFIX", "ntd")
-os.environ.setdefault("NETTRACE_STATE_DIR", "/run/nettrace-ntd")
-
 
 @dataclass
 class ExpectedEndpoint:
