@@ -27,7 +27,7 @@ class Case:
     description: str
     frames: Callable                      # (lab) -> list of scapy frames (Ethernet)
     layer: str = "auto"
-    rewrite: list[str] = field(default_factory=list)
+    rewrite: Callable | list[str] = field(default_factory=list)   # or (lab) -> list
 
 
 def _mac(lab, node: str) -> str:
@@ -143,7 +143,8 @@ CASES = [
     Case("icc-drop", "icc-off", "c1", "c1 pings c2 on a bridge with icc=false", icc),
     Case("internal-egress-drop", "internal", "c1",
          "c1 on an internal network sends to the outside through the bridge (layer 2: "
-         "the container has no default route)", internal_egress, layer="l2"),
+         "the container has no default route)", internal_egress, layer="l2",
+         rewrite=lambda lab: [f"{_bridge_mac(lab, 'internal')}=@internal"]),
     Case("masquerade-egress", "published-port", "c1",
          "c1 pings the external client: MASQUERADE on the way out", masquerade),
     Case("macvlan-ping", "macvlan", "m1", "m1 pings m2 on a macvlan network", macvlan_ping),
@@ -168,12 +169,14 @@ def make(case: Case) -> str:
     lab = builder.up(lab_spec) if not reuse else None
     try:
         from nettrace.topology.model import load_lab
-        frames = case.frames(lab or load_lab(lab_spec.name))
+        live = lab or load_lab(lab_spec.name)
+        frames = case.frames(live)
+        rewrite = case.rewrite(live) if callable(case.rewrite) else case.rewrite
     finally:
         if lab is not None:
             builder.down(lab.name, quiet=True)
     write_pcap(pcap, ((BASE_TS + i * 1_000_000, bytes(f)) for i, f in enumerate(frames)))
-    result = run_case(GoldenCase(golden, pcap, case.lab, case.source, case.rewrite, case.layer,
+    result = run_case(GoldenCase(golden, pcap, case.lab, case.source, rewrite, case.layer,
                                  2.0, case.description), update=True)
     return f"{case.name}: {len(frames)} frames, " + ", ".join(
         (f.request.verdict if f.request else f"error: {f.error}") for f in result.actual)

@@ -44,11 +44,13 @@ def lab_ref(case: GoldenCase) -> str:
 
 
 @contextmanager
-def case_lab(case: GoldenCase, say: Say | None = None) -> Iterator[tuple[Lab, bool]]:
-    """(lab, reused): the case's lab, brought up and taken down here unless already up."""
+def case_lab(case: GoldenCase, say: Say | None = None,
+             name: str | None = None) -> Iterator[tuple[Lab, bool]]:
+    """(lab, reused): the case's lab (named `name`, default the spec's), brought up and
+    taken down here unless already up."""
     from nettrace.topology import builder, spec
     from nettrace.topology.model import load_lab, running_labs
-    lab_spec = spec.load(lab_ref(case))
+    lab_spec = spec.load(lab_ref(case), name=name)
     if lab_spec.name in running_labs():
         if say:
             say(f"using lab '{lab_spec.name}', which is already up (its neighbour and conntrack "
@@ -83,12 +85,16 @@ def replay_case(case: GoldenCase, lab: Lab, tracer=None,
     return out, summary
 
 
-def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None) -> CheckResult:
-    """Replay `case` in its lab and compare with (or, with update, rewrite) its golden paths."""
+def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None,
+             lab_name: str | None = None) -> CheckResult:
+    """Replay `case` in its lab and compare with (or, with update, rewrite) its golden paths.
+
+    `lab_name` brings the lab up under another name (tests do, so as not to meet a lab
+    someone else has up under the embedded name)."""
     if not os.path.exists(case.capture):
         raise CaptureError(case.capture, f"no such file (named by {case.file}: capture)")
     start = time.perf_counter()
-    with case_lab(case, say) as (lab, reused):
+    with case_lab(case, say, lab_name) as (lab, reused):
         actual, summary = replay_case(case, lab)
     result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start)
     if update:

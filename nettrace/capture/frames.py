@@ -9,8 +9,9 @@ according to `--rewrite` rules.
 `--rewrite` syntax (repeatable):
   OLD=NEW   OLD is an IPv4/IPv6 or MAC address seen in the capture; NEW is a lab node (a
             container, an external client or a Docker host, `NAME` or `NAME@NETWORK` for a
-            container on several networks) or a literal address of the same kind. Mapping
-            an IP to a node also maps the MAC address the capture used with that IP.
+            container on several networks), `@NETWORK` for a network's gateway (bridge),
+            or a literal address of the same kind. Mapping an IP to a node also maps the
+            MAC address the capture used with that IP.
   auto      the source of the first frame becomes the `--from` endpoint (IP and MAC).
 """
 
@@ -100,8 +101,11 @@ class NodeAddress:
 
 
 def node_address(lab: "Lab", ref: str) -> NodeAddress:
-    """`NAME` or `NAME@NETWORK`: the address a lab node uses (its first endpoint by default)."""
+    """`NAME` or `NAME@NETWORK`: the address a lab node uses (its first endpoint by default);
+    `@NETWORK`: the network's gateway (its bridge)."""
     name, _, network = ref.partition("@")
+    if not name and network:
+        return _gateway(lab, network)
     try:
         node = lab.node(name)
     except KeyError:
@@ -119,6 +123,16 @@ def node_address(lab: "Lab", ref: str) -> NodeAddress:
         raise NettraceError(f"'{ref}': only containers take @NETWORK")
     itf = lab.interface(node.netns, node.uplink) if node.uplink else None
     return NodeAddress(ref, node.address, itf.mac if itf else None, node.netns)
+
+
+def _gateway(lab: "Lab", network: str) -> NodeAddress:
+    nets = [n for n in lab.networks if n.name == network]
+    if not nets:
+        raise NettraceError(f"no network named '{network}' in lab {lab.name} (it has: "
+                            f"{', '.join(sorted({n.name for n in lab.networks}))})")
+    net = nets[0]
+    itf = lab.interface(net.netns, net.device) if net.netns and net.device else None
+    return NodeAddress(f"@{network}", net.gateway, itf.mac if itf else None, net.netns or "")
 
 
 def _address_kind(text: str) -> str | None:

@@ -5,7 +5,7 @@ the injection point, the `--rewrite` rules and, per frame, the expected path sig
 one line per hop (`owner:device point [hook] [verdict] [rule] [drop reason]`) and the
 verdict. Nothing that changes from run to run goes in: no times, skb addresses, netns
 names, and no device names derived from the lab's name (a veth host end is written
-`veth(c1)`, a user-defined bridge `br(mynet)`), so a case passes on any lab name.
+`veth(c1)`, a user-defined bridge `br(mynet)`), so a case passes under any lab name.
 """
 
 from __future__ import annotations

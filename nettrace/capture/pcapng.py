@@ -57,10 +57,22 @@ def is_l3(frame: bytes) -> bool:
     return False
 
 
+def owner_name(sandbox: str | None, host: str | None, lab: "Lab | None") -> str | None:
+    """A container or client by name; a per-host sandbox (an overlay network's, present on
+    every host under one name) as `sandbox@host`; else the Docker host."""
+    if sandbox:
+        if lab is not None and host and sandbox not in lab.sandboxes \
+                and sandbox not in lab.clients:
+            return f"{sandbox}@{host}"
+        return sandbox
+    return host
+
+
 def hop_owner(hop: Hop, lab: "Lab | None" = None) -> str:
     """Who a hop belongs to: the container, client or host (the underlay switch otherwise)."""
-    if hop.sandbox or hop.host:
-        return hop.sandbox or hop.host
+    owner = owner_name(hop.sandbox, hop.host, lab)
+    if owner:
+        return owner
     if lab is not None and hop.netns:
         if hop.netns == lab.underlay_netns:
             return "underlay"
@@ -132,7 +144,7 @@ class PcapngWriter:
         self._f.write(_block(_SHB, body, opts))
         if lab is not None:
             for itf in lab.interfaces:
-                owner = itf.sandbox or itf.host or "underlay"
+                owner = owner_name(itf.sandbox, itf.host, lab) or "underlay"
                 self.interface(f"{owner}/{itf.ifname}", f"{itf.role.value} in {itf.netns}")
 
     def __enter__(self) -> "PcapngWriter":

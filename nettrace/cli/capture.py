@@ -129,7 +129,9 @@ def record_cmd(lab: str, expr: str, output: str, count: int | None,
               help="Rewrite each golden file with the paths seen now (review the diff).")
 @click.option("--width", type=int, default=64, show_default=True,
               help="Column width of the side-by-side difference.")
-def check_cmd(goldens: tuple[str, ...], update: bool, width: int) -> None:
+@click.option("--lab-name", metavar="NAME",
+              help="Bring each case's lab up under NAME (default: the lab's own name).")
+def check_cmd(goldens: tuple[str, ...], update: bool, width: int, lab_name: str | None) -> None:
     """Replay each golden case (captures/CASE.paths.yaml) and compare its paths.
 
     Exits 1 when a frame took a different path, printing expected and actual side by
@@ -141,7 +143,8 @@ def check_cmd(goldens: tuple[str, ...], update: bool, width: int) -> None:
     failed = 0
     for file in goldens:
         case = load_golden(file)
-        result = run_case(case, update=update, say=lambda m: click.echo(f"  {m}", err=True))
+        result = run_case(case, update=update, lab_name=lab_name,
+                          say=lambda m: click.echo(f"  {m}", err=True))
         frames = len(result.actual)
         if update:
             click.echo(f"updated {file}: {frames} frames ({result.seconds:.1f} s)")
