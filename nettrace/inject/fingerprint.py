@@ -1,0 +1,78 @@
+"""What identifies one injected packet, and its answer, at every hop.
+
+NAT rewrites addresses and ports, VXLAN wraps the packet, clones change the skb
+pointer: the identity must survive all of them. The request is known by its IPv4 id
+(NAT leaves it alone) plus a `nettrace-<n>` payload marker; its answer by what the
+answer must carry: the ICMP echo id and sequence, our source port as destination
+port, or the quoted IPv4 id of an ICMP error. `keys()` are the entries the kernel
+filter looks up (bpf/hops.c, NT_K_*).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+K_IPID, K_PORT, K_ICMP, K_ARP = 1, 2, 3, 4
+PROTO_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
+PROTOS = ("icmp", "udp", "tcp", "arp", "raw")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    trace_id: int
+    proto: str                       # icmp | udp | tcp | arp | raw
+    src: str | None                  # IPv4 source as sent
+    dst: str | None                  # IPv4 destination as sent
+    ip_id: int | None = None
+    sport: int | None = None         # TCP/UDP source port
+    dport: int | None = None
+    icmp_id: int | None = None
+    icmp_seq: int | None = None
+    marker: str | None = None        # payload marker, "nettrace-<trace id>"
+
+    def keys(self) -> list[tuple[int, int, int]]:
+        """(kind, proto, value) entries of the in-kernel watch map."""
+        if self.proto == "arp":
+            return [(K_ARP, 0, int(ipaddress.IPv4Address(self.dst)))]
+        num = PROTO_NUMBERS.get(self.proto)
+        keys = []
+        if num is not None and self.ip_id is not None:
+            keys.append((K_IPID, num, self.ip_id))
+        if self.proto == "icmp" and self.icmp_id is not None:
+            keys.append((K_ICMP, 1, (self.icmp_id << 16) | (self.icmp_seq or 0)))
+        if self.proto in ("tcp", "udp") and self.sport:
+            keys.append((K_PORT, num, self.sport))
+        return keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class FingerprintFactory:
+    """Fresh, unlikely-to-collide identities: random IPv4 ids, ICMP ids and high ports."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._next = self._rng.randrange(1, 1 << 20)
+
+    def trace_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def new(self, proto: str, src: str | None, dst: str | None, dport: int | None = None,
+            seq: int = 1) -> Fingerprint:
+        tid = self.trace_id()
+        rng = self._rng
+        common = dict(trace_id=tid, proto=proto, src=src, dst=dst, marker=f"nettrace-{tid}")
+        if proto == "arp":
+            return Fingerprint(**{**common, "marker": None})
+        ip_id = rng.randrange(1, 0xFFFF)
+        if proto == "icmp":
+            return Fingerprint(**common, ip_id=ip_id, icmp_id=rng.randrange(1, 0xFFFF), icmp_seq=seq)
+        if proto in ("tcp", "udp"):
+            return Fingerprint(**common, ip_id=ip_id, sport=rng.randrange(33000, 60999),
+                               dport=dport or (80 if proto == "tcp" else 53))
+        return Fingerprint(**common, ip_id=ip_id)

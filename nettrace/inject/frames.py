@@ -1,0 +1,35 @@
+"""Scapy packets for a fingerprint: ICMP echo, UDP, TCP SYN, ARP request, raw bytes."""
+
+from __future__ import annotations
+
+from nettrace.errors import NettraceError
+from nettrace.inject.fingerprint import Fingerprint
+
+
+def build_l3(fp: Fingerprint):
+    """The IPv4 packet to send through the kernel's IP stack (raw socket)."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.packet import Raw
+    ip = IP(src=fp.src, dst=fp.dst, id=fp.ip_id, ttl=64)
+    payload = Raw(fp.marker.encode()) if fp.marker else None
+    if fp.proto == "icmp":
+        pkt = ip / ICMP(type=8, id=fp.icmp_id, seq=fp.icmp_seq)
+    elif fp.proto == "udp":
+        pkt = ip / UDP(sport=fp.sport, dport=fp.dport)
+    elif fp.proto == "tcp":
+        # SYNs carry no payload on real stacks; the marker goes in, Linux accepts it
+        pkt = ip / TCP(sport=fp.sport, dport=fp.dport, flags="S", seq=fp.trace_id, window=64240)
+    else:
+        raise NettraceError(f"--proto {fp.proto} cannot be sent as an IPv4 packet")
+    return pkt / payload if payload is not None else pkt
+
+
+def build_l2(fp: Fingerprint, src_mac: str, dst_mac: str | None = None):
+    """An Ethernet frame for the sender's interface (ARP request, or IPv4 with MACs)."""
+    from scapy.layers.l2 import ARP, Ether
+    if fp.proto == "arp":
+        return Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+            op=1, hwsrc=src_mac, psrc=fp.src, hwdst="00:00:00:00:00:00", pdst=fp.dst)
+    if not dst_mac:
+        raise NettraceError("an Ethernet frame needs the next hop's MAC address")
+    return Ether(src=src_mac, dst=dst_mac) / build_l3(fp)

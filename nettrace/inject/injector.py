@@ -1,0 +1,57 @@
+"""Send packets from inside a container's (or client's) network namespace.
+
+Two ways in: `send_l3` writes an IPv4 packet to a raw socket opened inside the
+namespace, so the kernel routes it, resolves the neighbour and runs LOCAL_OUT and
+POST_ROUTING exactly as for the container's own traffic; `send_l2` writes an Ethernet
+frame straight onto an interface (ARP, or a frame replayed as captured).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from nettrace.errors import NettraceError
+from nettrace.topology import netns
+
+ETH_P_ALL = 0x0003
+
+
+def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
+    """Send an IPv4 packet (bytes or a scapy packet) through the IP stack of `ns`."""
+    data = bytes(packet)
+    if len(data) < 20 or data[0] >> 4 != 4:
+        raise NettraceError("only IPv4 packets can be injected at layer 3")
+    dst = dst or socket.inet_ntoa(data[16:20])
+    with netns.entered(ns):
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+            try:
+                s.sendto(data, (dst, 0))
+            except OSError as exc:
+                raise NettraceError(f"sending to {dst} from {ns} failed: {exc.strerror}") from None
+
+
+def send_l2(ns: str, ifname: str, frame: bytes | object) -> None:
+    """Send an Ethernet frame out of interface `ifname` in namespace `ns`."""
+    data = bytes(frame)
+    with netns.entered(ns):
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as s:
+            try:
+                s.bind((ifname, 0))
+                s.send(data)
+            except OSError as exc:
+                raise NettraceError(f"sending a frame on {ifname} in {ns} failed: "
+                                    f"{exc.strerror}") from None
+
+
+def interface_mac(ns: str, ifname: str) -> str:
+    """MAC address of an interface inside `ns` (an ioctl: /sys shows the root namespace)."""
+    import fcntl
+    import struct
+    SIOCGIFHWADDR = 0x8927
+    with netns.entered(ns):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                info = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("256s", ifname.encode()[:15]))
+            except OSError:
+                raise NettraceError(f"no interface {ifname} in {ns}") from None
+    return ":".join(f"{b:02x}" for b in info[18:24])

@@ -1,0 +1,89 @@
+"""Kernel numbers in the lab's words: netns inode -> host/sandbox, ifindex -> device/role.
+
+Built once per tracer from the `Lab` (plus one interface listing per namespace), and
+saved with recordings so a replay names hops the same way after the lab is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nettrace.topology.model import Lab
+
+
+@dataclass
+class Place:
+    """Who owns a namespace."""
+
+    netns: str
+    host: str | None = None
+    sandbox: str | None = None
+
+
+@dataclass
+class Device:
+    name: str
+    role: str | None = None
+    sandbox: str | None = None         # owner of the interface when not the namespace's
+
+
+@dataclass
+class Names:
+    places: dict[int, Place] = field(default_factory=dict)                 # inode -> Place
+    devices: dict[tuple[int, int], Device] = field(default_factory=dict)   # (inode, ifindex)
+
+    @classmethod
+    def from_lab(cls, lab: Lab, *, interfaces=None) -> "Names":
+        """`interfaces(ns) -> {ifindex: name}` lists a namespace (links.interfaces by default)."""
+        from nettrace.topology import netns
+        from nettrace.trace import links
+        list_ifaces = interfaces or links.interfaces
+        names = cls()
+        owners: dict[str, Place] = {}
+        for ns in lab.namespaces or []:
+            owners[ns] = Place(ns)
+        for host in list(lab.hosts.values()) + list(lab.clients.values()):
+            owners[host.netns] = Place(host.netns, host=host.name,
+                                       sandbox=host.name if host.kind == "client" else None)
+        host_ns = {h.netns for h in lab.hosts.values()}
+        for sb in lab.sandboxes.values():
+            if sb.netns not in host_ns:       # host-mode containers are named by their host
+                owners[sb.netns] = Place(sb.netns, host=sb.host, sandbox=sb.name)
+        for net in lab.networks:      # overlay sandboxes (br0 + vxlan0) have no container
+            if net.netns and net.netns not in owners:
+                owners[net.netns] = Place(net.netns, host=net.host, sandbox=f"ov-{net.name}")
+        roles = {(i.netns, i.ifname): i for i in lab.interfaces}
+        for ns, place in owners.items():
+            try:
+                inode = netns.inode(ns)
+                by_index = list_ifaces(ns)
+            except Exception:                 # a namespace that vanished: name what we can
+                continue
+            names.places[inode] = place
+            for ifindex, ifname in by_index.items():
+                itf = roles.get((ns, ifname))
+                names.devices[(inode, ifindex)] = Device(
+                    ifname, itf.role.value if itf else None,
+                    itf.sandbox if itf and itf.sandbox != place.sandbox else None)
+        return names
+
+    def namespaces(self) -> list[str]:
+        return [p.netns for p in self.places.values()]
+
+    def place(self, inode: int) -> Place | None:
+        return self.places.get(inode)
+
+    def device(self, inode: int, ifindex: int) -> Device | None:
+        if not ifindex:
+            return None
+        return self.devices.get((inode, ifindex))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"places": {str(k): vars(v) for k, v in self.places.items()},
+                "devices": [[k[0], k[1], vars(v)] for k, v in self.devices.items()]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Names":
+        return cls({int(k): Place(**v) for k, v in d.get("places", {}).items()},
+                   {(a, b): Device(**v) for a, b, v in d.get("devices", [])})

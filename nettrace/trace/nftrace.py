@@ -1,0 +1,188 @@
+"""Rule-level netfilter attribution with `nft monitor trace` (text: nft 1.0.6 has no JSON).
+
+While a Tracer is open, each namespace holding firewall rules gets a table
+`inet nettrace_trace_<pid>` with two chains hooked before everything else (prerouting
+and output, priority -350). For each watched packet they get rules that set
+`meta nftrace 1` on it and its answer; an `nft monitor trace` process in the namespace
+then prints every rule the packet met, with its verdict. The table is removed on close
+(also on Ctrl-C and exceptions), and stale tables of dead tracers are removed at start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+from nettrace.inject.fingerprint import Fingerprint
+from nettrace.topology import netns
+from nettrace.trace.model import NfRule
+
+TABLE_PREFIX = "nettrace_trace_"
+#: iptables-nft base chains -> the netfilter hook they run in
+CHAIN_HOOKS = {"PREROUTING": "PRE_ROUTING", "INPUT": "LOCAL_IN", "FORWARD": "FORWARD",
+               "OUTPUT": "LOCAL_OUT", "POSTROUTING": "POST_ROUTING"}
+_LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (.*)$")
+_RULE = re.compile(r"^rule (.*?) \(verdict ([^)]*)\)$")
+_IPID = re.compile(r"\bip id (\d+)\b")
+
+
+@dataclass
+class TraceLine:
+    netns: str
+    trace_id: str
+    family: str
+    table: str
+    chain: str
+    text: str
+    ts: float
+
+
+def _table(pid: int | None = None) -> str:
+    return f"{TABLE_PREFIX}{pid or os.getpid()}"
+
+
+class NfTrace:
+    """Monitors and marking rules in `namespaces`; `watch()` per packet, `close()` at the end."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        self.namespaces = list(namespaces)
+        self.table = _table()
+        self.lines: list[TraceLine] = []
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen] = []
+        self._threads: list[threading.Thread] = []
+        self.error: str | None = None
+
+    def start(self) -> None:
+        script = (f"add table inet {self.table}\n"
+                  f"add chain inet {self.table} pre {{ type filter hook prerouting priority -350; }}\n"
+                  f"add chain inet {self.table} out {{ type filter hook output priority -350; }}\n")
+        for ns in self.namespaces:
+            _remove_stale_tables(ns)
+            try:
+                netns.run(ns, ["nft", "-f", "-"], input=script)
+            except Exception as exc:            # no nft, or nf_tables refused: degrade
+                self.error = f"nft trace unavailable in {ns}: {exc}"
+                continue
+            proc = netns.popen(ns, ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            self._procs.append(proc)
+            t = threading.Thread(target=self._read, args=(ns, proc), daemon=True,
+                                 name=f"nft-monitor-{ns}")
+            t.start()
+            self._threads.append(t)
+        time.sleep(0.05)         # let the monitors subscribe before the first packet
+
+    def _read(self, ns: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            m = _LINE.match(line.strip())
+            if not m or m.group(3).startswith(TABLE_PREFIX):
+                continue
+            tl = TraceLine(ns, m.group(1), m.group(2), m.group(3), m.group(4), m.group(5),
+                           time.monotonic())
+            with self._lock:
+                self.lines.append(tl)
+
+    # -- per packet -----------------------------------------------------------------------
+    @staticmethod
+    def rules_for(fp: Fingerprint) -> list[str]:
+        """nft rule bodies that mark the packet and its answer."""
+        if fp.proto == "arp" or fp.ip_id is None:
+            return []
+        rules = [f"ip id {fp.ip_id}"]
+        if fp.proto == "icmp" and fp.icmp_id is not None:
+            rules.append(f"icmp type echo-reply icmp id {fp.icmp_id}")
+        elif fp.proto in ("tcp", "udp") and fp.sport:
+            rules.append(f"meta l4proto {fp.proto} th dport {fp.sport}")
+        return rules
+
+    def watch(self, fp: Fingerprint) -> None:
+        rules = self.rules_for(fp)
+        if not rules or not self._procs:
+            return
+        script = "".join(f"add rule inet {self.table} {chain} {r} meta nftrace set 1\n"
+                         for chain in ("pre", "out") for r in rules)
+        for ns in self.namespaces:
+            netns.run(ns, ["nft", "-f", "-"], input=script, check=False)
+
+    def unwatch(self) -> None:
+        if not self._procs:
+            return
+        script = f"flush chain inet {self.table} pre\nflush chain inet {self.table} out\n"
+        for ns in self.namespaces:
+            netns.run(ns, ["nft", "-f", "-"], input=script, check=False)
+
+    def take(self, since: float) -> list[TraceLine]:
+        """Trace lines received after `since` (time.monotonic())."""
+        with self._lock:
+            out = [tl for tl in self.lines if tl.ts >= since]
+            self.lines = [tl for tl in self.lines if tl.ts >= since - 5]
+        return out
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._procs.clear()
+        for ns in self.namespaces:
+            if netns.exists(ns):
+                netns.run(ns, ["nft", "delete", "table", "inet", self.table], check=False)
+
+
+def _remove_stale_tables(ns: str) -> None:
+    """Tables of tracers whose process is gone (killed with -9)."""
+    out = netns.run(ns, ["nft", "list", "tables"], check=False).stdout or ""
+    for name in re.findall(rf"table inet ({TABLE_PREFIX}(\d+))", out):
+        table, pid = name
+        if not os.path.exists(f"/proc/{pid}"):
+            netns.run(ns, ["nft", "delete", "table", "inet", table], check=False)
+
+
+def rules_by_hook(lines: list[TraceLine], ip_ids: set[int]) -> dict[tuple[str, str], list[NfRule]]:
+    """(namespace, hook) -> rules with a verdict, for the traces of packets with `ip_ids`.
+
+    A trace id is one packet's walk through one namespace; its `packet:` line names the
+    IPv4 id. Lines of non-base chains belong to the hook of the base chain that jumped.
+    """
+    ours: set[tuple[str, str]] = set()
+    for tl in lines:
+        if tl.text.startswith("packet:"):
+            m = _IPID.search(tl.text)
+            if m and int(m.group(1)) in ip_ids:
+                ours.add((tl.netns, tl.trace_id))
+    out: dict[tuple[str, str], list[NfRule]] = {}
+    hook_of: dict[tuple[str, str], str] = {}
+    for tl in lines:
+        key = (tl.netns, tl.trace_id)
+        if key not in ours:
+            continue
+        if tl.chain in CHAIN_HOOKS:
+            hook_of[key] = CHAIN_HOOKS[tl.chain]
+        hook = hook_of.get(key)
+        if hook is None:
+            continue
+        rule = _verdict_rule(tl)
+        if rule is not None:
+            out.setdefault((tl.netns, hook), []).append(rule)
+    return out
+
+
+def _verdict_rule(tl: TraceLine) -> NfRule | None:
+    m = _RULE.match(tl.text)
+    if m:
+        verdict = m.group(2)
+        if verdict in ("continue",) or verdict.startswith(("jump", "goto", "return")):
+            return None
+        text = re.sub(r"counter packets \d+ bytes \d+ ", "", m.group(1))
+        return NfRule(tl.family, tl.table, tl.chain, text, None, verdict)
+    if tl.text.startswith("policy "):
+        return NfRule(tl.family, tl.table, tl.chain, tl.text, None, tl.text.split()[1])
+    return None

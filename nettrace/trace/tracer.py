@@ -1,0 +1,355 @@
+"""The tracing API every front end uses (CLI, TUI, capture replay, Docker tracing).
+
+    with Tracer(lab, progress=print) as tr:       # compile + attach; detach all on exit
+        paths = tr.path("c1", "c2", proto="icmp")  # list[Path], each with .reply
+        path = tr.trace_packet("c1", scapy_pkt, layer="l3")
+        for path in tr.live(expr="icmp", stop=lambda: False): ...
+        tr.probe_status(); tr.events_lost
+
+One call at a time per Tracer (a lock serialises them): the ring buffer is shared.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator
+
+from nettrace.errors import NettraceError
+from nettrace.inject import frames, injector
+from nettrace.inject.fingerprint import Fingerprint, FingerprintFactory
+from nettrace.topology import netns
+from nettrace.topology.model import Lab, Role
+from nettrace.trace import expr as expr_mod
+from nettrace.trace.endpoints import resolve_source, resolve_target
+from nettrace.trace.events import Event, parse_headers
+from nettrace.trace.model import DELIVERED, DROPPED, Path
+from nettrace.trace.names import Names
+from nettrace.trace.nftrace import NfTrace, rules_by_hook
+from nettrace.trace.paths import attach_rules, verdict
+from nettrace.trace.probes import Probes, ProbeStatus
+from nettrace.trace.tracking import REPLY, REQUEST, PacketTrack, build_hops
+
+Progress = Callable[[str], None]
+QUIET_S = 0.02           # a path is complete when terminal and no event came for this long
+UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error sends one
+
+
+class Tracer:
+    """Probes attached to one lab; see the module docstring."""
+
+    def __init__(self, lab: Lab, progress: Progress | None = None, *, nftrace: bool = True) -> None:
+        self.lab = lab
+        self.say = progress or (lambda msg: None)
+        self.use_nftrace = nftrace
+        self.probes = Probes()
+        self.names = Names()
+        self.nft: NfTrace | None = None
+        self.fingerprints = FingerprintFactory()
+        self._lock = threading.RLock()
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> "Tracer":
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        t0 = time.monotonic()
+        self.say("compiling probes (bcc)")
+        failure: list[BaseException] = []
+
+        def compile_probes() -> None:     # bcc compiles in C with the GIL released
+            try:
+                self.probes.compile()
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=compile_probes, name="nettrace-bcc-compile")
+        worker.start()
+        self.names = Names.from_lab(self.lab)
+        if self.use_nftrace:
+            self.nft = NfTrace(self._firewall_namespaces())
+            self.nft.start()
+        import scapy.layers.inet  # noqa: F401  (warm the import while bcc compiles)
+        worker.join()
+        if failure:
+            raise failure[0]
+        self.timings["compile"] = self.probes.compile_seconds
+        self.say("attaching probes")
+        t1 = time.monotonic()
+        self.probes.attach_tracepoints()
+        for ns in self.names.namespaces():
+            self.probes.attach_netns(ns)
+        for (inode, ifindex), dev in self.names.devices.items():
+            if dev.role and dev.role != Role.LOOPBACK.value:
+                self.probes.attach_interface(self.names.places[inode].netns, ifindex)
+        self.probes.configure(live=False, netns_filter=True)
+        self.probes.watch_namespaces(self.names.places)
+        self.timings["attach"] = time.monotonic() - t1
+        self.timings["open"] = time.monotonic() - t0
+
+    def _firewall_namespaces(self) -> list[str]:
+        return [h.netns for h in self.lab.hosts.values() if netns.exists(h.netns)]
+
+    def close(self) -> None:
+        try:
+            if self.nft is not None:
+                self.nft.close()
+                self.nft = None
+        finally:
+            self.probes.close()
+
+    # -- status ---------------------------------------------------------------------------
+    def probe_status(self) -> list[ProbeStatus]:
+        out = list(self.probes.status.values())
+        if self.use_nftrace:
+            err = self.nft.error if self.nft else "not started"
+            out.append(ProbeStatus("nft:trace", err is None, err))
+        else:
+            out.append(ProbeStatus("nft:trace", False, "disabled"))
+        return out
+
+    @property
+    def events_lost(self) -> int:
+        return self.probes.events_lost if self.probes.bpf is not None else 0
+
+    def missing_probes(self) -> list[str]:
+        return [s.name for s in self.probe_status() if not s.live and not s.name.startswith("kprobe:")]
+
+    # -- tracing injected packets -----------------------------------------------------------
+    def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
+             count: int = 1, timeout: float = 2.0, layer: str = "l3") -> list[Path]:
+        """Inject `count` packets from SRC to DST and trace each, with its reply."""
+        source = resolve_source(self.lab, src, toward=None)
+        target = resolve_target(self.lab, dst, src)
+        source = resolve_source(self.lab, src, toward=target.ip)
+        proto = proto or ("tcp" if target.port else "icmp")
+        if proto not in ("icmp", "udp", "tcp", "arp"):
+            raise NettraceError(f"--proto must be icmp, udp, tcp or arp (not {proto!r})")
+        port = dport or target.port
+        if proto == "arp":
+            layer = "l2"
+        paths = []
+        for n in range(1, count + 1):
+            fp = self.fingerprints.new(proto, source.ip, target.ip, port, seq=n)
+            if fp.proto == "arp":
+                pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
+            elif layer == "l2":
+                pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
+                                      _neighbour_mac(source, target.ip))
+            else:
+                pkt = frames.build_l3(fp)
+            paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst,
+                                     timeout, target.netns))
+        return paths
+
+    def trace_packet(self, src: str, pkt, layer: str = "l3", timeout: float = 2.0) -> Path:
+        """Send one scapy packet (or frame, for layer "l2") from SRC and trace it."""
+        source = resolve_source(self.lab, src)
+        fp = fingerprint_of(pkt, self.fingerprints.trace_id())
+        dst = fp.dst or "?"
+        return self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst, timeout, None)
+
+    def _trace(self, fp: Fingerprint, ns: str, ifname: str | None, pkt, layer: str, src: str,
+               dst: str, timeout: float, dst_ns: str | None) -> Path:
+        with self._lock:
+            track = PacketTrack(self.names, fp)
+            lost_before = self.events_lost
+            self.probes.watch_keys(fp.keys(), fp.trace_id)
+            if self.nft:
+                self.nft.watch(fp)
+            since = time.monotonic()
+            try:
+                if layer == "l2":
+                    if not ifname:
+                        raise NettraceError(f"{src} has no interface for a layer-2 frame")
+                    injector.send_l2(ns, ifname, pkt)
+                else:
+                    injector.send_l3(ns, pkt)
+                path = self._collect(track, fp, src, dst, timeout, dst_ns, since)
+            finally:
+                self.probes.unwatch_keys(fp.keys())
+                if self.nft:
+                    self.nft.unwatch()
+            path.events_lost = self.events_lost - lost_before
+            path.probes_missing = self.missing_probes()
+            return path
+
+    def _collect(self, track: PacketTrack, fp: Fingerprint, src: str, dst: str, timeout: float,
+                 dst_ns: str | None, since: float) -> Path:
+        deadline = time.monotonic() + timeout
+        last_event = time.monotonic()
+        done_at: float | None = None
+
+        def on_event(ev: Event) -> None:
+            nonlocal last_event
+            if ev.trace_id == fp.trace_id:
+                track.add(ev)
+                last_event = time.monotonic()
+
+        path = self._assemble(track, fp, src, dst, dst_ns, [])
+        while time.monotonic() < deadline:
+            self.probes.poll(on_event, timeout_ms=5)
+            path = self._assemble(track, fp, src, dst, dst_ns, [])
+            now = time.monotonic()
+            if _complete(path, fp):
+                done_at = done_at or now
+                if now - last_event >= QUIET_S and now - done_at >= QUIET_S:
+                    break
+            elif path.verdict.kind == DELIVERED and fp.proto == "udp" and \
+                    now - last_event >= UDP_REPLY_GRACE_S:
+                break
+        lines = []
+        if self.nft:
+            wait_until = time.monotonic() + 0.05
+            while time.monotonic() < wait_until:
+                lines = self.nft.take(since)
+                if _has_verdicts(lines, path):
+                    break
+                time.sleep(0.005)
+        return self._assemble(track, fp, src, dst, dst_ns, lines)
+
+    def _assemble(self, track: PacketTrack, fp: Fingerprint, src: str, dst: str,
+                  dst_ns: str | None, lines) -> Path:
+        req_hops = track.hops(REQUEST)
+        rep_hops = track.hops(REPLY)
+        if lines:
+            attach_rules(req_hops, rules_by_hook(lines, {fp.ip_id}))
+            reply_ids = {p.ip_id for _, p in track.events[REPLY] if p.ip_id is not None}
+            attach_rules(rep_hops, rules_by_hook(lines, reply_ids))
+        arp_ns = dst_ns if fp.proto == "arp" else None
+        path = Path(self.lab.name, src, dst, fp.proto, hops=req_hops,
+                    verdict=verdict(req_hops, arp_target_ns=arp_ns, answered=bool(rep_hops)),
+                    fingerprint=fp.to_dict())
+        if rep_hops:
+            src_ns = rep_hops and _first_netns(req_hops)
+            path.reply = Path(self.lab.name, dst, src, fp.proto, hops=rep_hops,
+                              verdict=verdict(rep_hops,
+                                              arp_target_ns=src_ns if fp.proto == "arp" else None),
+                              direction="reply", fingerprint=fp.to_dict())
+        return path
+
+    # -- live -----------------------------------------------------------------------------
+    def live(self, expr: str | None = None, stop: Callable[[], bool] = lambda: False,
+             quiet: float = 0.05) -> Iterator[Path]:
+        """Paths of observed traffic matching `expr` (see nettrace.trace.expr), until stop()."""
+        flt = expr_mod.parse(expr, self._ip_of)
+        with self._lock:
+            self.probes.configure(live=True, netns_filter=True, **flt.kernel_args())
+            flows: dict[tuple, tuple[list[Event], float]] = {}
+            try:
+                while not stop():
+                    now = time.monotonic()
+
+                    def on_event(ev: Event) -> None:
+                        key = _flow_key(ev)
+                        evs, _ = flows.get(key, ([], now))
+                        evs.append(ev)
+                        flows[key] = (evs, time.monotonic())
+
+                    self.probes.poll(on_event, timeout_ms=20)
+                    now = time.monotonic()
+                    for key in [k for k, (_, t) in flows.items() if now - t >= quiet]:
+                        evs, _ = flows.pop(key)
+                        yield self._live_path(evs)
+            finally:
+                self.probes.configure(live=False, netns_filter=True)
+
+    def _live_path(self, evs: list[Event]) -> Path:
+        pairs = [(ev, parse_headers(ev.hdr, ev.l2, ev.ethertype)) for ev in evs]
+        hops = build_hops(pairs, self.names)
+        pkt = next((p for _, p in pairs if p.src), None)
+        lost = self.events_lost
+        return Path(self.lab.name, pkt.src if pkt else "?", pkt.dst if pkt else "?",
+                    pkt.proto if pkt else "?", hops=hops, verdict=verdict(hops),
+                    direction="observed", events_lost=lost)
+
+    def _ip_of(self, name: str) -> str | None:
+        sb = self.lab.sandboxes.get(name)
+        return sb.ip() if sb else None
+
+
+def _flow_key(ev: Event) -> tuple:
+    """One observed packet: its IPv4 identity (or ARP operation), else its skb."""
+    pkt = parse_headers(ev.hdr, ev.l2, ev.ethertype)
+    if pkt.ip_id is not None:
+        return (pkt.proto, pkt.src, pkt.dst, pkt.ip_id, pkt.sport, pkt.dport)
+    if pkt.proto == "arp":
+        return ("arp", pkt.src, pkt.dst, pkt.info)
+    return ("skb", ev.skb)
+
+
+def _complete(path: Path, fp: Fingerprint) -> bool:
+    """Terminal: dropped; or delivered and answered (or no answer to expect)."""
+    if path.verdict.kind == DROPPED:
+        return True
+    if path.verdict.kind != DELIVERED:
+        return False
+    if fp.proto == "udp" and path.reply is None:
+        return False
+    return path.reply is not None and path.reply.verdict.kind in (DELIVERED, DROPPED)
+
+
+def _has_verdicts(lines, path: Path) -> bool:
+    """Whether the nft trace lines for every firewall hop of the path have come in."""
+    needed = {(h.netns, h.hook) for h in path.hops if h.point.startswith("nf:") and
+              h.verdict in ("drop", "stolen")}
+    if not needed:
+        return bool(lines) or not path.hops
+    have = {(tl.netns, tl.chain) for tl in lines}
+    return len(have) >= len(needed)
+
+
+def _first_netns(hops) -> str | None:
+    return hops[0].netns if hops else None
+
+
+def _neighbour_mac(source, ip: str) -> str:
+    """The MAC the source's kernel would use for `ip` (from its neighbour table)."""
+    out = netns.run(source.netns, ["ip", "neigh", "show", ip], check=False).stdout or ""
+    parts = out.split()
+    if "lladdr" in parts:
+        return parts[parts.index("lladdr") + 1]
+    netns.run(source.netns, ["ping", "-c1", "-W1", ip], check=False)
+    out = netns.run(source.netns, ["ip", "neigh", "show", ip], check=False).stdout or ""
+    parts = out.split()
+    if "lladdr" in parts:
+        return parts[parts.index("lladdr") + 1]
+    raise NettraceError(f"no MAC address known for {ip} from {source.name}")
+
+
+def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
+    """The fingerprint of a packet given by the caller (scapy), for replays."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import ARP
+    if pkt.haslayer(ARP):
+        arp = pkt[ARP]
+        return Fingerprint(trace_id, "arp", arp.psrc, arp.pdst)
+    if not pkt.haslayer(IP):
+        raise NettraceError("only IPv4 and ARP packets can be traced")
+    ip = pkt[IP]
+    if not ip.id:
+        ip.id = (trace_id * 7919) % 0xFFFE + 1        # the id is the identity: never 0
+    raw = bytes(pkt)
+    marker = None
+    if b"nettrace-" in raw:
+        from nettrace.trace.events import marker as find_marker
+        marker = find_marker(raw)
+    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, ip_id=ip.id, marker=marker)
+    if pkt.haslayer(ICMP):
+        return Fingerprint(proto="icmp", icmp_id=pkt[ICMP].id, icmp_seq=pkt[ICMP].seq, **common)
+    for layer, name in ((TCP, "tcp"), (UDP, "udp")):
+        if pkt.haslayer(layer):
+            return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
+    return Fingerprint(proto=str(ip.proto), **common)
+
+
+__all__ = ["Tracer", "ProbeStatus", "fingerprint_of"]
