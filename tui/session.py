@@ -129,7 +129,7 @@ class TracerSession:
                 live = request
                 self.busy = f"watching {request.expr or 'all lab traffic'}"
                 try:
-                    for path in tr.live(request.expr, stop=lambda: stopping() or not self.requests.empty()):
+                    for path in tr.live(request.expr or None, stop=lambda: stopping() or not self.requests.empty()):
                         post(PathTraced(path, select=False))
                 except NettraceError as exc:
                     live = None

@@ -1,0 +1,127 @@
+"""The TUI against real labs, as root: bring a lab up and down from inside it, and inject
+through the inject form with the real tracer (eBPF), seeing the delivered path with its
+hops and the isolation drop with its rule. Quitting must detach every probe."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import needs_root, our_namespaces
+from nettrace.topology.model import ns_name, running_labs
+from test_tui_pilot import pilot, until
+from tui.app import make_app
+from tui.screens.inject import InjectScreen
+from tui.screens.labs import LabsScreen
+from tui.screens.teardown import TeardownScreen
+from tui.widgets.cnm_tree import CnmTree
+from tui.widgets.timeline import PathTimeline
+from tui.widgets.topomap import TopologyMap
+
+pytestmark = needs_root
+
+
+def tracer_missing() -> str | None:
+    try:
+        from nettrace.trace import Tracer  # noqa: F401
+    except ImportError as exc:
+        return f"the tracing engine is not on main yet ({exc})"
+    return None
+
+
+needs_tracer = pytest.mark.skipif(tracer_missing() is not None, reason=str(tracer_missing()))
+
+
+def bpf_links() -> int:
+    out = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line[:1].isdigit())
+
+
+@pilot
+async def test_bring_a_lab_up_from_the_tui_and_take_it_down_on_quit():
+    name = "none"
+    if name in running_labs():
+        pytest.skip(f"lab {name} is already up in this state directory")
+    app = make_app(None, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, LabsScreen), 5, "the lab picker")
+        options = app.screen.query_one("#lab-list")
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        options.highlighted = ids.index(f"emb:{name}")
+        await pilot.press("u")
+        await until(pilot, lambda: app.lab is not None, 60, f"lab {name} to come up")
+        assert name in running_labs() and name in app.labs_brought_up
+        assert any(ns.startswith(ns_name(name) + ".") for ns in our_namespaces())
+        tree = app.query_one(CnmTree)
+        labels = [str(n.label) for n in tree.root.children[0].children]
+        assert any("lonely" in label for label in labels)
+        await pilot.press("q")
+        assert isinstance(app.screen, TeardownScreen)
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 60, "the app to take the lab down and exit")
+    assert name not in running_labs()
+    assert not any(ns.startswith(ns_name(name) + ".") for ns in our_namespaces())
+
+
+async def inject(pilot, app, dst: str) -> None:
+    await until(pilot, lambda: app.tracer_state != "starting", 120, "the tracer to attach")
+    assert app.tracer_state == "ready", f"tracer not ready: {app.tracer_detail}"
+    before = len(app.paths)
+    await pilot.press("i")
+    assert isinstance(app.screen, InjectScreen)
+    app.screen.query_one("#dst").value = dst
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: len(app.paths) > before, 30, f"the path to {dst}")
+
+
+async def quit_detaches(pilot, app, links_before: int) -> None:
+    await pilot.press("q")
+    await until(pilot, lambda: not app.is_running, 30, "quit to detach probes")
+    assert app.session is None or app.session.finished.is_set()
+    assert bpf_links() == links_before, "probes left attached after quitting"
+
+
+@needs_tracer
+def test_inject_c1_to_c2_on_the_bridge_lab_shows_the_delivered_path(labs):
+    lab = labs("bridge")                 # outside the app's event loop (pyroute2 runs its own)
+    delivered_path(lab)
+
+
+@pilot
+async def delivered_path(lab):
+    links = bpf_links()
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await inject(pilot, app, "c2")
+        path = app.paths[-1]
+        assert path.verdict.kind == "delivered", path.verdict.line()
+        places = [h.place for h in path.hops]
+        assert places[0] == "c1:eth0" and "c2:eth0" in places
+        assert any(h.device == "docker0" for h in path.hops)
+        assert path.reply is not None and path.reply.verdict.kind == "delivered"
+        assert app.query_one(PathTimeline).path is path
+        steps = app.query(TopologyMap).first().drawing.steps(path)
+        assert steps[0].place == "c1:eth0" and all(s.key is not None for s in steps)
+        await quit_detaches(pilot, app, links)
+
+
+@needs_tracer
+def test_inject_across_isolated_bridges_shows_the_drop_and_its_rule(labs):
+    isolation_drop_path(labs("user-bridges"))
+
+
+@pilot
+async def isolation_drop_path(lab):
+    links = bpf_links()
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await inject(pilot, app, "c3")
+        path = app.paths[-1]
+        assert path.verdict.kind == "dropped", path.verdict.line()
+        assert path.verdict.rule is not None and "ISOLATION" in path.verdict.rule.chain
+        timeline = app.query_one(PathTimeline)
+        text = "\n".join(str(timeline.get_option_at_index(i).prompt)
+                         for i in range(timeline.option_count))
+        assert "✗ dropped" in text and "ISOLATION" in text
+        await quit_detaches(pilot, app, links)

@@ -1,0 +1,202 @@
+"""TUI behaviour driven by keys (Textual Pilot), on recorded labs and paths: no root needed.
+
+Filtering, selection driving the timeline and the map, hop-by-hop packet detail, the
+inject form's checks, pcapng saving checked with tshark, and `nettrace tui` argument errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import run_cli
+from nettrace.errors import NettraceError
+from tui.app import make_app
+from tui.sample import bridge_ping, isolation_drop, many_paths, sample_lab
+from tui.screens.inject import InjectScreen, parse_form
+from tui.widgets.packets import PacketTable
+from tui.widgets.timeline import PathTimeline
+from tui.widgets.topomap import DROP_STYLE, TopologyMap, draw_map
+
+
+def pilot(fn):
+    """Run an async Pilot test on its own event loop (no async pytest plugin needed)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        asyncio.run(fn(*args, **kwargs))
+    return run
+
+
+async def until(pilot, condition, timeout: float, what: str) -> None:
+    """Let the app run until `condition()` holds; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def mixed():
+    bridge, users = sample_lab("bridge"), sample_lab("user-bridges")
+    return users, [bridge_ping(bridge), isolation_drop(users), bridge_ping(bridge, ip_id=7)]
+
+
+@pilot
+async def test_filter_narrows_and_negates_then_restores():
+    lab, paths = mixed()
+    app = make_app(lab, paths=paths, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(PacketTable)
+        assert table.row_count == 3
+        await pilot.press("slash", *"dropped")
+        assert table.row_count == 1
+        assert app.paths[table.current_index()].verdict.kind == "dropped"
+        await pilot.press(*" !c3")                     # contradiction: nothing left
+        assert table.row_count == 0
+        app.query_one("#filter").value = "!dropped"
+        await pilot.pause()
+        assert table.row_count == 2
+        assert all(app.paths[int(k.value)].verdict.kind == "delivered" for k in table.rows)
+        app.query_one("#filter").value = ""
+        await pilot.pause()
+        assert table.row_count == 3
+
+
+@pilot
+async def test_selecting_a_packet_drives_timeline_and_map():
+    lab, paths = mixed()
+    app = make_app(lab, paths=paths, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        timeline = app.query_one(PathTimeline)
+        assert timeline.path is paths[0]
+        await pilot.press("down")
+        assert app.selected == 1 and timeline.path is paths[1]
+        for m in app.query(TopologyMap):
+            assert m.path is paths[1]
+        # the map numbers the places in the order the packet took them, drop last
+        steps = draw_map(lab).steps(paths[1])
+        assert [s.place for s in steps] == ["c1:eth0", f"host:{paths[1].hops[1].device}",
+                                            f"host:{lab.network('front').device}"]
+        assert [s.dropped for s in steps] == [False, False, True]
+        text = app.query(TopologyMap).first().drawing.render(paths[1])
+        legend = text.plain.splitlines()[-1]
+        assert legend.startswith("1 c1:eth0 → 2 host:veth") and "✗ dropped" in legend
+        assert any(span.style == DROP_STYLE for span in text.spans)
+        # walking the hops moves the current-hop highlight
+        await pilot.press("tab", "down")
+        assert app.query(TopologyMap).first().current_hop == 1
+
+
+@pilot
+async def test_reply_hops_are_listed_and_open_in_detail():
+    lab = sample_lab("bridge")
+    path = bridge_ping(lab)
+    app = make_app(lab, paths=[path], trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        timeline = app.query_one(PathTimeline)
+        ids = [timeline.get_option_at_index(i).id for i in range(timeline.option_count)]
+        assert "reply:head" in ids and "reply:4" in ids
+        timeline.focus()
+        timeline.highlighted = ids.index("reply:4")
+        await pilot.press("enter")
+        assert type(app.screen).__name__ == "PacketDetailScreen"
+        assert app.screen.path is path.reply and app.screen.index == 4
+
+
+@pilot
+async def test_packet_detail_dissects_and_steps_through_hops():
+    lab = sample_lab("bridge")
+    app = make_app(lab, paths=[bridge_ping(lab)], trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("tab", "enter")
+        screen = app.screen
+        dissection = str(screen.query_one("#dissection").render())
+        assert "###[ Ethernet ]###" in dissection and "echo-request" in dissection
+        assert "172.17.0.3" in dissection
+        assert "0000" in str(screen.query_one("#hexdump").render())
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert screen.index == 2                   # the FORWARD hop: no bytes, header fields
+        assert "no frame bytes" in str(screen.query_one("#dissection").render())
+        assert "hop 3/5" in str(screen.query_one("#detail-head").render())
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
+        assert screen.index == 0
+        await pilot.press("escape")
+        assert type(app.screen).__name__ != "PacketDetailScreen"
+
+
+def test_parse_form_names_the_field():
+    assert parse_form("c1", "c2", "icmp", "", "1").dst == "c2"
+    req = parse_form("client", "192.168.50.11:8080", "tcp", "", "3")
+    assert (req.src, req.proto, req.dport, req.count) == ("client", "tcp", None, 3)
+    assert parse_form("c1", "c2", "udp", "53", "1").dport == 53
+    for args, field in [((None, "c2", "icmp", "", "1"), "source"),
+                        (("c1", " ", "icmp", "", "1"), "destination"),
+                        (("c1", "c2", "sctp", "", "1"), "protocol"),
+                        (("c1", "c2", "udp", "0", "1"), "port"),
+                        (("c1", "c2", "icmp", "80", "1"), "port"),
+                        (("c1", "c2:x", "tcp", "", "1"), "destination"),
+                        (("c1", "c2:80", "tcp", "81", "1"), "port"),
+                        (("c1", "c2", "icmp", "", "0"), "count")]:
+        with pytest.raises(NettraceError, match=f"^{field}:"):
+            parse_form(*args)
+
+
+@pilot
+async def test_inject_form_without_tracer_says_so_and_sends_nothing():
+    lab = sample_lab("bridge")
+    app = make_app(lab, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("i")
+        assert isinstance(app.screen, InjectScreen)
+        await pilot.press("ctrl+s")                 # c1 -> c2 icmp x1 is a valid default
+        assert not isinstance(app.screen, InjectScreen)
+        assert any("cannot inject" in n.message for n in app._notifications)
+        assert app.paths == []
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
+@pilot
+async def test_save_shown_packets_as_pcapng(tmp_path):
+    lab, paths = mixed()
+    app = make_app(lab, paths=paths, trace=False)
+    out = tmp_path / "shown.pcapng"
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.query_one("#filter").value = "delivered"
+        await pilot.pause()
+        await pilot.press("s")
+        app.screen.query_one("#answer").value = str(out)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    hops = sum(len(p.hops) + len(p.reply.hops) for p in paths if p.verdict.kind == "delivered")
+    frames = subprocess.run(["tshark", "-r", str(out), "-T", "fields", "-e", "frame.number"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert len(frames) == hops == 20
+
+
+def test_cli_rejects_bad_paths_file_naming_file_and_line(tmp_path):
+    lab = sample_lab("bridge")
+    good = json.dumps(bridge_ping(lab).to_dict())
+    bad = tmp_path / "paths.jsonl"
+    bad.write_text(good + "\n{not json\n")
+    proc = run_cli("tui", "--no-trace", "--paths", str(bad))
+    assert proc.returncode == 2
+    assert f"{bad}:2: not JSON" in proc.stderr
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps([{"lab": "x"}]))
+    proc = run_cli("tui", "--no-trace", "--paths", str(wrong))
+    assert proc.returncode == 2 and f"{wrong}:1: not a nettrace path" in proc.stderr
+    proc = run_cli("tui", "no-such-lab")
+    assert proc.returncode == 2 and "no embedded lab called 'no-such-lab'" in proc.stderr
+
+
+def test_many_paths_builds_the_benchmark_load():
+    lab = sample_lab("bridge")
+    paths = many_paths(lab, 10_000)
+    assert sum(len(p.hops) + len(p.reply.hops) for p in paths) == 10_000
