@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "nettrace.cli.tui",
     "nettrace.cli.capture",
     "nettrace.cli.docker",
+    "nettrace.cli.path",
 ]
 
 

@@ -165,7 +165,7 @@ SLIM_ROOTS = ("struct sk_buff", "struct net_device", "struct net", "struct nf_ho
               "struct pt_regs", "struct bpf_perf_event_data", "struct bpf_spin_lock",
               "struct bpf_timer", "struct bpf_sock", "struct bpf_tcp_sock",
               "struct xdp_md", "struct bpf_iter_meta", "struct task_struct",
-              "struct bpf_stack_build_id")
+              "struct bpf_stack_build_id", "struct sock_common")
 _DEF = re.compile(r"^(struct|union|enum) (\w+) \{", re.M)
 _TYPEDEF_FNPTR = re.compile(r"\(\*(\w+)\)")
 _TYPEDEF_FN = re.compile(r"^typedef [^(]*?(\w+)\(")

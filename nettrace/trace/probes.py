@@ -56,7 +56,8 @@ def check_environment() -> None:
 class Probes:
     """The loaded program set. Use `compile()` (slow, ~1 s), then `attach_*`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, live: bool = False) -> None:
+        self.live = live                         # build for the live expression, not fingerprints
         self.bpf = None
         self.prog_fds: dict[str, int] = {}
         self.status: dict[str, ProbeStatus] = {}
@@ -72,7 +73,7 @@ class Probes:
         from bcc import BPF
         t0 = time.monotonic()
         cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={RINGBUF_PAGES}", "-Wno-unused-function",
-                  "-Wno-visibility"]
+                  "-Wno-visibility", f"-DNT_LIVE={int(self.live)}"]
         try:
             self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
         except Exception as exc:               # bcc raises bare Exception

@@ -21,6 +21,7 @@ from nettrace.inject.fingerprint import Fingerprint, FingerprintFactory
 from nettrace.topology import netns
 from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
+from nettrace.trace import symbols
 from nettrace.trace.endpoints import resolve_source, resolve_target
 from nettrace.trace.events import Event, parse_headers
 from nettrace.trace.model import DELIVERED, DROPPED, Path
@@ -38,15 +39,19 @@ UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error s
 class Tracer:
     """Probes attached to one lab; see the module docstring."""
 
-    def __init__(self, lab: Lab, progress: Progress | None = None, *, nftrace: bool = True) -> None:
+    def __init__(self, lab: Lab, progress: Progress | None = None, *, nftrace: bool = True,
+                 watch: bool = True) -> None:
+        """`watch=False`: only live() will be used (skips compiling the fingerprint probes)."""
         self.lab = lab
         self.say = progress or (lambda msg: None)
-        self.use_nftrace = nftrace
+        self.use_nftrace = nftrace and watch
+        self.watch = watch
         self.probes = Probes()
         self.names = Names()
         self.nft: NfTrace | None = None
         self.fingerprints = FingerprintFactory()
         self._lock = threading.RLock()
+        self._live_probes: Probes | None = None
         self.timings: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -63,7 +68,6 @@ class Tracer:
 
     def open(self) -> None:
         t0 = time.monotonic()
-        self.say("compiling probes (bcc)")
         failure: list[BaseException] = []
 
         def compile_probes() -> None:     # bcc compiles in C with the GIL released
@@ -73,28 +77,37 @@ class Tracer:
                 failure.append(exc)
 
         worker = threading.Thread(target=compile_probes, name="nettrace-bcc-compile")
-        worker.start()
+        if self.watch:
+            self.say("compiling probes (bcc)")
+            worker.start()
         self.names = Names.from_lab(self.lab)
         if self.use_nftrace:
             self.nft = NfTrace(self._firewall_namespaces())
             self.nft.start()
-        import scapy.layers.inet  # noqa: F401  (warm the import while bcc compiles)
-        worker.join()
+        if self.watch:                    # warm what the first path needs while bcc compiles
+            import scapy.layers.inet  # noqa: F401
+            symbols.warm()
+            worker.join()
         if failure:
             raise failure[0]
-        self.timings["compile"] = self.probes.compile_seconds
-        self.say("attaching probes")
-        t1 = time.monotonic()
-        self.probes.attach_tracepoints()
+        if self.watch:
+            self.timings["compile"] = self.probes.compile_seconds
+            self.say("attaching probes")
+            t1 = time.monotonic()
+            self._attach(self.probes)
+            self.timings["attach"] = time.monotonic() - t1
+        self.timings["open"] = time.monotonic() - t0
+
+    def _attach(self, probes: Probes, **live_filter: int) -> None:
+        """Filter first (namespaces, expression), then attach: no event escapes the filter."""
+        probes.configure(live=probes.live, netns_filter=True, **live_filter)
+        probes.watch_namespaces(self.names.places)
+        probes.attach_tracepoints()
         for ns in self.names.namespaces():
-            self.probes.attach_netns(ns)
+            probes.attach_netns(ns)
         for (inode, ifindex), dev in self.names.devices.items():
             if dev.role and dev.role != Role.LOOPBACK.value:
-                self.probes.attach_interface(self.names.places[inode].netns, ifindex)
-        self.probes.configure(live=False, netns_filter=True)
-        self.probes.watch_namespaces(self.names.places)
-        self.timings["attach"] = time.monotonic() - t1
-        self.timings["open"] = time.monotonic() - t0
+                probes.attach_interface(self.names.places[inode].netns, ifindex)
 
     def _firewall_namespaces(self) -> list[str]:
         return [h.netns for h in self.lab.hosts.values() if netns.exists(h.netns)]
@@ -109,7 +122,8 @@ class Tracer:
 
     # -- status ---------------------------------------------------------------------------
     def probe_status(self) -> list[ProbeStatus]:
-        out = list(self.probes.status.values())
+        live = self._live_probes
+        out = list((self.probes if self.watch or live is None else live).status.values())
         if self.use_nftrace:
             err = self.nft.error if self.nft else "not started"
             out.append(ProbeStatus("nft:trace", err is None, err))
@@ -119,7 +133,12 @@ class Tracer:
 
     @property
     def events_lost(self) -> int:
-        return self.probes.events_lost if self.probes.bpf is not None else 0
+        """Ring-buffer outputs that failed, counted in the kernel (fingerprint and live probes)."""
+        total = self.probes.events_lost if self.probes.bpf is not None else 0
+        live = self._live_probes
+        if live is not None and live.bpf is not None:
+            total += live.events_lost
+        return total
 
     def missing_probes(self) -> list[str]:
         return [s.name for s in self.probe_status() if not s.live and not s.name.startswith("kprobe:")]
@@ -128,7 +147,8 @@ class Tracer:
     def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
              count: int = 1, timeout: float = 2.0, layer: str = "l3") -> list[Path]:
         """Inject `count` packets from SRC to DST and trace each, with its reply."""
-        source = resolve_source(self.lab, src, toward=None)
+        if not self.watch:
+            raise NettraceError("this Tracer was opened with watch=False: it only traces live")
         target = resolve_target(self.lab, dst, src)
         source = resolve_source(self.lab, src, toward=target.ip)
         proto = proto or ("tcp" if target.port else "icmp")
@@ -240,34 +260,41 @@ class Tracer:
     # -- live -----------------------------------------------------------------------------
     def live(self, expr: str | None = None, stop: Callable[[], bool] = lambda: False,
              quiet: float = 0.05) -> Iterator[Path]:
-        """Paths of observed traffic matching `expr` (see nettrace.trace.expr), until stop()."""
+        """Paths of observed traffic matching `expr` (see nettrace.trace.expr), until stop().
+
+        Live tracing uses its own probe build (NT_LIVE), compiled and attached here and
+        detached when the iterator ends (or is closed).
+        """
         flt = expr_mod.parse(expr, self._ip_of)
         with self._lock:
-            self.probes.configure(live=True, netns_filter=True, **flt.kernel_args())
-            flows: dict[tuple, tuple[list[Event], float]] = {}
+            probes = Probes(live=True)
             try:
+                self.say("compiling live probes (bcc)")
+                probes.compile()
+                self._attach(probes, **flt.kernel_args())
+                self._live_probes = probes
+                flows: dict[tuple, tuple[list[Event], float]] = {}
                 while not stop():
-                    now = time.monotonic()
-
                     def on_event(ev: Event) -> None:
                         key = _flow_key(ev)
-                        evs, _ = flows.get(key, ([], now))
+                        evs = flows[key][0] if key in flows else []
                         evs.append(ev)
                         flows[key] = (evs, time.monotonic())
 
-                    self.probes.poll(on_event, timeout_ms=20)
+                    probes.poll(on_event, timeout_ms=20)
                     now = time.monotonic()
                     for key in [k for k, (_, t) in flows.items() if now - t >= quiet]:
                         evs, _ = flows.pop(key)
-                        yield self._live_path(evs)
+                        yield self._live_path(evs, probes)
             finally:
-                self.probes.configure(live=False, netns_filter=True)
+                self._live_probes = None
+                probes.close()
 
-    def _live_path(self, evs: list[Event]) -> Path:
+    def _live_path(self, evs: list[Event], probes: Probes) -> Path:
         pairs = [(ev, parse_headers(ev.hdr, ev.l2, ev.ethertype)) for ev in evs]
         hops = build_hops(pairs, self.names)
         pkt = next((p for _, p in pairs if p.src), None)
-        lost = self.events_lost
+        lost = probes.events_lost
         return Path(self.lab.name, pkt.src if pkt else "?", pkt.dst if pkt else "?",
                     pkt.proto if pkt else "?", hops=hops, verdict=verdict(hops),
                     direction="observed", events_lost=lost)

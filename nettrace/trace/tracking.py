@@ -140,7 +140,7 @@ def build_hops(events: list[tuple[Event, Packet]], names: Names) -> list[Hop]:
             hop = Hop(ev.ts_ns, ev.point.label, host=host, sandbox=sandbox, netns=netns,
                       device=_dev_name(names, ev.netns, ev.ifindex),
                       drop_reason=drop_reason(ev.reason) if drop else None,
-                      location=symbolize(ev.location), packet=pkt if pkt.proto else None,
+                      location=symbolize(ev.location), packet=pkt if pkt.src else None,
                       skb=ev.skb)
             states.append(_HopState(hop))
     hops = [s.hop for s in states]

@@ -7,6 +7,9 @@
  */
 #include "event.h"
 
+#ifndef NT_LIVE
+#define NT_LIVE 0
+#endif
 #ifndef NT_RINGBUF_PAGES
 #define NT_RINGBUF_PAGES 1024
 #endif
@@ -103,6 +106,7 @@ static __always_inline u32 match_arp(const u8 *h, u32 off)
     return lookup(NT_K_ARP, 0, be32_at(h, off + 24));         /* target IP */
 }
 
+#if NT_LIVE
 static __always_inline int live_match(const u8 *h, u32 off, u32 ethertype, struct nt_config *c)
 {
     u32 s, d, proto, l4;
@@ -142,43 +146,55 @@ static __always_inline int live_match(const u8 *h, u32 off, u32 ethertype, struc
         return 0;
     return 1;
 }
+#endif
 
-/* Decide whether the copied headers are interesting; sets ev->trace_id. */
+static __always_inline u32 vxlan_inner(const u8 *h, u32 off, u32 ethertype)
+{
+    u32 l4;
+    if (ethertype != ETH_P_IP || off > NT_HDR_LEN - 28 || NT_B(h, off + 9) != IPPROTO_UDP)
+        return 0;
+    l4 = off + (NT_B(h, off) & 0xf) * 4;
+    return be16_at(h, l4 + 2) == NT_VXLAN_PORT ? l4 + 16 : 0;
+}
+
+/* Decide whether the copied headers are interesting; sets ev->trace_id. Two passes:
+ * the packet, then the Ethernet frame inside it when it is VXLAN. NT_LIVE selects the
+ * build: watched fingerprints (default) or the live expression (`nettrace trace`). */
 static __always_inline int want(struct nt_event *ev)
 {
-    u32 key = 0, off = ev->l2 ? ETH_HLEN : 0, inner = 0, et = ev->ethertype;
+    u32 key = 0, off = ev->l2 ? ETH_HLEN : 0, et = ev->ethertype, inner;
     struct nt_config *c = nt_conf.lookup(&key);
     if (!c)
         return 0;
-    if (c->netns_filter && ev->netns) {
+    if (c->netns_filter && (ev->netns || NT_LIVE)) {   /* live: never an unknown netns */
         u32 ns = ev->netns;
         if (!netns_set.lookup(&ns))
             return 0;
     }
-    if (c->live) {
+#pragma clang loop unroll(disable)
+    for (int pass = 0; pass < 2; pass++) {
+#if NT_LIVE
         if (live_match(ev->hdr, off, et, c))
             return 1;
-        if (et == ETH_P_IP && off <= NT_HDR_LEN - 28 && NT_B(ev->hdr, off + 9) == IPPROTO_UDP) {
-            u32 l4 = off + (NT_B(ev->hdr, off) & 0xf) * 4;
-            if (be16_at(ev->hdr, l4 + 2) == NT_VXLAN_PORT)
-                return live_match(ev->hdr, l4 + 16 + ETH_HLEN,
-                                  be16_at(ev->hdr, l4 + 16 + 12), c);
+        inner = vxlan_inner(ev->hdr, off, et);
+#else
+        inner = 0;
+        if (et == ETH_P_ARP) {
+            ev->trace_id = match_arp(ev->hdr, off);
+            return ev->trace_id != 0;
         }
-        return 0;
-    }
-    if (et == ETH_P_ARP)
-        ev->trace_id = match_arp(ev->hdr, off);
-    else if (et == ETH_P_IP) {
+        if (et != ETH_P_IP)
+            return 0;
         ev->trace_id = match_ipv4(ev->hdr, off, &inner);
-        if (!ev->trace_id && inner && inner <= NT_HDR_LEN - ETH_HLEN - 20) {
-            u32 iet = be16_at(ev->hdr, inner + 12), unused = 0;
-            if (iet == ETH_P_IP)
-                ev->trace_id = match_ipv4(ev->hdr, inner + ETH_HLEN, &unused);
-            else if (iet == ETH_P_ARP)
-                ev->trace_id = match_arp(ev->hdr, inner + ETH_HLEN);
-        }
+        if (ev->trace_id)
+            return 1;
+#endif
+        if (!inner || inner > NT_HDR_LEN - ETH_HLEN - 20)
+            return 0;
+        et = be16_at(ev->hdr, inner + 12);
+        off = inner + ETH_HLEN;
     }
-    return ev->trace_id != 0;
+    return 0;
 }
 
 static __always_inline u32 dev_netns(struct net_device *dev)
@@ -207,21 +223,23 @@ static __always_inline void read_skb(struct sk_buff *skb, struct nt_event *ev, i
 {
     unsigned char *head = NULL;
     u16 mac = 0xffff, net = 0, proto = 0;
+    u32 tail = 0;
     bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
     bpf_probe_read_kernel(&mac, sizeof(mac), &skb->mac_header);
     bpf_probe_read_kernel(&net, sizeof(net), &skb->network_header);
     bpf_probe_read_kernel(&ev->len, sizeof(ev->len), &skb->len);
     bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
+    bpf_probe_read_kernel(&tail, sizeof(tail), &skb->tail);
     ev->skb = (u64)skb;
     ev->ethertype = ntohs(proto);
     if (l2 && mac != 0xffff) {
         ev->l2 = 1;
         bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + mac);
         ev->ethertype = be16_at(ev->hdr, 12);
-        ev->hdr_len = ev->len + (net > mac ? net - mac : ETH_HLEN);
+        ev->hdr_len = tail > mac ? tail - mac : 0;
     } else {
         bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + net);
-        ev->hdr_len = ev->len;
+        ev->hdr_len = tail > net ? tail - net : 0;
     }
     if (ev->hdr_len > NT_HDR_LEN)
         ev->hdr_len = NT_HDR_LEN;
@@ -247,6 +265,15 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
         bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
     ev.point = point;
     ev.netns = dev_netns(dev);
+    if (!ev.netns) {                        /* no device yet (or any more): the socket's */
+        struct sock *sk = NULL;
+        struct net *net = NULL;
+        bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+        if (sk)
+            bpf_probe_read_kernel(&net, sizeof(net), &((struct sock_common *)sk)->skc_net.net);
+        if (net)
+            bpf_probe_read_kernel(&ev.netns, sizeof(ev.netns), &net->ns.inum);
+    }
     ev.ifindex = dev_ifindex(dev);
     ev.location = location;
     ev.reason = reason;

@@ -1,0 +1,125 @@
+"""`nettrace path`, `nettrace trace`, `nettrace probes`: the tracer from the command line.
+
+Exit codes: 0 the outcome was the expected one (delivered by default), 1 it was not,
+2 usage or environment errors (not root, no BTF, bcc missing; the reason is printed).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nettrace.cli.common import docker_option, get_lab
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _err_progress(quiet: bool):
+    if quiet:
+        return None
+    return lambda msg: click.echo(f"nettrace: {msg}", err=True) if sys.stderr.isatty() else None
+
+
+def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None, str, str]:
+    """LAB SRC DST, or SRC DST with --docker."""
+    if len(args) == 3:
+        return args[0], args[1], args[2]
+    if len(args) == 2 and docker is not None:
+        return None, args[0], args[1]
+    raise click.UsageError("expected LAB SRC DST (or SRC DST with --docker)")
+
+
+@click.command("path")
+@click.argument("args", nargs=-1, metavar="LAB SRC DST")
+@click.option("--proto", type=click.Choice(["icmp", "udp", "tcp", "arp"]), default=None,
+              help="Packet to inject (default icmp, or tcp when DST is HOST:PORT).")
+@click.option("--dport", type=click.IntRange(1, 65535), default=None, help="Destination port.")
+@click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
+              "nettrace.trace.views).")
+@click.option("--expect", type=click.Choice(["delivered", "dropped"]), default="delivered",
+              show_default=True, help="Exit 0 when every path ends like this, else 1.")
+@click.option("--timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds to wait for each packet and its reply.")
+@click.option("--l2", "layer2", is_flag=True, help="Inject a raw Ethernet frame on SRC's "
+              "interface instead of going through its IP stack.")
+@docker_option
+def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, docker):
+    """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
+
+    SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
+    the external client). Example: nettrace path bridge c1 c2 --proto tcp --dport 80
+    """
+    from nettrace.trace import Tracer
+    from nettrace.trace.views import outcome, render, to_json_lines
+    lab, src, dst = _lab_src_dst(args, docker)
+    the_lab = get_lab(lab, docker)
+    with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
+        paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
+                        layer="l2" if layer2 else "l3")
+    if as_json:
+        click.echo(to_json_lines(paths))
+    else:
+        console = _console()
+        for p in paths:
+            render(console, p)
+    ok = all(outcome(p) == expect for p in paths)
+    sys.exit(0 if ok else 1)
+
+
+@click.command("trace")
+@click.argument("lab", required=False)
+@click.argument("expr", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per observed packet.")
+@docker_option
+def trace_cmd(lab, expr, as_json, docker):
+    """Stream the hops of LAB's traffic matching EXPR until Ctrl-C.
+
+    EXPR is a small tcpdump subset: icmp|udp|tcp|arp, host A, src A, dst A, port N,
+    joined by 'and' (A: IPv4 or container name). 'or', 'not', 'net' are refused.
+    """
+    import json
+    from nettrace.trace import Tracer
+    from nettrace.trace.views import live_line
+    the_lab = get_lab(lab, docker)
+    text = " ".join(expr) or None
+    with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr:
+        click.echo(f"nettrace: tracing {the_lab.name} ({text or 'all traffic'}); Ctrl-C stops",
+                   err=True)
+        try:
+            for p in tr.live(expr=text):
+                click.echo(json.dumps(p.to_dict()) if as_json else live_line(p))
+        except KeyboardInterrupt:
+            pass
+        lost = tr.events_lost
+    click.echo(f"nettrace: detached; {lost} events lost", err=True)
+
+
+@click.command("probes")
+@click.argument("lab", required=False)
+@docker_option
+def probes_cmd(lab, docker):
+    """List the probes that are live on this machine, and why the others are not."""
+    from rich.table import Table
+    from nettrace.topology.model import Lab
+    from nettrace.trace import Tracer
+    the_lab = get_lab(lab, docker) if (lab or docker is not None) else Lab(name="(no lab)")
+    with Tracer(the_lab, nftrace=bool(lab or docker is not None)) as tr:
+        status = tr.probe_status()
+    table = Table(title="nettrace probes", title_justify="left")
+    for col in ("probe", "live", "why not"):
+        table.add_column(col)
+    for st in status:
+        table.add_row(st.name, "yes" if st.live else "no", st.reason or "",
+                      style=None if st.live else "yellow")
+    _console().print(table)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(path_cmd)
+    cli.add_command(trace_cmd)
+    cli.add_command(probes_cmd)

@@ -1,0 +1,125 @@
+"""How paths look to a person (rich tables) and to a program (JSON). No bcc, no kernel.
+
+JSON schema (`nettrace path --json`, one object per line, one per injected packet) is
+`Path.to_dict()` of nettrace.trace.model:
+
+    {"lab": str, "src": str, "dst": str, "proto": "icmp|udp|tcp|arp",
+     "direction": "request",
+     "verdict": {"kind": "delivered|dropped|lost", "where": str|null, "reason": str|null,
+                 "rule": NfRule|null, "hop_index": int|null},
+     "hops": [Hop, ...],
+     "reply": <same object with "direction": "reply", "reply": null> | null,
+     "fingerprint": {"trace_id", "proto", "src", "dst", "ip_id", "sport", "dport",
+                     "icmp_id", "icmp_seq", "marker"}   (absent keys: not applicable),
+     "events_lost": int, "probes_missing": [str]}
+    Hop   = {"ts_ns": int (kernel monotonic), "point": "tp:net_dev_queue|tp:netif_receive_skb|
+             tp:netif_rx|tc:ingress|tc:egress|nf:<HOOK>|drop|consume",
+             "host", "sandbox", "netns", "device", "role", "hook", "family", "in_dev",
+             "out_dev", "verdict": "accept|drop|stolen"|null, "rule": NfRule|null,
+             "drop_reason", "location", "packet": Packet|null, "changes": [str],
+             "skb": int, "frame": base64 of the captured header bytes | null}
+    Packet = {"src", "dst", "proto", "sport", "dport", "ttl", "ip_id", "length", "eth_src",
+              "eth_dst", "info", "outer": Packet|null (VXLAN outer header), "vni"}
+    NfRule = {"family", "table", "chain", "rule", "handle", "verdict"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from nettrace.trace.model import DELIVERED, DROPPED, Hop, Packet, Path
+
+VERDICT_STYLE = {DELIVERED: "green", DROPPED: "red"}
+
+
+def packet_summary(pkt: Packet | None) -> str:
+    if pkt is None or not pkt.proto:
+        return ""
+    if pkt.proto == "arp":
+        return f"arp {pkt.info or ''}".strip()
+    src = f"{pkt.src}:{pkt.sport}" if pkt.proto in ("tcp", "udp") and pkt.sport else pkt.src
+    dst = f"{pkt.dst}:{pkt.dport}" if pkt.proto in ("tcp", "udp") and pkt.dport else pkt.dst
+    text = f"{src} > {dst} {pkt.proto}"
+    if pkt.info:
+        text += f" {pkt.info}"
+    if pkt.ttl is not None:
+        text += f" ttl {pkt.ttl}"
+    if pkt.outer is not None:
+        text = f"[vxlan {pkt.vni}: {pkt.outer.src} > {pkt.outer.dst}] " + text
+    return text
+
+
+def hop_detail(hop: Hop) -> str:
+    """Verdict, rule, drop reason and header changes of one hop, in one cell."""
+    parts = []
+    if hop.point.startswith("nf:"):
+        devs = " ".join(x for x in (f"in={hop.in_dev}" if hop.in_dev else "",
+                                    f"out={hop.out_dev}" if hop.out_dev else "") if x)
+        parts.append(f"{hop.verdict or '?'} {devs}".strip())
+    if hop.rule is not None:
+        rule = hop.rule
+        parts.append(f"{rule.family} {rule.table} {rule.chain}: {rule.rule or rule.verdict}")
+    if hop.drop_reason:
+        parts.append(hop.drop_reason + (f" at {hop.location}" if hop.location else ""))
+    elif hop.point == "consume" and hop.location:
+        parts.append(f"at {hop.location}")
+    parts += hop.changes
+    return "; ".join(parts)
+
+
+def path_table(path: Path, *, title: str | None = None):
+    """A rich Table: one row per hop, times relative to the first hop."""
+    from rich.table import Table
+    table = Table(title=title or f"{path.direction}: {path.src} -> {path.dst} ({path.proto})",
+                  title_justify="left", show_lines=False, pad_edge=False)
+    for col, kw in (("#", {"justify": "right"}), ("+us", {"justify": "right"}), ("where", {}),
+                    ("role", {}), ("point", {}), ("packet", {}), ("detail", {})):
+        table.add_column(col, **kw)
+    t0 = path.hops[0].ts_ns if path.hops else 0
+    for i, hop in enumerate(path.hops):
+        style = "red" if hop.point == "drop" or hop.verdict in ("drop", "stolen") else None
+        if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
+            style = "green"
+        table.add_row(str(i + 1), f"{(hop.ts_ns - t0) / 1000:.0f}", hop.place, hop.role or "",
+                      hop.point, packet_summary(hop.packet), hop_detail(hop), style=style)
+    return table
+
+
+def verdict_text(path: Path):
+    from rich.text import Text
+    return Text(f"{path.direction} {path.verdict.line()}",
+                style=VERDICT_STYLE.get(path.verdict.kind, "yellow"))
+
+
+def render(console, path: Path) -> None:
+    """Print a path, its reply and the verdict lines."""
+    for part in (path, path.reply) if path.reply else (path,):
+        console.print(path_table(part))
+        console.print(verdict_text(part))
+    if path.reply is None and path.proto in ("icmp", "tcp", "arp"):
+        console.print("no reply seen", style="yellow")
+    if path.events_lost:
+        console.print(f"warning: {path.events_lost} probe events were lost (ring buffer full)",
+                      style="red")
+    if path.probes_missing:
+        console.print(f"probes not attached: {', '.join(path.probes_missing)}", style="yellow")
+
+
+def outcome(path: Path) -> str:
+    """delivered | dropped | lost, for --expect."""
+    return path.verdict.kind
+
+
+def to_json_lines(paths: Iterable[Path]) -> str:
+    return "\n".join(json.dumps(p.to_dict(), sort_keys=True) for p in paths)
+
+
+def live_line(path: Path) -> str:
+    """One line per observed packet for `nettrace trace`: where it went."""
+    first = next((h.packet for h in path.hops if h.packet and h.packet.proto), None)
+    places = []
+    for hop in path.hops:
+        if hop.device and (not places or places[-1] != hop.place):
+            places.append(hop.place)
+    return f"{packet_summary(first)}  {' -> '.join(places)}  => {path.verdict.line()}"
