@@ -22,7 +22,7 @@ from tui.sample import bridge_ping, isolation_drop, many_paths, sample_lab
 from tui.screens.inject import InjectScreen, parse_form
 from tui.widgets.packets import PacketTable
 from tui.widgets.timeline import PathTimeline
-from tui.widgets.topomap import DROP_STYLE, TopologyMap, draw_map
+from tui.widgets.topomap import DROP_STYLE, TopologyMap, draw_map, legend
 
 
 def pilot(fn):
@@ -84,9 +84,10 @@ async def test_selecting_a_packet_drives_timeline_and_map():
         assert [s.place for s in steps] == ["c1:eth0", f"host:{paths[1].hops[1].device}",
                                             f"host:{lab.network('front').device}"]
         assert [s.dropped for s in steps] == [False, False, True]
-        text = app.query(TopologyMap).first().drawing.render(paths[1])
-        legend = text.plain.splitlines()[-1]
-        assert legend.startswith("1 c1:eth0 → 2 host:veth") and "✗ dropped" in legend
+        drawing = app.query(TopologyMap).first().drawing
+        text = drawing.render(paths[1])
+        words = legend(drawing.steps(paths[1]), paths[1]).plain.replace("\u00a0", " ")
+        assert words.startswith("1 c1:eth0 → 2 host:veth") and words.endswith("✗ dropped")
         assert any(span.style == DROP_STYLE for span in text.spans)
         # walking the hops moves the current-hop highlight
         await pilot.press("tab", "down")

@@ -55,7 +55,7 @@ def rule_text(hop: Hop) -> str | None:
     text = f"{r.family} {r.table} {r.chain}"
     if r.rule:
         text += f": {r.rule}"
-    if r.verdict:
+    if r.verdict and not text.endswith(r.verdict):
         text += f" → {r.verdict}"
     return text
 

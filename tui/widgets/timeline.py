@@ -83,6 +83,7 @@ class PathTimeline(OptionList):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.path: Path | None = None
+        self.shown = False
 
     def legs(self) -> dict[str, Path]:
         if self.path is None:
@@ -93,9 +94,9 @@ class PathTimeline(OptionList):
         return legs
 
     def show(self, path: Path | None) -> None:
-        if path is self.path:
+        if path is self.path and self.shown:
             return
-        self.path = path
+        self.path, self.shown = path, True
         self.clear_options()
         if path is None:
             self.add_option(Option(Text("no packet selected: press i to inject one", style="dim"),

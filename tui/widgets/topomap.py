@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
@@ -35,6 +36,7 @@ class Canvas:
         self.styles: dict[tuple[int, int], str] = {}
         self.owner: dict[tuple[int, int], Key] = {}
         self.anchors: dict[Key, tuple[int, int]] = {}
+        self.right_aligned: set[Key] = set()     # badges grow leftwards (bus ends)
 
     @property
     def width(self) -> int:
@@ -54,8 +56,11 @@ class Canvas:
             else:
                 self.owner.pop(cell, None)
 
-    def anchor(self, key: Key, x: int, y: int) -> None:
-        self.anchors.setdefault(key, (x, y))
+    def anchor(self, key: Key, x: int, y: int, right: bool = False) -> None:
+        if key not in self.anchors:
+            self.anchors[key] = (x, y)
+            if right:
+                self.right_aligned.add(key)
 
     def box(self, x: int, y: int, w: int, h: int, title: str, key: Key | None,
             style: str = LINE_STYLE) -> None:
@@ -76,7 +81,7 @@ class Canvas:
             if (x, y) in other.owner:
                 self.owner[cell] = other.owner[(x, y)]
         for key, (x, y) in other.anchors.items():
-            self.anchor(key, x + dx, y + dy)
+            self.anchor(key, x + dx, y + dy, key in other.right_aligned)
 
 
 @dataclass
@@ -132,6 +137,7 @@ class MapDrawing:
         return steps
 
     def render(self, path: Path | None = None, current_hop: int | None = None) -> Text:
+        """The map with the path lit; the legend (steps in words) is `legend(self.steps(path))`."""
         canvas = self.canvas
         steps = self.steps(path)
         lit: dict[Key, str] = {}
@@ -148,12 +154,17 @@ class MapDrawing:
             numbers.setdefault(step.key, []).append(str(step.number))
         for key, nums in numbers.items():
             x, y = canvas.anchors[key]
+            label = ",".join(nums)
+            if key in canvas.right_aligned:
+                x -= len(label) - 1
             badge = DROP_BADGE if lit[key] == DROP_STYLE else BADGE_STYLE
-            for i, ch in enumerate(",".join(nums)):
+            for i, ch in enumerate(label):
                 badges[(x + i, y)] = (ch, badge)
         width, height = canvas.width, canvas.height
         text = Text(no_wrap=True, overflow="crop")
         for y in range(height):
+            if y:
+                text.append("\n")
             run_style, run = None, []
             for x in range(width):
                 cell = (x, y)
@@ -170,9 +181,6 @@ class MapDrawing:
                 run.append(ch)
             if run:
                 text.append("".join(run).rstrip() if not run_style else "".join(run), run_style or None)
-            text.append("\n")
-        if steps:
-            text.append_text(legend(steps, path))
         return text
 
 
@@ -183,7 +191,7 @@ def legend(steps: list[Step], path: Path | None) -> Text:
         if i:
             text.append(" → ", DIM)
         text.append(f"{step.number}", DROP_BADGE if step.dropped else BADGE_STYLE)
-        text.append(f" {step.place}", DROP_STYLE if step.dropped else "")
+        text.append(f"\u00a0{step.place}", DROP_STYLE if step.dropped else "")   # no break inside
     if path is not None:
         from tui.format import verdict_text
         text.append("  ")
@@ -220,7 +228,7 @@ def draw_map(lab: Lab) -> MapDrawing:
         for ux, block in uplinks:
             canvas.put(ux, top + 2, "●", LINE_STYLE, block.port_key or under_key)
         canvas.put(right, top + 2, " ", "", under_key)
-        canvas.anchor(under_key, right, top + 2)
+        canvas.anchor(under_key, right, top + 2, right=True)
         canvas.put(right + 1, top + 2, f"lan0 underlay {lab.underlay_subnet or ''}".rstrip(),
                    NAME_STYLE, under_key)
     names = {n: node.netns for n, node in {**lab.hosts, **lab.clients, **lab.sandboxes}.items()}
@@ -313,7 +321,7 @@ def _host_block(lab: Lab, host: Host) -> Block:
         y = bus_y0 + i
         c.put(1, y, "═" * (right - 1), LINE_STYLE, bus.key)
         c.put(right, y, " ", "", bus.key)
-        c.anchor(bus.key, right, y)
+        c.anchor(bus.key, right, y, right=True)
         lx = right + 1
         for text, key in bus.label:
             c.put(lx, y, text, NAME_STYLE if key == bus.key else DIM, key)
@@ -387,5 +395,7 @@ class TopologyMap(Static):
     def _redraw(self) -> None:
         if self.drawing is None:
             self.update(Text("no lab open: press l to pick or bring one up", style="dim"))
-        else:
-            self.update(self.drawing.render(self.path, self.current_hop))
+            return
+        picture = self.drawing.render(self.path, self.current_hop)
+        steps = self.drawing.steps(self.path)
+        self.update(Group(picture, legend(steps, self.path)) if steps else picture)
