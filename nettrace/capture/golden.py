@@ -27,8 +27,12 @@ GOLDEN_SUFFIX = ".paths.yaml"
 
 
 # -- signatures ------------------------------------------------------------------------------
+_HASHED_VETH = re.compile(r"^veth[0-9a-f]{7}$")
+_HASHED_BRIDGE = re.compile(r"^br-[0-9a-f]{12}$")
+
+
 class Aliases:
-    """Lab-name-dependent device names -> stable aliases (veth(c1), br(mynet))."""
+    """Device names hashed from the lab's name -> stable aliases (veth(c1), br(mynet))."""
 
     def __init__(self, lab: "Lab | None"):
         self.names: dict[str, str] = {}
@@ -37,12 +41,12 @@ class Aliases:
         from nettrace.topology.model import Role
         by_netns = {sb.netns: sb.name for sb in lab.sandboxes.values()}
         for itf in lab.interfaces:
-            if itf.role == Role.VETH_HOST and itf.peer:
+            if itf.role == Role.VETH_HOST and itf.peer and _HASHED_VETH.match(itf.ifname):
                 peer_ns, _, peer_if = itf.peer.rpartition("/")
                 owner = by_netns.get(peer_ns) or itf.sandbox or itf.network or "?"
                 suffix = "" if peer_if == "eth0" else f":{peer_if}"
                 self.names[itf.ifname] = f"veth({owner}{suffix})"
-            elif itf.role == Role.BRIDGE and itf.ifname.startswith("br-") and itf.network:
+            elif itf.role == Role.BRIDGE and _HASHED_BRIDGE.match(itf.ifname) and itf.network:
                 self.names[itf.ifname] = f"br({itf.network})"
         self._re = (re.compile(r"\b(" + "|".join(map(re.escape, self.names)) + r")\b")
                     if self.names else None)
@@ -76,13 +80,17 @@ def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
     return text
 
 
+#: " at nft_do_chain+0x46f" in a drop reason: a code offset that moves with every kernel build
+_CODE_LOCATION = re.compile(r" at [\w.]+\+0x[0-9a-f]+")
+
+
 def verdict_signature(path: Path, alias: Aliases) -> str:
     v = path.verdict
     text = v.kind
     if v.where:
         text += f" at {alias(v.where)}"
     if v.reason:
-        text += f" ({v.reason})"
+        text += f" ({_CODE_LOCATION.sub('', v.reason)})"
     if v.rule:
         text += f" by {rule_text(v.rule, alias)}"
     return text
@@ -235,8 +243,10 @@ def load_golden(file: str) -> GoldenCase:
 def save_golden(case: GoldenCase) -> None:
     import yaml
     text = yaml.safe_dump(case.to_yaml(), sort_keys=False, width=200, allow_unicode=True)
+    shown = os.path.relpath(case.file) if not os.path.relpath(case.file).startswith("..") \
+        else case.file
     header = (f"# Golden paths for {os.path.basename(case.capture)}: what each frame must do.\n"
-              f"# Regenerate after an intended change: nettrace check {case.file} --update\n")
+              f"# Regenerate after an intended change: nettrace check {shown} --update\n")
     tmp = case.file + ".tmp"
     with open(tmp, "w") as f:
         f.write(header + text)

@@ -69,17 +69,17 @@ def owner_name(sandbox: str | None, host: str | None, lab: "Lab | None") -> str 
 
 
 def hop_owner(hop: Hop, lab: "Lab | None" = None) -> str:
-    """Who a hop belongs to: the container, client or host (the underlay switch otherwise)."""
-    owner = owner_name(hop.sandbox, hop.host, lab)
-    if owner:
-        return owner
-    if lab is not None and hop.netns:
+    """Who a hop belongs to: the container, client or host (the underlay switch otherwise).
+
+    What the hop lacks is taken from the lab's record of the hop's namespace."""
+    sandbox, host = hop.sandbox, hop.host
+    if lab is not None and hop.netns and not (sandbox and host):
         if hop.netns == lab.underlay_netns:
             return "underlay"
-        for name, node in {**lab.hosts, **lab.clients, **lab.sandboxes}.items():
-            if node.netns == hop.netns:
-                return name
-    return hop.netns or "?"
+        known = next((i for i in lab.interfaces if i.netns == hop.netns), None)
+        if known is not None:
+            sandbox, host = sandbox or known.sandbox, host or known.host
+    return owner_name(sandbox, host, lab) or hop.netns or "?"
 
 
 def hop_device(hop: Hop) -> str:
