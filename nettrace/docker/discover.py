@@ -17,6 +17,7 @@ import ipaddress
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nettrace.errors import NettraceError
@@ -61,13 +62,14 @@ class NamespaceView:
         return next((lk for lk in self.links.values() if lk.mac == mac), None)
 
 
-def read_namespace(ns: str) -> NamespaceView:
-    """Links, addresses and main-table IPv4 routes of namespace `ns` (a name or a path)."""
+def read_namespace(ns: str, *, bridge_ports: bool = True) -> NamespaceView:
+    """Links, addresses and main-table IPv4 routes of namespace `ns` (a name or a path);
+    with `bridge_ports`, also each bridge port's hairpin flag (an extra dump)."""
     with netns.iproute(ns) as ipr:
         raw_links = ipr.get_links()
         raw_addrs = ipr.get_addr(family=socket.AF_INET)
         raw_routes = ipr.get_routes(family=socket.AF_INET, table=254)
-        raw_ports = ipr.get_links(family=socket.AF_BRIDGE)
+        raw_ports = ipr.get_links(family=socket.AF_BRIDGE) if bridge_ports else []
     links: dict[int, Link] = {}
     for msg in raw_links:
         links[msg["index"]] = Link(
@@ -246,10 +248,9 @@ class _Discovery:
         self.lab = Lab(name="docker", source=url, pid=self.pid, created=time.time())
         self.views: dict[str, NamespaceView] = {}
 
-    def view(self, ns: str) -> NamespaceView:
+    def view(self, ns: str, *, bridge_ports: bool = True) -> NamespaceView:
         if ns not in self.views:
-            self.views[ns] = read_namespace(ns)
-            self.lab.namespaces.append(ns)
+            self.views[ns] = read_namespace(ns, bridge_ports=bridge_ports)
         return self.views[ns]
 
     def run(self) -> Lab:
@@ -261,13 +262,26 @@ class _Discovery:
         for raw in networks:
             lab.networks.append(self.network(raw, host_view))
         by_id = {raw["Id"]: raw for raw in networks}
-        containers = [api.inspect_container(c["Id"]) for c in api.containers()]
+        # Docker API calls wait on the daemon: overlap them (netlink parsing is CPU-bound
+        # Python, so namespaces are read one after the other)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            containers = list(pool.map(api.inspect_container,
+                                       [c["Id"] for c in api.containers()]))
+        for raw in containers:
+            key = (raw.get("NetworkSettings") or {}).get("SandboxKey")
+            # host-mode containers' key is <exec-root>/netns/default: dockerd's own namespace
+            if key and is_netns(key) and (raw.get("HostConfig") or {}).get("NetworkMode") != "host":
+                self.view(key, bridge_ports=False)
         for raw in containers:
             sandbox = self.sandbox(raw, by_id)
             if sandbox is not None:
                 lab.sandboxes[sandbox.name] = sandbox
         self.special_sandboxes()
         self.interfaces(host_view)
+        # Namespaces a tracer should watch. Overlay sandboxes are left to their Network
+        # (netns), which names them ov-<network> as labs do.
+        overlay = {n.netns for n in lab.networks if n.driver == "overlay"}
+        lab.namespaces = [ns for ns in self.views if ns not in overlay]
         return lab
 
     # -- networks ---------------------------------------------------------------------------
@@ -378,9 +392,12 @@ class _Discovery:
         for sb in lab.sandboxes.values():
             if sb.network_mode != "host":
                 owner[sb.netns] = sb.name
+        for net in lab.networks:
+            if net.driver == "overlay" and net.netns:
+                owner[net.netns] = f"ov-{net.name}"  # Docker's 1-<id>, named as labs name it
         for ns in self.views:
             if ns != self.host_ns and ns not in owner:
-                owner[ns] = os.path.basename(ns)     # 1-<id>, ingress_sbox, lb_<id>
+                owner[ns] = os.path.basename(ns)     # ingress_sbox, lb_<id>
         # container side first: it names the host-side peers
         peer_of: dict[tuple[str, int], tuple[str, Link, str | None]] = {}
         for ns, view in self.views.items():

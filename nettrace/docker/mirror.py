@@ -56,7 +56,8 @@ def mirror(engine, lab: Lab, host: str | None = None) -> None:
             if not nets:
                 raise NettraceError(f"container {sb.name} of lab {lab.name} has no network "
                                     f"to mirror")
-            engine.run(sb.name, nets, publish=sb.published, command=serve_command(sb.published))
+            # like the lab's containers, nothing listens: a published port answers with a RST
+            engine.run(sb.name, nets, publish=sb.published)
     finally:
         client.close()
 
@@ -97,12 +98,3 @@ def _create_network(engine, client, net: Network) -> None:
                            internal=net.internal, attachable=net.driver == "overlay",
                            check_duplicate=True)
 
-
-def serve_command(published: list[str]) -> list[str] | None:
-    """Serve each published TCP port with busybox httpd (busybox has no UDP server)."""
-    ports = sorted({p.split(":")[-1].split("/")[0] for p in published
-                    if p.endswith("/tcp") or "/" not in p})
-    if not ports:
-        return None
-    starts = "; ".join(f"httpd -p {p} -h /" for p in ports)
-    return ["sh", "-c", f"{starts}; exec sleep 1d"]

@@ -8,12 +8,17 @@ frame straight onto an interface (ARP, or a frame replayed as captured).
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from nettrace.errors import NettraceError
 from nettrace.topology import netns
 
 ETH_P_ALL = 0x0003
+
+
+class NoRoute(NettraceError):
+    """The sending namespace has no route (or neighbour) for the destination."""
 
 
 def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
@@ -27,6 +32,9 @@ def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
             try:
                 s.sendto(data, (dst, 0))
             except OSError as exc:
+                if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                    raise NoRoute(f"no route to {dst} in the sender's namespace "
+                                  f"(sendto: {exc.strerror})") from None
                 raise NettraceError(f"sending to {dst} from {ns} failed: {exc.strerror}") from None
 
 

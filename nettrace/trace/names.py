@@ -43,6 +43,8 @@ class Names:
         owners: dict[str, Place] = {}
         for ns in lab.namespaces or []:
             owners[ns] = Place(ns)
+        if lab.underlay_netns:
+            owners[lab.underlay_netns] = Place(lab.underlay_netns, sandbox="underlay")
         for host in list(lab.hosts.values()) + list(lab.clients.values()):
             owners[host.netns] = Place(host.netns, host=host.name,
                                        sandbox=host.name if host.kind == "client" else None)
@@ -50,9 +52,10 @@ class Names:
         for sb in lab.sandboxes.values():
             if sb.netns not in host_ns:       # host-mode containers are named by their host
                 owners[sb.netns] = Place(sb.netns, host=sb.host, sandbox=sb.name)
-        for net in lab.networks:      # overlay sandboxes (br0 + vxlan0) have no container
-            if net.netns and net.netns not in owners:
-                owners[net.netns] = Place(net.netns, host=net.host, sandbox=f"ov-{net.name}")
+        for itf in lab.interfaces:    # overlay sandboxes (br0 + vxlan0): named by their devices
+            place = owners.setdefault(itf.netns, Place(itf.netns))
+            if place.host is None and place.sandbox is None and (itf.sandbox or itf.host):
+                place.host, place.sandbox = itf.host, itf.sandbox
         roles = {(i.netns, i.ifname): i for i in lab.interfaces}
         for ns, place in owners.items():
             try:

@@ -11,6 +11,7 @@ One call at a time per Tracer (a lock serialises them): the ring buffer is share
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ from nettrace.trace import expr as expr_mod
 from nettrace.trace import symbols
 from nettrace.trace.endpoints import resolve_source, resolve_target
 from nettrace.trace.events import Event, parse_headers
-from nettrace.trace.model import DELIVERED, DROPPED, Path
+from nettrace.trace.model import DELIVERED, DROPPED, Path, Verdict
 from nettrace.trace.names import Names
 from nettrace.trace.nftrace import NfTrace, rules_by_hook
 from nettrace.trace.paths import attach_rules, verdict
@@ -164,12 +165,25 @@ class Tracer:
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
             elif layer == "l2":
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
-                                      _neighbour_mac(source, target.ip))
+                                      _neighbour_mac(source, self._next_hop(source, target.ip)))
             else:
                 pkt = frames.build_l3(fp)
             paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst,
                                      timeout, target.netns))
         return paths
+
+    def _next_hop(self, source, ip: str) -> str:
+        """The destination itself when on the sender's subnet, else its network's gateway."""
+        sb = self.lab.sandboxes.get(source.name)
+        for ep in sb.endpoints if sb else []:
+            if ep.ipv4 == source.ip:
+                net = ipaddress.ip_network(f"{ep.ipv4}/{ep.prefixlen}", strict=False)
+                if ipaddress.IPv4Address(ip) in net:
+                    return ip
+                gateway = self.lab.network(ep.network, sb.host).gateway
+                if gateway:
+                    return gateway
+        return ip
 
     def trace_packet(self, src: str, pkt, layer: str = "l3", timeout: float = 2.0) -> Path:
         """Send one scapy packet (or frame, for layer "l2") from SRC and trace it."""
@@ -193,7 +207,11 @@ class Tracer:
                         raise NettraceError(f"{src} has no interface for a layer-2 frame")
                     injector.send_l2(ns, ifname, pkt)
                 else:
-                    injector.send_l3(ns, pkt)
+                    try:
+                        injector.send_l3(ns, pkt)
+                    except injector.NoRoute as exc:    # the sender's own stack refused it
+                        return Path(self.lab.name, src, dst, fp.proto, fingerprint=fp.to_dict(),
+                                    verdict=Verdict(DROPPED, where=src, reason=str(exc)))
                 path = self._collect(track, fp, src, dst, timeout, dst_ns, since)
             finally:
                 self.probes.unwatch_keys(fp.keys())

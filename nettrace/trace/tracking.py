@@ -79,7 +79,7 @@ class PacketTrack:
         self.events[side].append((ev, pkt))
 
     def hops(self, side: str) -> list[Hop]:
-        return build_hops(self.events[side], self.names)
+        return build_hops(self.events[side], self.names, reply=side == REPLY)
 
 
 def _owner(names: Names, ev: Event) -> tuple[str | None, str | None, str | None]:
@@ -94,7 +94,7 @@ def _dev_name(names: Names, netns: int, ifindex: int) -> str | None:
     return dev.name if dev else (f"if{ifindex}" if ifindex else None)
 
 
-def build_hops(events: list[tuple[Event, Packet]], names: Names) -> list[Hop]:
+def build_hops(events: list[tuple[Event, Packet]], names: Names, *, reply: bool = False) -> list[Hop]:
     """Fold time-ordered events into hops (see the module docstring)."""
     states: list[_HopState] = []
     open_nf: dict[tuple, _HopState] = {}
@@ -143,11 +143,15 @@ def build_hops(events: list[tuple[Event, Packet]], names: Names) -> list[Hop]:
                       location=symbolize(ev.location), packet=pkt if pkt.src else None,
                       skb=ev.skb)
             states.append(_HopState(hop))
+    # a consume followed by more hops freed a copy (neighbour queue, clone), not the packet
+    last_live = max((i for i, s in enumerate(states) if s.hop.point not in ("consume", "drop")),
+                    default=-1)
+    states = [s for i, s in enumerate(states) if not (s.hop.point == "consume" and i < last_live)]
     hops = [s.hop for s in states]
     for st in open_nf.values():          # first without last: dropped or stolen in the hook
         later = [h for h in hops if h.ts_ns > st.hop.ts_ns and h.point == "drop"]
         st.hop.verdict = "drop" if later and later[0].drop_reason == "NETFILTER_DROP" else "stolen"
-    _record_changes(states)
+    _record_changes(states, reply)
     return hops
 
 
@@ -159,23 +163,24 @@ def _endpoint(ip: str | None, port: int | None, proto: str | None) -> str:
     return f"{ip}:{port}" if port is not None and proto in ("tcp", "udp") else str(ip)
 
 
-def _nat_label(side: str, hook: str | None) -> str:
-    if side == "dst":
-        return "DNAT" if hook in ("PRE_ROUTING", "LOCAL_OUT") else "un-SNAT"
-    return "SNAT/MASQUERADE" if hook in ("POST_ROUTING", "LOCAL_IN") else "un-DNAT"
+def _nat_label(side: str, reply: bool) -> str:
+    """NAT on a request rewrites forward; on its reply, conntrack undoes it."""
+    if reply:
+        return "un-SNAT" if side == "dst" else "un-DNAT"
+    return "DNAT" if side == "dst" else "SNAT/MASQUERADE"
 
 
-def diff_packets(before: Packet, after: Packet, hook: str | None = None) -> list[str]:
+def diff_packets(before: Packet, after: Packet, reply: bool = False) -> list[str]:
     """What changed in the headers between two observations of the same packet."""
     out = []
     if before.dst != after.dst or (before.dport != after.dport and after.proto in ("tcp", "udp")):
         if before.dst and after.dst and after.proto != "arp":
             out.append(f"dst {_endpoint(before.dst, before.dport, before.proto)} -> "
-                       f"{_endpoint(after.dst, after.dport, after.proto)} ({_nat_label('dst', hook)})")
+                       f"{_endpoint(after.dst, after.dport, after.proto)} ({_nat_label('dst', reply)})")
     if before.src != after.src or (before.sport != after.sport and after.proto in ("tcp", "udp")):
         if before.src and after.src and after.proto != "arp":
             out.append(f"src {_endpoint(before.src, before.sport, before.proto)} -> "
-                       f"{_endpoint(after.src, after.sport, after.proto)} ({_nat_label('src', hook)})")
+                       f"{_endpoint(after.src, after.sport, after.proto)} ({_nat_label('src', reply)})")
     if before.ttl is not None and after.ttl is not None and before.ttl != after.ttl:
         out.append(f"TTL {before.ttl} -> {after.ttl}")
     if before.outer is None and after.outer is not None:
@@ -186,7 +191,7 @@ def diff_packets(before: Packet, after: Packet, hook: str | None = None) -> list
     return out
 
 
-def _record_changes(states: list[_HopState]) -> None:
+def _record_changes(states: list[_HopState], reply: bool) -> None:
     cur: Packet | None = None
     mac: tuple[str, str] | None = None
     for st in states:
@@ -194,7 +199,7 @@ def _record_changes(states: list[_HopState]) -> None:
         seen = [p for p in (st.first_packet, hop.packet) if p is not None and p.proto]
         for pkt in seen:
             if cur is not None and pkt is not cur:
-                hop.changes += [c for c in diff_packets(cur, pkt, hop.hook) if c not in hop.changes]
+                hop.changes += [c for c in diff_packets(cur, pkt, reply) if c not in hop.changes]
             cur = pkt
         if hop.packet is not None and hop.packet.eth_src:
             now = (hop.packet.eth_src, hop.packet.eth_dst)

@@ -71,6 +71,7 @@ def hop_detail(hop: Hop) -> str:
 def path_table(path: Path, *, title: str | None = None):
     """A rich Table: one row per hop, times relative to the first hop."""
     from rich.table import Table
+    from rich.text import Text
     table = Table(title=title or f"{path.direction}: {path.src} -> {path.dst} ({path.proto})",
                   title_justify="left", show_lines=False, pad_edge=False)
     for col, kw in (("#", {"justify": "right"}), ("+us", {"justify": "right"}), ("where", {}),
@@ -81,8 +82,9 @@ def path_table(path: Path, *, title: str | None = None):
         style = "red" if hop.point == "drop" or hop.verdict in ("drop", "stolen") else None
         if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
             style = "green"
-        table.add_row(str(i + 1), f"{(hop.ts_ns - t0) / 1000:.0f}", hop.place, hop.role or "",
-                      hop.point, packet_summary(hop.packet), hop_detail(hop), style=style)
+        cells = (str(i + 1), f"{(hop.ts_ns - t0) / 1000:.0f}", hop.place, hop.role or "",
+                 hop.point, packet_summary(hop.packet), hop_detail(hop))
+        table.add_row(*(Text(c) for c in cells), style=style)   # Text: no markup in data
     return table
 
 
