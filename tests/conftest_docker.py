@@ -91,6 +91,15 @@ def stop_engine_checked(eng) -> None:
     assert not leftovers and not report.problems, (leftovers, report.problems)
 
 
+def serve_command(published: list[str]) -> list[str] | None:
+    """Serve each published TCP port with busybox httpd (busybox has no UDP server)."""
+    ports = sorted({p.split(":")[-1].split("/")[0] for p in published if p.endswith("/tcp")})
+    if not ports:
+        return None
+    starts = "; ".join(f"httpd -p {p} -h /" for p in ports)
+    return ["sh", "-c", f"{starts}; exec sleep 1d"]
+
+
 def build_scenario(eng) -> DockerScenario:
     client = eng.client()
     eng.swarm_init()
@@ -101,7 +110,6 @@ def build_scenario(eng) -> DockerScenario:
                                attachable=driver == "overlay",
                                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
     scenario = DockerScenario(eng)
-    from nettrace.docker.mirror import serve_command
     for name, nets, publish in SCENARIO_CONTAINERS:
         eng.run(name, nets, publish=publish, command=serve_command(publish))
         if nets[0][0] in ("host", "none"):

@@ -1,0 +1,109 @@
+"""`nettrace path --docker`: tracing through a real engine gives the same path as the lab.
+
+Each embedded lab is mirrored into a fresh private engine; the same flow is traced in both
+with the real tracer (eBPF + nft trace), and the paths must have the same shape (the
+sequence of (role, probe point) of request and reply) and the same verdict. Names differ
+(veth<id>, br-<id>, host names) and are not compared. Docker's firewall must be exactly as
+it was after tracing: rules are read, never changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytest_plugins = ["conftest_docker"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# lab, src, dst, proto, dport, expected verdict
+FLOWS = [
+    ("bridge", "c1", "c2", "icmp", None, "delivered"),
+    ("user-bridges", "c1", "c2", "icmp", None, "delivered"),
+    ("user-bridges", "c1", "10.20.0.2", "icmp", None, "dropped"),      # c3, other bridge
+    ("icc-off", "c1", "c2", "icmp", None, "dropped"),
+    ("internal", "c1", "c2", "icmp", None, "delivered"),
+    ("published-port", "c1", "web", "tcp", 80, "delivered"),
+    ("macvlan", "m1", "m2", "icmp", None, "delivered"),
+]
+
+
+# A lab's macvlan networks hang off the host's uplink (role uplink); Docker's here off a
+# veth end discovered as the network's parent (role macvlan-parent): the same hop.
+SAME_ROLE = {"uplink": "macvlan-parent"}
+
+
+def shape(path) -> list[tuple[str | None, str]]:
+    return [(SAME_ROLE.get(h.role, h.role), h.point) for h in path.hops]
+
+
+def trace(lab, src, dst, proto, dport):
+    """Trace twice and keep the second: the first may wait on ARP (neighbour resolution)."""
+    from nettrace.trace import Tracer
+    with Tracer(lab) as tr:
+        tr.path(src, dst, proto=proto, dport=dport)
+        return tr.path(src, dst, proto=proto, dport=dport)[0]
+
+
+def firewall_state(ns: str) -> tuple[str, str]:
+    """iptables rules and the whole nft ruleset (trace rules included), counters removed."""
+    import re
+    from nettrace.topology import netns
+    from nettrace.topology.firewall import dump
+    nft = netns.run(ns, ["nft", "list", "ruleset"]).stdout
+    return dump(ns), re.sub(r"counter packets \d+ bytes \d+", "counter", nft)
+
+
+@pytest.mark.parametrize("lab_name,src,dst,proto,dport,expected", FLOWS,
+                         ids=[f"{f[0]}:{f[1]}->{f[2]}/{f[3]}" for f in FLOWS])
+def test_same_path_shape_as_the_lab(lab_name, src, dst, proto, dport, expected, labs,
+                                    docker_engine):
+    from nettrace.docker.discover import discover
+    from nettrace.docker.mirror import mirror
+    from nettrace.trace.views import outcome
+    lab = labs(lab_name)
+    mirror(docker_engine, lab)
+    docker = discover(docker_engine.url)
+    before = firewall_state(docker_engine.netns)
+    in_lab = trace(lab, src, dst, proto, dport)
+    in_docker = trace(docker, src, dst, proto, dport)
+    assert outcome(in_lab) == expected, in_lab.verdict.line()
+    assert outcome(in_docker) == expected, in_docker.verdict.line()
+    assert in_docker.verdict.kind == in_lab.verdict.kind
+    assert shape(in_docker) == shape(in_lab)
+    assert bool(in_docker.reply) == bool(in_lab.reply)
+    if in_lab.reply:
+        assert shape(in_docker.reply) == shape(in_lab.reply)
+    if in_lab.verdict.rule:                      # dropped by a rule: the same rule
+        assert in_docker.verdict.rule is not None
+        assert (in_docker.verdict.rule.table, in_docker.verdict.rule.chain) == \
+            (in_lab.verdict.rule.table, in_lab.verdict.rule.chain)
+    # hops are named in Docker's terms: containers, and the engine's devices
+    places = {h.place for h in in_docker.hops}
+    assert f"{src}:eth0" in places
+    assert firewall_state(docker_engine.netns) == before
+
+
+def test_cli_path_through_docker(docker_scenario):
+    """`nettrace path --docker HOST SRC DST` as a user runs it, on the session engine."""
+    url = docker_scenario.engine.url
+    before = firewall_state(docker_scenario.engine.netns)
+    proc = run_cli("path", "--docker", url, "u1", "u2", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    paths = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    hops = paths[0]["hops"]
+    assert paths[0]["verdict"]["kind"] == "delivered"
+    assert [h["role"] for h in hops if h["point"] == "tp:net_dev_queue"][:1] == ["container"]
+    assert any(h["role"] == "bridge" for h in hops)
+    # ICC off: dropped, the CLI says so with exit code 1 (expected delivered)
+    proc = run_cli("path", "--docker", url, "n1", "n2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "dropped" in proc.stdout
+    # overlay through br0 of the network's sandbox
+    proc = run_cli("path", "--docker", url, "o1", "o2", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hops = json.loads(proc.stdout.splitlines()[0])["hops"]
+    assert {"ov-ovnet:br0", "o2:eth0"} <= {f"{h['sandbox']}:{h['device']}" for h in hops}
+    assert firewall_state(docker_scenario.engine.netns) == before
