@@ -49,8 +49,10 @@ def _progress(enabled: bool, what: str) -> Iterator:
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per frame (with its path), then one with the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+@click.option("-o", "--pcapng", "pcapng_out", type=click.Path(dir_okay=False),
+              help="Also write every traced path to this pcapng file (a packet per hop).")
 def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], layer: str,
-               timeout: float, as_json: bool, quiet: bool) -> None:
+               timeout: float, as_json: bool, quiet: bool, pcapng_out: str | None) -> None:
     """Inject every frame of CAPTURE (pcap or pcapng) into LAB and trace each one.
 
     \b
@@ -62,20 +64,32 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
     live = get_lab(lab)
     summary = ReplaySummary(capture, live.name, source)
     start = time.perf_counter()
+    writer = None
     try:
         with _progress(not as_json, f"replaying {capture}") as progress:
-            for result in replay(live, capture, source, rewrite=rewrites, layer=layer,
-                                 timeout=timeout, on_progress=progress, summary_out=summary):
+            frames = replay(live, capture, source, rewrite=rewrites, layer=layer,
+                            timeout=timeout, on_progress=progress, summary_out=summary)
+            if pcapng_out:
+                from nettrace.capture.pcapng import PcapngWriter
+                writer = PcapngWriter(pcapng_out, lab=live)
+            for result in frames:
+                if writer is not None:
+                    writer.write_path(result.path)
                 if as_json:
                     click.echo(json.dumps(result.to_dict()))
                 elif not quiet:
                     click.echo(f"{result.number:>6}  {result.packet}  ->  "
                                f"{result.path.verdict.line()}")
+    except BaseException as exc:
+        summary.error = summary.error or str(exc) or type(exc).__name__
+        raise
     finally:
         summary.seconds = time.perf_counter() - start
+        if writer is not None:
+            writer.close()
         if as_json:
             click.echo(json.dumps({"summary": summary.to_dict()}))
-        else:
+        elif summary.sent or summary.error is None:      # what was traced before an error
             for line in summary.lines():
                 click.echo(line, err=summary.error is not None)
 
@@ -111,7 +125,7 @@ def record_cmd(lab: str, expr: str, output: str, count: int | None,
             with Tracer(live) as tracer:
                 click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {output} "
                            f"(Ctrl-C to stop)", err=True)
-                for path in tracer.live(expr, stop):
+                for path in tracer.live(expr or None, stop):
                     writer.write_path(path)
                     written["paths"] += 1
                     if stop():

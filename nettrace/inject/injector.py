@@ -14,8 +14,6 @@ import socket
 from nettrace.errors import NettraceError
 from nettrace.topology import netns
 
-ETH_P_ALL = 0x0003
-
 
 class NoRoute(NettraceError):
     """The sending namespace has no route (or neighbour) for the destination."""
@@ -42,7 +40,9 @@ def send_l2(ns: str, ifname: str, frame: bytes | object) -> None:
     """Send an Ethernet frame out of interface `ifname` in namespace `ns`."""
     data = bytes(frame)
     with netns.entered(ns):
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as s:
+        # protocol 0: a send-only socket. With ETH_P_ALL it would also queue every frame
+        # it sees (the reply too), and closing it purges that queue: a spurious drop.
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
             try:
                 s.bind((ifname, 0))
                 s.send(data)

@@ -29,9 +29,9 @@ def verdict(hops: list[Hop], *, arp_target_ns: str | None = None,
                 "tp:netif_receive_skb", "tc:ingress", "tp:netif_rx"):
             delivered_at = i if delivered_at is None else delivered_at
         if hop.point == "drop":
-            if delivered_at is not None and hops[delivered_at].netns == hop.netns and \
-                    hop.drop_reason in AFTER_DELIVERY:
-                continue
+            if delivered_at is not None and (hop.skb != hops[delivered_at].skb or (
+                    hops[delivered_at].netns == hop.netns and hop.drop_reason in AFTER_DELIVERY)):
+                continue                 # a copy dropped after delivery, or no socket waiting
             reason = hop.drop_reason or "dropped"
             if hop.location:
                 reason = f"{reason} at {hop.location}"
@@ -64,10 +64,15 @@ def attach_rules(hops: list[Hop], rules: dict[tuple[str, str], list[NfRule]]) ->
 
 
 def device_sequence(path: Path) -> list[str]:
-    """Places of the device hops in order, each once per crossing: c1:eth0, host:vethX..."""
+    """Devices crossed, in order, once per crossing: c1:eth0, host:vethX, host:docker0...
+
+    Bridges have no receive event of their own (the bridge runs inside the port's
+    receive): they appear through the netfilter hops br_netfilter runs on them.
+    """
     out: list[str] = []
     for hop in path.hops:
-        if hop.point.startswith(("tp:", "tc:")) and hop.device:
+        bridge_nf = hop.point.startswith("nf:") and hop.role == "bridge"
+        if (hop.point.startswith(("tp:", "tc:")) or bridge_nf) and hop.device:
             if not out or out[-1] != hop.place:
                 out.append(hop.place)
     return out

@@ -10,6 +10,7 @@ is a link fd we own; `close()` detaches all of them.
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
 from nettrace.trace.events import TRACEPOINTS, Event, Point, decode
 
 RINGBUF_PAGES = 1024                 # 4 MiB: ~20k events of backlog
+NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
 OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
 
 
@@ -113,18 +115,28 @@ class Probes:
                                      + self.status["tp:kfree_skb"].reason)
 
     def attach_netns(self, ns: str | None) -> None:
-        """Netfilter first/last on every IPv4 and IPv6 hook of namespace `ns`."""
+        """Netfilter first/last on every IPv4 and IPv6 hook of namespace `ns`.
+
+        A priority holds one program per hook: when another tracer (the TUI, a second
+        `nettrace path`) already sits at the edge, take the next free priority inward.
+        """
         errors = []
         for pf in (links.PF_INET, links.PF_INET6):
             for hook in range(5):
-                for prog, prio in (("nf_first", links.NF_PRIO_FIRST), ("nf_last", links.NF_PRIO_LAST)):
+                for prog, prio, step in (("nf_first", links.NF_PRIO_FIRST, 1),
+                                         ("nf_last", links.NF_PRIO_LAST, -1)):
                     key = ("nf", ns, pf, hook, prog)
                     if key in self._links:
                         continue
-                    try:
-                        self._links[key] = links.netfilter(self.prog_fds[prog], ns, pf, hook, prio)
-                    except OSError as exc:
-                        errors.append(str(exc))
+                    for attempt in range(NF_PRIO_TRIES):
+                        try:
+                            self._links[key] = links.netfilter(self.prog_fds[prog], ns, pf, hook,
+                                                               prio + step * attempt)
+                            break
+                        except OSError as exc:
+                            if exc.errno != errno.EBUSY or attempt == NF_PRIO_TRIES - 1:
+                                errors.append(str(exc))
+                                break
         name = "nf:first/last"
         if errors:
             self.status[name] = ProbeStatus(name, False, errors[0])
@@ -160,23 +172,23 @@ class Probes:
     # -- maps -----------------------------------------------------------------------------
     def configure(self, *, live: bool, netns_filter: bool, proto: int = 0, port: int = 0,
                   host: int = 0, src: int = 0, dst: int = 0) -> None:
-        conf = self.bpf["nt_conf"]
+        conf = self.bpf[b"nt_conf"]
         leaf = conf.Leaf(live, netns_filter, proto, port, host, src, dst)
         conf[ct.c_int(0)] = leaf
 
     def watch_namespaces(self, inodes: Iterable[int]) -> None:
-        nset = self.bpf["netns_set"]
+        nset = self.bpf[b"netns_set"]
         for inode in inodes:
             nset[nset.Key(inode)] = nset.Leaf(1)
 
     def watch_keys(self, keys: Iterable[tuple[int, int, int]], trace_id: int) -> None:
         """Add (kind, proto, value) fingerprint keys that map to `trace_id`."""
-        watch = self.bpf["watch"]
+        watch = self.bpf[b"watch"]
         for kind, proto, val in keys:
             watch[watch.Key(kind, proto, 0, val)] = watch.Leaf(trace_id)
 
     def unwatch_keys(self, keys: Iterable[tuple[int, int, int]]) -> None:
-        watch = self.bpf["watch"]
+        watch = self.bpf[b"watch"]
         for kind, proto, val in keys:
             try:
                 del watch[watch.Key(kind, proto, 0, val)]
@@ -185,13 +197,13 @@ class Probes:
 
     @property
     def events_lost(self) -> int:
-        lost = self.bpf["lost"]
+        lost = self.bpf[b"lost"]
         return sum(lost.getvalue(lost.Key(0)))
 
     # -- events ---------------------------------------------------------------------------
     def _on_event(self, _ctx, data, _size) -> None:
         if self._callback is not None:
-            self._callback(decode(self.bpf["events"].event(data)))
+            self._callback(decode(self.bpf[b"events"].event(data)))
 
     def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> None:
         """Deliver pending events to `callback`, waiting up to `timeout_ms` for the first."""
