@@ -88,7 +88,7 @@ class Probes:
             "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
         }
         self.compile_seconds = time.monotonic() - t0
-        b["events"].open_ring_buffer(self._on_event)
+        b[b"events"].open_ring_buffer(self._on_event)
         self._check_optional()
 
     def prog_ids(self) -> list[int]:
