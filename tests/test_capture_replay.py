@@ -130,6 +130,20 @@ def test_replay_rewrites_a_foreign_capture(tmp_path, bridge):
     assert "--rewrite 10.1.2.9=c9: no container, client or host named 'c9'" in proc.stderr
 
 
+def test_progress_bar_only_on_a_terminal(bridge):
+    """Under `script` (a pseudo-terminal) the bar is drawn on stderr; piped, it is not."""
+    cap = os.path.join(os.path.dirname(os.path.dirname(__file__)), "captures", "bridge-ping.pcap")
+    cmd = f"{NETTRACE} replay {bridge.name} {cap} --from c1 -q"
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                         timeout=120)
+    assert tty.returncode == 0, tty.stdout
+    assert f"replaying {cap}" in tty.stdout and "100%" in tty.stdout
+    assert "sent      2" in tty.stdout
+    piped = run_cli("replay", bridge.name, cap, "--from", "c1", "-q")
+    assert piped.returncode == 0 and "replaying" not in piped.stdout + piped.stderr
+    assert "frames/s once the tracer was up" in piped.stdout
+
+
 def test_replay_text_summary_counts_drops_by_place(tmp_path, make_lab):
     lab = make_lab("user-bridges", name="cap-ub")
     c1 = lab.sandbox("c1").endpoints[0]

@@ -10,6 +10,7 @@ frame; every frame traced before it has already been handed to the caller.
 from __future__ import annotations
 
 import errno
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -54,7 +55,8 @@ class ReplaySummary:
     lost: int = 0
     events_lost: int = 0
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0          # wall time of the whole replay, tracer start-up included
+    trace_seconds: float = 0.0    # from the first frame sent to the last path traced
 
     def add(self, result: FrameResult) -> None:
         self.sent += 1
@@ -77,8 +79,12 @@ class ReplaySummary:
         return sum(self.dropped.values())
 
     def lines(self) -> list[str]:
-        rate = f" in {self.seconds:.2f} s ({self.sent / self.seconds:.0f} frames/s)" \
-            if self.seconds > 0 and self.sent else ""
+        rate = ""
+        if self.seconds > 0:
+            rate = f" in {self.seconds:.2f} s"
+        if self.trace_seconds > 0 and self.sent:
+            rate += (f" ({self.sent / self.trace_seconds:.1f} frames/s once the tracer was up, "
+                     f"after {self.seconds - self.trace_seconds:.2f} s of start-up)")
         out = [f"replayed {self.capture} into lab {self.lab} from {self.source}{rate}",
                f"  sent      {self.sent}",
                f"  delivered {self.delivered}",
@@ -96,7 +102,7 @@ class ReplaySummary:
                 "dropped_by": [{"where": p, "reason": r, "frames": n}
                                for (p, r), n in sorted(self.dropped.items())],
                 "lost": self.lost, "events_lost": self.events_lost, "error": self.error,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "trace_seconds": round(self.trace_seconds, 3)}
 
 
 class RouteCheck:
@@ -145,6 +151,7 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
         if own_tracer:
             from nettrace.trace import Tracer
             tracer = Tracer(lab).__enter__()
+        started = time.perf_counter()
         for frame in reader:
             payload = link_payload(frame, capture)
             send_layer = payload.layer if layer == "auto" else layer
@@ -165,6 +172,7 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
                                        timeout=timeout)
             result = FrameResult(frame.number, summary(pkt), send_layer, path)
             summ.add(result)
+            summ.trace_seconds = time.perf_counter() - started
             if on_progress:
                 on_progress(reader.position, reader.size)
             yield result
