@@ -33,8 +33,7 @@ def mirror(engine, lab: Lab, host: str | None = None) -> None:
             # which the lab's overlay may ask for: a lab has no ingress, so remove it.
             for net in client.networks.list(names=["ingress"]):
                 if net.name == "ingress":
-                    net.remove()
-                    _wait_gone(client, "ingress")
+                    _remove_ingress(engine, client, net)
         done: set[str] = set()
         for net in lab.networks:
             if net.name in IMPLICIT_NETWORKS or net.name in done:
@@ -62,13 +61,42 @@ def mirror(engine, lab: Lab, host: str | None = None) -> None:
         client.close()
 
 
-def _wait_gone(client, name: str, timeout: float = 10.0) -> None:
+def _remove_ingress(engine, client, net, timeout: float = 15.0) -> None:
+    """Remove the swarm's ingress network and wait until its VXLAN (VNI 4096) is really gone.
+
+    swarm init builds ingress asynchronously; removing it half-built leaves the build racing
+    the removal, and until the kernel has released its vxlan's UDP socket a new overlay
+    with VNI 4096 fails ("error creating vxlan interface: file exists", then a 20 s timeout).
+    """
+    import os
+    from nettrace.docker.discover import OVERLAY_SANDBOX_PREFIX, is_netns
+    sandboxes = [os.path.join(engine.exec_root, "netns", key)
+                 for key in ("ingress_sbox", OVERLAY_SANDBOX_PREFIX + net.id[:10])]
+    _wait_until(lambda: all(is_netns(p) for p in sandboxes), timeout, "ingress to be built")
+    net.remove()
+    _wait_until(lambda: not client.networks.list(names=["ingress"]), timeout,
+                "ingress to be removed")
+    _wait_until(lambda: not any(is_netns(p) for p in sandboxes), timeout,
+                "ingress sandboxes to be removed")
+    _wait_until(lambda: not _vxlan_socket(engine.netns), timeout, "ingress VXLAN socket to close")
+
+
+def _vxlan_socket(ns: str, port: int = 4789) -> bool:
+    """A UDP socket on the VXLAN port in namespace `ns` (the kernel's, owned by a vxlan)."""
+    from nettrace.topology import netns
+    with netns.entered(ns):
+        with open("/proc/net/udp") as f:
+            next(f)
+            return any(int(line.split()[1].split(":")[1], 16) == port for line in f)
+
+
+def _wait_until(ready, timeout: float, what: str) -> None:
     import time
     deadline = time.monotonic() + timeout
-    while any(n.name == name for n in client.networks.list(names=[name])):
+    while not ready():
         if time.monotonic() > deadline:
-            raise NettraceError(f"Docker did not remove network {name} within {timeout:.0f} s")
-        time.sleep(0.1)
+            raise NettraceError(f"Docker: timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def _create_network(engine, client, net: Network) -> None:
