@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
 
@@ -112,6 +113,32 @@ def test_replay_json_summary_and_pcapng_checked_by_tshark(tmp_path, bridge):
         assert all(r[1:3] == ["172.17.0.2", "172.17.0.3"] for r in requests)
         assert all(r[1:3] == ["172.17.0.3", "172.17.0.2"] for r in replies)
         assert any(" reply: " in r[4] for r in replies)
+
+
+def _sll(l3: bytes) -> bytes:
+    return struct.pack("!HHH8sH", 4, 1, 6, bytes.fromhex("02420a0a0a05") + b"\0\0", 0x0800) + l3
+
+
+def _sll2(l3: bytes) -> bytes:
+    return struct.pack("!HHIHBB8s", 0x0800, 0, 2, 1, 4, 6,
+                       bytes.fromhex("02420a0a0a05") + b"\0\0") + l3
+
+
+@pytest.mark.parametrize("kind", ["pcapng-raw-ip", "pcap-sll", "pcap-sll2"])
+def test_replay_reads_every_link_type(tmp_path, bridge, kind):
+    """Captures taken on `any` (cooked) or on a tunnel (raw IP) replay like Ethernet ones."""
+    l3 = [ping_frame("172.17.0.2", "172.17.0.3", i)[14:] for i in (1, 2)]
+    path = str(tmp_path / kind)
+    if kind == "pcapng-raw-ip":
+        from scapy.utils import wrpcapng
+        wrpcapng(path, [IP(b) for b in l3])
+    else:
+        wrap, linktype = (_sll, 113) if kind == "pcap-sll" else (_sll2, 276)
+        write_pcap(path, ((i, wrap(b)) for i, b in enumerate(l3)), linktype=linktype)
+    proc = run_cli("replay", bridge.name, path, "--from", "c1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])["summary"]
+    assert (summary["sent"], summary["delivered"]) == (2, 2)
 
 
 def test_replay_rewrites_a_foreign_capture(tmp_path, bridge):
