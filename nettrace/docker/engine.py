@@ -390,11 +390,18 @@ def _alive(pid: int, root: str) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return state != "Z" and root.encode() in cmdline
+    return _state(pid) not in (None, "Z") and root.encode() in cmdline
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter (R, S, Z...), None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _pids_mentioning(root: str, exclude: set[int]) -> list[int]:
@@ -420,11 +427,8 @@ def _terminate(pid: int, timeout: float) -> int:
             if done:
                 return 1
         except ChildProcessError:
-            if not os.path.exists(f"/proc/{pid}"):
+            if _state(pid) in (None, "Z"):     # gone, or a zombie its parent will reap
                 return 1
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return 1
         if time.monotonic() > deadline and not killed:
             os.kill(pid, signal.SIGKILL)
             killed = True
