@@ -10,15 +10,16 @@ names, and no device names derived from the lab's name (a veth host end is writt
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from nettrace.capture.pcapng import hop_device, hop_owner
+from nettrace.capture.naming import hop_device, hop_owner, rule_text
 from nettrace.errors import SpecError
-from nettrace.trace.model import Hop, NfRule, Path
+from nettrace.trace.model import Hop, Path
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -57,15 +58,6 @@ class Aliases:
         return self._re.sub(lambda m: self.names[m.group(1)], text)
 
 
-def rule_text(rule: NfRule, alias: Aliases) -> str:
-    text = f"{rule.family} {rule.table} {rule.chain}"
-    if rule.rule:
-        text += f": {alias(rule.rule)}"
-    if rule.verdict:
-        text += f" -> {rule.verdict}"
-    return text
-
-
 def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
     """One stable line per hop: who, where, what the kernel did."""
     text = f"{hop_owner(hop, lab)}:{alias(hop_device(hop))} {hop.point}"
@@ -85,15 +77,11 @@ _CODE_LOCATION = re.compile(r" at [\w.]+\+0x[0-9a-f]+")
 
 
 def verdict_signature(path: Path, alias: Aliases) -> str:
+    """The verdict as `Verdict.line()` says it, with stable names and no code offsets."""
     v = path.verdict
-    text = v.kind
-    if v.where:
-        text += f" at {alias(v.where)}"
-    if v.reason:
-        text += f" ({_CODE_LOCATION.sub('', v.reason)})"
-    if v.rule:
-        text += f" by {rule_text(v.rule, alias)}"
-    return text
+    return dataclasses.replace(
+        v, where=alias(v.where), reason=_CODE_LOCATION.sub("", v.reason) if v.reason else None,
+        rule=dataclasses.replace(v.rule, rule=alias(v.rule.rule)) if v.rule else None).line()
 
 
 @dataclass

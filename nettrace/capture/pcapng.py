@@ -13,6 +13,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, BinaryIO, Iterable
 
+from nettrace.capture.naming import hop_device, hop_owner, owner_name, rule_text
 from nettrace.capture.reader import LINKTYPE_ETHERNET
 from nettrace.trace.model import Hop, Path
 
@@ -57,35 +58,6 @@ def is_l3(frame: bytes) -> bool:
     return False
 
 
-def owner_name(sandbox: str | None, host: str | None, lab: "Lab | None") -> str | None:
-    """A container or client by name; a per-host sandbox (an overlay network's, present on
-    every host under one name) as `sandbox@host`; else the Docker host."""
-    if sandbox:
-        if lab is not None and host and sandbox not in lab.sandboxes \
-                and sandbox not in lab.clients:
-            return f"{sandbox}@{host}"
-        return sandbox
-    return host
-
-
-def hop_owner(hop: Hop, lab: "Lab | None" = None) -> str:
-    """Who a hop belongs to: the container, client or host (the underlay switch otherwise).
-
-    What the hop lacks is taken from the lab's record of the hop's namespace."""
-    sandbox, host = hop.sandbox, hop.host
-    if lab is not None and hop.netns and not (sandbox and host):
-        if hop.netns == lab.underlay_netns:
-            return "underlay"
-        known = next((i for i in lab.interfaces if i.netns == hop.netns), None)
-        if known is not None:
-            sandbox, host = sandbox or known.sandbox, host or known.host
-    return owner_name(sandbox, host, lab) or hop.netns or "?"
-
-
-def hop_device(hop: Hop) -> str:
-    return hop.device or hop.in_dev or hop.out_dev or "-"
-
-
 def hop_comment(hop: Hop, index: int, count: int, path: Path, synthetic_l2: bool,
                 reused: bool) -> str:
     """The hop in words, for Wireshark's packet comment."""
@@ -97,13 +69,7 @@ def hop_comment(hop: Hop, index: int, count: int, path: Path, synthetic_l2: bool
     if hop.verdict:
         parts.append(f"verdict={hop.verdict}")
     if hop.rule:
-        r = hop.rule
-        text = f"rule={r.family} {r.table} {r.chain}"
-        if r.rule:
-            text += f": {r.rule}"
-        if r.verdict:
-            text += f" -> {r.verdict}"
-        parts.append(text)
+        parts.append(f"rule={rule_text(hop.rule)}")
     if hop.drop_reason:
         parts.append(f"drop_reason={hop.drop_reason}")
     if hop.location:

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from nettrace.errors import EnvironmentProblem, NettraceError
+from nettrace.inject.fingerprint import K_ARP
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
 from nettrace.trace.events import TRACEPOINTS, Event, Point, decode
 
 RINGBUF_PAGES = 1024                 # 4 MiB: ~20k events of backlog
 NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
+ALL_PROTOS = 0xFFFFFFFF
 OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
 
 
@@ -66,6 +68,8 @@ class Probes:
         self._links: dict[tuple, int] = {}       # (kind, ns, ...) -> link fd
         self._lock = threading.Lock()
         self._callback: Callable[[Event], None] | None = None
+        self._conf: dict = dict(live=live, netns_filter=True, proto=0, port=0, host=0, src=0, dst=0)
+        self._watched: dict[tuple[int, int, int], int] = {}
         self.compile_seconds = 0.0
 
     # -- building -----------------------------------------------------------------------
@@ -172,9 +176,27 @@ class Probes:
     # -- maps -----------------------------------------------------------------------------
     def configure(self, *, live: bool, netns_filter: bool, proto: int = 0, port: int = 0,
                   host: int = 0, src: int = 0, dst: int = 0) -> None:
+        """Set the kernel filter: watched fingerprints, or the live expression's fields."""
+        self._conf = dict(live=live, netns_filter=netns_filter, proto=proto, port=port, host=host,
+                          src=src, dst=dst)
+        self._write_conf()
+
+    def _proto_mask(self) -> int:
+        """IP protocols (bit n) and ARP (bit 0) a packet must have to be looked at."""
+        if self._conf.get("live"):
+            proto = self._conf["proto"]
+            return ALL_PROTOS if not proto else 1 if proto == 0x0806 else 1 << proto
+        mask = 0
+        for (kind, proto, _val) in self._watched:
+            # an IP fingerprint's answer may be an ICMP error: always look at ICMP too
+            mask |= 1 if kind == K_ARP else (1 << proto) | (1 << 1)
+        return mask
+
+    def _write_conf(self) -> None:
         conf = self.bpf[b"nt_conf"]
-        leaf = conf.Leaf(live, netns_filter, proto, port, host, src, dst)
-        conf[ct.c_int(0)] = leaf
+        c = self._conf
+        conf[ct.c_int(0)] = conf.Leaf(c["live"], c["netns_filter"], c["proto"], c["port"],
+                                      c["host"], c["src"], c["dst"], self._proto_mask())
 
     def watch_namespaces(self, inodes: Iterable[int]) -> None:
         nset = self.bpf[b"netns_set"]
@@ -186,14 +208,18 @@ class Probes:
         watch = self.bpf[b"watch"]
         for kind, proto, val in keys:
             watch[watch.Key(kind, proto, 0, val)] = watch.Leaf(trace_id)
+            self._watched[(kind, proto, val)] = trace_id
+        self._write_conf()
 
     def unwatch_keys(self, keys: Iterable[tuple[int, int, int]]) -> None:
         watch = self.bpf[b"watch"]
         for kind, proto, val in keys:
+            self._watched.pop((kind, proto, val), None)
             try:
                 del watch[watch.Key(kind, proto, 0, val)]
             except KeyError:
                 pass
+        self._write_conf()
 
     @property
     def events_lost(self) -> int:

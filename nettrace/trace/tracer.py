@@ -35,6 +35,8 @@ from nettrace.trace.tracking import REPLY, REQUEST, PacketTrack, build_hops
 Progress = Callable[[str], None]
 QUIET_S = 0.02           # a path is complete when terminal and no event came for this long
 UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error sends one
+NFT_WAIT_S = 0.03         # for nft trace lines of an accepted packet
+NFT_DROP_WAIT_S = 0.5     # for the rule that dropped it: worth waiting for
 
 
 class Tracer:
@@ -246,11 +248,12 @@ class Tracer:
                     now - last_event >= UDP_REPLY_GRACE_S:
                 break
         lines = []
-        if self.nft:
-            wait_until = time.monotonic() + 0.05
-            while time.monotonic() < wait_until:
+        if self.nft:                      # `nft monitor` prints a little after the fact
+            dropped = path.verdict.kind == DROPPED
+            wait_until = time.monotonic() + (NFT_DROP_WAIT_S if dropped else NFT_WAIT_S)
+            while True:
                 lines = self.nft.take(since)
-                if _has_verdicts(lines, path):
+                if _has_verdicts(lines, path, fp.ip_id) or time.monotonic() >= wait_until:
                     break
                 time.sleep(0.005)
         return self._assemble(track, fp, src, dst, dst_ns, lines)
@@ -343,14 +346,15 @@ def _complete(path: Path, fp: Fingerprint) -> bool:
     return path.reply is not None and path.reply.verdict.kind in (DELIVERED, DROPPED)
 
 
-def _has_verdicts(lines, path: Path) -> bool:
-    """Whether the nft trace lines for every firewall hop of the path have come in."""
+def _has_verdicts(lines, path: Path, ip_id: int | None) -> bool:
+    """Whether nft trace lines name a rule for every netfilter hop that dropped the packet
+    (the rule is what the user needs there); any line at all is enough otherwise."""
     needed = {(h.netns, h.hook) for h in path.hops if h.point.startswith("nf:") and
               h.verdict in ("drop", "stolen")}
     if not needed:
         return bool(lines) or not path.hops
-    have = {(tl.netns, tl.chain) for tl in lines}
-    return len(have) >= len(needed)
+    found = rules_by_hook(lines, {ip_id} if ip_id is not None else set())
+    return all(any(r.verdict == "drop" for r in found.get(key, [])) for key in needed)
 
 
 def _first_netns(hops) -> str | None:

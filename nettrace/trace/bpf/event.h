@@ -41,6 +41,8 @@ struct nt_config {
     u32 host;                   /* live: source or destination IPv4 (host order) */
     u32 src;
     u32 dst;
+    u32 proto_mask;             /* IP protocols that can match (bit n: protocol n; bit 0: ARP);
+                                 * 0: nothing is watched, ~0: everything may match */
 };
 
 struct nt_event {

@@ -107,7 +107,8 @@ static __always_inline u32 match_arp(const u8 *h, u32 off)
 }
 
 #if NT_LIVE
-static __always_inline int live_match(const u8 *h, u32 off, u32 ethertype, struct nt_config *c)
+static __always_inline int live_match(const u8 *h, u32 off, u32 ethertype,
+                                      const struct nt_config *c)
 {
     u32 s, d, proto, l4;
     if (ethertype == ETH_P_ARP) {
@@ -160,12 +161,9 @@ static __always_inline u32 vxlan_inner(const u8 *h, u32 off, u32 ethertype)
 /* Decide whether the copied headers are interesting; sets ev->trace_id. Two passes:
  * the packet, then the Ethernet frame inside it when it is VXLAN. NT_LIVE selects the
  * build: watched fingerprints (default) or the live expression (`nettrace trace`). */
-static __always_inline int want(struct nt_event *ev)
+static __always_inline int want(struct nt_event *ev, const struct nt_config *c)
 {
-    u32 key = 0, off = ev->l2 ? ETH_HLEN : 0, et = ev->ethertype, inner;
-    struct nt_config *c = nt_conf.lookup(&key);
-    if (!c)
-        return 0;
+    u32 off = ev->l2 ? ETH_HLEN : 0, et = ev->ethertype, inner;
     if (c->netns_filter && (ev->netns || NT_LIVE)) {   /* live: never an unknown netns */
         u32 ns = ev->netns;
         if (!netns_set.lookup(&ns))
@@ -217,32 +215,68 @@ static __always_inline u32 dev_ifindex(struct net_device *dev)
     return ifindex;
 }
 
-/* Copy the skb's headers: from the MAC header when set and `l2` is asked for, else from
- * the network header. */
-static __always_inline void read_skb(struct sk_buff *skb, struct nt_event *ev, int l2)
+#define NT_PEEK_LEN 40            /* Ethernet + IPv4 header + ports: enough for worth() */
+
+/* First look, before copying anything: can this packet match at all? Packets of a
+ * protocol no fingerprint (or expression) mentions stop here, after 4 small reads. */
+static __always_inline int worth(const struct nt_config *c, const u8 *h, u32 l2, u32 ethertype)
 {
-    unsigned char *head = NULL;
+    u32 off = l2 ? ETH_HLEN : 0, mask = c->proto_mask, proto;
+    if (mask == 0xffffffff)
+        return 1;
+    if (!mask)
+        return 0;
+    if (l2)
+        ethertype = ((u32)h[12] << 8) | h[13];
+    if (ethertype == 0)                     /* an AF_PACKET frame not yet typed: look closer */
+        return 1;
+    if (ethertype == ETH_P_ARP)
+        return mask & 1;
+    if (ethertype != ETH_P_IP)
+        return 0;
+    proto = h[off + 9];
+    if (proto == IPPROTO_UDP && (((u32)h[off + 22] << 8) | h[off + 23]) == NT_VXLAN_PORT)
+        return 1;                           /* VXLAN: the inner packet decides */
+    return proto < 32 && (mask >> proto) & 1;
+}
+
+/* Copy the skb's headers: from the MAC header when set and `l2` is asked for, else from
+ * the network header. Returns 0 when worth() says the packet cannot match. */
+static __always_inline int read_skb(struct sk_buff *skb, struct nt_event *ev, int l2,
+                                    const struct nt_config *c)
+{
+    unsigned char *head = NULL, *start;
     u16 mac = 0xffff, net = 0, proto = 0;
     u32 tail = 0;
+    u8 peek[NT_PEEK_LEN] = {};
+
     bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
     bpf_probe_read_kernel(&mac, sizeof(mac), &skb->mac_header);
     bpf_probe_read_kernel(&net, sizeof(net), &skb->network_header);
-    bpf_probe_read_kernel(&ev->len, sizeof(ev->len), &skb->len);
     bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
+    ev->l2 = l2 && mac != 0xffff;
+    start = head + (ev->l2 ? mac : net);
+    if (!ev->ethertype)
+        ev->ethertype = ntohs(proto);
+    bpf_probe_read_kernel(peek, sizeof(peek), start);
+    if (!worth(c, peek, ev->l2, ev->ethertype))
+        return 0;
+    bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, start);
+    bpf_probe_read_kernel(&ev->len, sizeof(ev->len), &skb->len);
     bpf_probe_read_kernel(&tail, sizeof(tail), &skb->tail);
     ev->skb = (u64)skb;
-    ev->ethertype = ntohs(proto);
-    if (l2 && mac != 0xffff) {
-        ev->l2 = 1;
-        bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + mac);
+    if (ev->l2)
         ev->ethertype = be16_at(ev->hdr, 12);
-        ev->hdr_len = tail > mac ? tail - mac : 0;
-    } else {
-        bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, head + net);
-        ev->hdr_len = tail > net ? tail - net : 0;
-    }
+    ev->hdr_len = tail > (u32)(start - head) ? tail - (u32)(start - head) : 0;
     if (ev->hdr_len > NT_HDR_LEN)
         ev->hdr_len = NT_HDR_LEN;
+    return 1;
+}
+
+static __always_inline struct nt_config *get_config(void)
+{
+    u32 key = 0;
+    return nt_conf.lookup(&key);
 }
 
 static __always_inline void emit(struct nt_event *ev)
@@ -259,7 +293,10 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
                                   u64 location, u32 reason)
 {
     struct nt_event ev = {};
-    if (!skb)
+    struct nt_config *c = get_config();
+    if (!skb || !c)
+        return 0;
+    if (!read_skb(skb, &ev, 1, c))
         return 0;
     if (!dev)
         bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
@@ -274,12 +311,11 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
         if (net)
             bpf_probe_read_kernel(&ev.netns, sizeof(ev.netns), &net->ns.inum);
     }
+    if (!want(&ev, c))
+        return 0;
     ev.ifindex = dev_ifindex(dev);
     ev.location = location;
     ev.reason = reason;
-    read_skb(skb, &ev, 1);
-    if (!want(&ev))
-        return 0;
     ev.ts_ns = bpf_ktime_get_ns();
     emit(&ev);
     return 0;
@@ -320,26 +356,28 @@ static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
     struct net_device *in = NULL, *out = NULL;
     struct net *net = NULL;
     struct nt_event ev = {};
+    struct nt_config *c = get_config();
 
     bpf_probe_read_kernel(&st, sizeof(st), &ctx->state);
     bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->skb);
-    if (!st || !skb)
+    if (!st || !skb || !c)
         return NF_ACCEPT;
-    bpf_probe_read_kernel(&ev.hook, 1, &st->hook);
     bpf_probe_read_kernel(&ev.pf, 1, &st->pf);
-    bpf_probe_read_kernel(&in, sizeof(in), &st->in);
-    bpf_probe_read_kernel(&out, sizeof(out), &st->out);
+    ev.ethertype = ev.pf == 10 ? ETH_P_IPV6 : ETH_P_IP;
+    if (!read_skb(skb, &ev, 0, c))
+        return NF_ACCEPT;
     bpf_probe_read_kernel(&net, sizeof(net), &st->net);
     if (net)
         bpf_probe_read_kernel(&ev.netns, sizeof(ev.netns), &net->ns.inum);
+    if (!want(&ev, c))
+        return NF_ACCEPT;
+    bpf_probe_read_kernel(&ev.hook, 1, &st->hook);
+    bpf_probe_read_kernel(&in, sizeof(in), &st->in);
+    bpf_probe_read_kernel(&out, sizeof(out), &st->out);
     ev.point = point;
     ev.in_ifindex = dev_ifindex(in);
     ev.out_ifindex = dev_ifindex(out);
     ev.ifindex = ev.out_ifindex ? ev.out_ifindex : ev.in_ifindex;
-    read_skb(skb, &ev, 0);
-    ev.ethertype = ev.pf == 10 ? ETH_P_IPV6 : ETH_P_IP;
-    if (!want(&ev))
-        return NF_ACCEPT;
     ev.ts_ns = bpf_ktime_get_ns();
     emit(&ev);
     return NF_ACCEPT;
@@ -355,37 +393,12 @@ int nf_last(struct bpf_nf_ctx *ctx)
     return on_nf(ctx, NT_P_NF_LAST);
 }
 
+/* The tc context is the kernel's sk_buff (__sk_buff is only the verifier's view of it).
+ * bcc cannot call bpf_cast_to_kern_ctx, but probe reads through the context address see
+ * the same skb the tracepoints see: one code path for both. */
 static __always_inline int on_tc(struct __sk_buff *ctx, u8 point)
 {
-    struct nt_event ev = {};
-    u32 n = ctx->len;
-    ev.point = point;
-    ev.ifindex = ctx->ifindex;
-    ev.len = n;
-    ev.l2 = 1;
-    {
-        /* The tc context is the kernel's sk_buff (__sk_buff is only the verifier's view of
-         * it). bcc cannot call bpf_cast_to_kern_ctx, but a probe read through the context
-         * address gives the same skb pointer the tracepoints see, and its device. */
-        struct sk_buff *kskb = (struct sk_buff *)(long)ctx;
-        struct net_device *dev = NULL;
-        ev.skb = (u64)(long)ctx;
-        bpf_probe_read_kernel(&dev, sizeof(dev), &kskb->dev);
-        ev.netns = dev_netns(dev);
-    }
-    if (n > NT_HDR_LEN)
-        n = NT_HDR_LEN;
-    if (n < ETH_HLEN)
-        return -1;
-    n = nt_mask(n - 1) + 1;         /* 1..NT_HDR_LEN, provably */
-    if (bpf_skb_load_bytes(ctx, 0, ev.hdr, n))
-        return -1;
-    ev.hdr_len = n;
-    ev.ethertype = be16_at(ev.hdr, 12);
-    if (!want(&ev))
-        return -1;
-    ev.ts_ns = bpf_ktime_get_ns();
-    emit(&ev);
+    on_skb((struct sk_buff *)(long)ctx, NULL, point, 0, 0);
     return -1;                  /* TCX_NEXT: let other programs decide */
 }
 
