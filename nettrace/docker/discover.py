@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from nettrace.errors import NettraceError
+from nettrace.errors import NettraceError, require_root
 from nettrace.topology import netns
 from nettrace.topology.model import (Endpoint, Host, Interface, Lab, Network, Role, Sandbox,
                                      Scope)
@@ -227,6 +227,7 @@ def _named_netns(pid: int) -> tuple[str, str | None]:
 
 def discover(host: str | None = None) -> Lab:
     """The CNM view of the live engine at `host` (DOCKER_HOST or the local socket)."""
+    require_root("discovering a Docker engine (its namespaces are read with setns)")
     url = docker_url(host)
     client = _client(url)
     try:
