@@ -229,15 +229,9 @@ def test_bad_files_fail_before_tracing(tmp_path, bridge):
 def test_record_writes_paths_until_count(tmp_path, bridge):
     from nettrace.topology import netns
     out = str(tmp_path / "rec.pcapng")
-    proc = subprocess.Popen([NETTRACE, "record", bridge.name, "icmp", "-o", out, "--count", "1",
-                             "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = _start_record(bridge.name, "icmp", "-o", out, "--count", "1", "--duration", "60")
+    deadline = time.monotonic() + 60
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while "recording" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "record exited before recording"
         while proc.poll() is None and time.monotonic() < deadline:   # until it has one path
             netns.run(bridge.sandbox("c1").netns, ["ping", "-c1", "-W1",
                                                    bridge.sandbox("c2").ip()], check=False)
@@ -257,14 +251,8 @@ def test_record_writes_paths_until_count(tmp_path, bridge):
 
 def test_record_stops_on_ctrl_c_with_a_valid_file(tmp_path, bridge):
     out = str(tmp_path / "empty.pcapng")
-    proc = subprocess.Popen([NETTRACE, "record", bridge.name, "-o", out],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_record(bridge.name, "-o", out)
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while "recording" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "record exited before recording"
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -275,6 +263,20 @@ def test_record_stops_on_ctrl_c_with_a_valid_file(tmp_path, bridge):
     assert not orphan_tracer_programs(), "BPF programs left attached with no owner"
     if TSHARK:
         assert tshark_rows(out, "frame.number") == []
+
+
+def _start_record(*args: str) -> subprocess.Popen:
+    """`nettrace record ARGS`, returned once it says it is recording (its probes are up)."""
+    proc = subprocess.Popen([NETTRACE, "record", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    line = ""
+    while "recording" not in line and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"record exited {proc.returncode} before recording: "
+                                 f"{proc.stderr.read()}")
+    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:
