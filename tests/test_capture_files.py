@@ -253,11 +253,13 @@ def test_pcapng_writer_one_interface_per_device_comment_per_hop(tmp_path):
                                     device="eth0")]))
         assert w.skipped_hops == 1                        # a path without any bytes
     rows = tshark_fields(out, "frame.interface_id", "frame.interface_name", "ip.src", "ip.dst",
-                         "icmp.type", "frame.comment")
+                         "icmp.type", "frame.comment", "frame.packet_flags_direction")
     assert len(rows) == 4
+    assert [r[6] for r in rows] == ["0x00000002", "0x00000001", "", ""]   # out, in, unknown
     assert [r[1] for r in rows] == ["c1/eth0", "host/veth1234567", "host/docker0", "host/docker0"]
     assert [r[0] for r in rows] == ["0", "1", "2", "2"]     # one IDB per device, reused
     assert all(r[2:5] == ["172.17.0.2", "172.17.0.3", "8"] for r in rows)
+    rows = [r[:6] for r in rows]
     comments = [r[5] for r in rows]
     assert comments[0].startswith("nettrace hop 1/4 request: tp:net_dev_queue")
     assert "last bytes seen on this path" in comments[1]
@@ -358,3 +360,13 @@ def test_golden_file_errors_name_file_and_field(tmp_path):
     assert "frames[0]" in bad("capture: a.pcap\nlab: bridge\nfrom: c1\nframes: [{x: 1}]\n")
     assert ":2" in bad("capture: a.pcap\nlab: b: c\n")
     assert "unknown key" in bad("capture: a.pcap\nlab: b\nfrom: c1\ncolour: red\n")
+
+
+def test_check_names_a_missing_capture(tmp_path):
+    from nettrace.capture.check import run_case
+    golden = tmp_path / "x.paths.yaml"
+    golden.write_text("capture: nowhere.pcap\nlab: bridge\nfrom: c1\n")
+    with pytest.raises(CaptureError) as exc:
+        run_case(load_golden(str(golden)))
+    assert str(tmp_path / "nowhere.pcap") in str(exc.value)
+    assert f"named by {golden}: capture" in str(exc.value)

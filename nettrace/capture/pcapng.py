@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 _SHB, _IDB, _EPB = 0x0A0D0D0A, 1, 6
 _OPT_COMMENT, _IF_NAME, _IF_DESCRIPTION, _IF_TSRESOL = 1, 2, 3, 9
+_EPB_FLAGS, _INBOUND, _OUTBOUND = 2, 1, 2
+#: kernel points where a packet enters or leaves a device (Wireshark shows the direction)
+_DIRECTION = {"tp:netif_receive_skb": _INBOUND, "tp:netif_rx": _INBOUND, "tc:ingress": _INBOUND,
+              "tp:net_dev_queue": _OUTBOUND, "tp:net_dev_start_xmit": _OUTBOUND,
+              "tp:net_dev_xmit": _OUTBOUND, "tc:egress": _OUTBOUND}
 _SHB_HARDWARE, _SHB_OS, _SHB_USERAPPL = 2, 3, 4
 _ETH_IP, _ETH_IPV6 = b"\x08\x00", b"\x86\xdd"
 _KNOWN_ETHERTYPES = {b"\x08\x00", b"\x86\xdd", b"\x08\x06", b"\x81\x00", b"\x88\xa8",
@@ -141,12 +146,15 @@ class PcapngWriter:
         return iid
 
     def write_packet(self, iface: int, ts_ns: int, data: bytes, comment: str | None = None,
-                     wirelen: int | None = None) -> None:
-        """One Enhanced Packet Block; `ts_ns` is nanoseconds since the epoch."""
+                     wirelen: int | None = None, direction: int = 0) -> None:
+        """One Enhanced Packet Block; `ts_ns` is nanoseconds since the epoch, `direction`
+        1 inbound, 2 outbound, 0 unknown."""
         body = struct.pack("<IIIII", iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(data),
                            max(wirelen or 0, len(data)))
         body += data + b"\x00" * (-len(data) % 4)
         opts = _option(_OPT_COMMENT, comment.encode()) if comment else b""
+        if direction:
+            opts += _option(_EPB_FLAGS, struct.pack("<I", direction))
         self._f.write(_block(_EPB, body, opts))
         self.packets += 1
 
@@ -176,7 +184,8 @@ class PcapngWriter:
                 data = b"\x00" * 12 + ethertype + data
             iid = self.interface(f"{hop_owner(hop, self.lab)}/{hop_device(hop)}")
             self.write_packet(iid, hop.ts_ns + self._mono_to_epoch, data,
-                              hop_comment(hop, i, len(hops), path, synthetic, reused))
+                              hop_comment(hop, i, len(hops), path, synthetic, reused),
+                              direction=_DIRECTION.get(hop.point, 0))
         return len(hops)
 
 

@@ -114,8 +114,12 @@ class RouteCheck:
         self._ipr = netns.iproute(node.netns)
         self._cache: dict[str, str | None] = {}
 
+    MAX_CACHED = 4096          # a capture of a million hosts must not grow memory
+
     def problem(self, dst: str) -> str | None:
         if dst not in self._cache:
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
             from pyroute2.netlink.exceptions import NetlinkError
             try:
                 self._ipr.route("get", dst=dst)
