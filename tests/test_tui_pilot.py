@@ -20,7 +20,7 @@ from nettrace.errors import NettraceError
 from tui.app import make_app
 from tui.sample import bridge_ping, isolation_drop, many_paths, sample_lab
 from tui.screens.inject import InjectScreen, parse_form
-from tui.widgets.packets import PacketTable
+from tui.widgets.packets import PacketList
 from tui.widgets.timeline import PathTimeline
 from tui.widgets.topomap import DROP_STYLE, TopologyMap, draw_map, legend
 
@@ -52,7 +52,7 @@ async def test_filter_narrows_and_negates_then_restores():
     lab, paths = mixed()
     app = make_app(lab, paths=paths, trace=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        table = app.query_one(PacketTable)
+        table = app.query_one(PacketList)
         assert table.row_count == 3
         await pilot.press("slash", *"dropped")
         assert table.row_count == 1
@@ -62,7 +62,7 @@ async def test_filter_narrows_and_negates_then_restores():
         app.query_one("#filter").value = "!dropped"
         await pilot.pause()
         assert table.row_count == 2
-        assert all(app.paths[int(k.value)].verdict.kind == "delivered" for k in table.rows)
+        assert all(app.paths[i].verdict.kind == "delivered" for i in table.shown)
         app.query_one("#filter").value = ""
         await pilot.pause()
         assert table.row_count == 3

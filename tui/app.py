@@ -17,7 +17,8 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
+from textual.css.query import NoMatches
+from textual.widgets import Input, TabbedContent, TabPane
 
 from nettrace.errors import NettraceError
 from nettrace.topology.model import Lab, running_labs
@@ -26,7 +27,8 @@ from tui.messages import (InjectFailed, LabChanged, LabDown, LabFailed, LabProgr
                           TracerProgress, TracerReady, TracerStopped, TracerUnavailable)
 from tui.session import InjectRequest, LiveRequest, StopLive, TracerSession
 from tui.widgets.cnm_tree import CnmTree
-from tui.widgets.packets import PacketTable
+from tui.widgets.keybar import KeyBar
+from tui.widgets.packets import PacketList
 from tui.widgets.status import StatusBar
 from tui.widgets.timeline import PathTimeline
 from tui.widgets.topomap import TopologyMap
@@ -79,7 +81,7 @@ class NettraceApp(App):
                 with Horizontal(id="trace-body"):
                     with Vertical(id="trace-left"):
                         yield Input(placeholder="/ filter: c1 dropped !arp ...", id="filter")
-                        yield PacketTable(id="packets")
+                        yield PacketList(id="packets")
                         yield PathTimeline(id="timeline")
                     with ScrollableContainer(id="trace-map", can_focus=False):
                         yield TopologyMap(classes="map")
@@ -89,14 +91,13 @@ class NettraceApp(App):
                     with ScrollableContainer(id="topo-map"):
                         yield TopologyMap(classes="map")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.set_class(self.size.width >= WIDE, "-wide")
         self.show_lab(self.lab)
-        table = self.query_one(PacketTable)
-        for i, p in enumerate(self.paths):
-            table.add_path(i, p, self.filter_terms)
+        table = self.query_one(PacketList)
+        table.fill(self.paths, self.filter_terms)
         if self.paths:
             self.select(0)
         else:
@@ -131,7 +132,10 @@ class NettraceApp(App):
     def select(self, index: int) -> None:
         """Make packet `index` the selected one: timeline and maps follow."""
         self.selected = index
-        table = self.query_one(PacketTable)
+        try:
+            table = self.query_one(PacketList)
+        except NoMatches:                       # a late message while the app closes
+            return
         if table.current_index() != index:
             table.select_index(index)
         path = self.paths[index]
@@ -154,7 +158,7 @@ class NettraceApp(App):
         if busy_text:
             text, style = busy_text, "yellow"
         live = [p for p in self.probes if getattr(p, "live", False)]
-        table = self.query_one(PacketTable)
+        table = self.query_one(PacketList)
         self.query_one(StatusBar).show(
             lab=self.lab.name if self.lab else None, tracer=text, tracer_style=style,
             busy=bool(busy_text) or self.tracer_state in ("starting", "stopping"),
@@ -227,7 +231,7 @@ class NettraceApp(App):
     def add_path(self, path: Path, select: bool = True) -> None:
         index = len(self.paths)
         self.paths.append(path)
-        shown = self.query_one(PacketTable).add_path(index, path, self.filter_terms)
+        shown = self.query_one(PacketList).add_path(index, path, self.filter_terms)
         if select:
             if not shown:                      # an injected packet is always shown
                 self.query_one("#filter", Input).value = ""
@@ -243,7 +247,7 @@ class NettraceApp(App):
         if self.lab is not None and self.lab.name != lab.name:
             self.paths.clear()
             self.selected = None
-            self.query_one(PacketTable).clear()
+            self.query_one(PacketList).clear()
             self.query_one(PathTimeline).show(None)
         self.show_lab(lab)
         self.start_tracer()
@@ -305,15 +309,13 @@ class NettraceApp(App):
         self.refresh_status()
 
     # -- widgets --------------------------------------------------------------------------
-    @on(DataTable.RowHighlighted, "#packets")
-    def _packet_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value is not None:
-            index = int(event.row_key.value)
-            if index != self.selected:
-                self.select(index)
+    @on(PacketList.Highlighted)
+    def _packet_highlighted(self, event: PacketList.Highlighted) -> None:
+        if event.index != self.selected:
+            self.select(event.index)
 
-    @on(DataTable.RowSelected, "#packets")
-    def _packet_chosen(self, event: DataTable.RowSelected) -> None:
+    @on(PacketList.Chosen)
+    def _packet_chosen(self, event: PacketList.Chosen) -> None:
         self.query_one(PathTimeline).focus()
 
     @on(PathTimeline.HopHighlighted)
@@ -328,18 +330,18 @@ class NettraceApp(App):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_terms = event.value.lower().split()
-        self.query_one(PacketTable).fill(self.paths, self.filter_terms)
+        self.query_one(PacketList).fill(self.paths, self.filter_terms)
         self.refresh_status()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
-        self.query_one(PacketTable).focus()
+        self.query_one(PacketList).focus()
 
     # -- actions --------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
         """Switch tab and focus its main widget (focus left in a hidden pane pulls it back)."""
         self.query_one(TabbedContent).active = tab
-        self.query_one(CnmTree if tab == "topology" else PacketTable).focus()
+        self.query_one(CnmTree if tab == "topology" else PacketList).focus()
 
     def action_filter(self) -> None:
         self.query_one(TabbedContent).active = "trace"
@@ -406,7 +408,7 @@ class NettraceApp(App):
                                       value=default), save)
 
     def shown_paths(self) -> list[Path]:
-        table = self.query_one(PacketTable)
+        table = self.query_one(PacketList)
         return [self.paths[i] for i in table.visible(self.paths, self.filter_terms)]
 
     @work(thread=True, group="save", exit_on_error=False)

@@ -13,10 +13,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from nettrace.trace.model import Hop, Path
 from tui.format import kernel_point, rule_text, summary
+from tui.widgets.keybar import KeyBar
 
 def dissect(frame: bytes) -> tuple[str, str]:
     """(layer-by-layer dissection, hex dump); frames start at L2 or L3."""
@@ -71,7 +72,7 @@ class PacketDetailScreen(Screen):
         with VerticalScroll(id="detail-body"):
             yield Static(id="dissection")
             yield Static(id="hexdump")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.render_hop()

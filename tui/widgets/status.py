@@ -14,6 +14,7 @@ class StatusBar(Static):
     def __init__(self, **kw) -> None:
         super().__init__("", **kw)
         self.frame = 0
+        self.last: Text | None = None
 
     def show(self, *, lab: str | None, tracer: str, tracer_style: str, busy: bool,
              probes: tuple[int, int] | None, lost: int, shown: int, total: int) -> None:
@@ -31,4 +32,6 @@ class StatusBar(Static):
             self.frame = (self.frame + 1) % len(SPINNER)
             text.append(SPINNER[self.frame] + " ", "bold yellow")
         text.append(tracer, tracer_style)
-        self.update(text)
+        if self.last is None or text.plain != self.last.plain or text.spans != self.last.spans:
+            self.last = text
+            self.update(text)            # only on change: no repaint every tick

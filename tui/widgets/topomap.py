@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from nettrace.capture.pcapng import hop_device
 from nettrace.topology.model import Host, Lab, Role, Sandbox
@@ -370,32 +370,49 @@ def _underlay_port(lab: Lab, node: Host) -> Key | None:
     return None
 
 
-class TopologyMap(Static):
-    """The drawn map; `show(path, hop)` lights the path's hops in order."""
+class TopologyMap(Widget):
+    """The drawn map; `show(path, hop)` lights the path's hops in order.
+
+    Drawing happens in `render()`, which Textual calls only while the map is on screen,
+    so moving through packets does not redraw the map of a hidden tab.
+    """
 
     DEFAULT_CSS = "TopologyMap { width: auto; height: auto; }"
 
     def __init__(self, **kw) -> None:
-        super().__init__("", **kw)
+        super().__init__(**kw)
         self.drawing: MapDrawing | None = None
         self.path: Path | None = None
         self.current_hop: int | None = None
+        self._picture: tuple[tuple, RenderableType] | None = None
 
     def set_lab(self, lab: Lab | None) -> None:
         self.drawing = draw_map(lab) if lab is not None else None
         self.path, self.current_hop = None, None
-        self._redraw()
+        self.refresh(layout=True)
 
     def show(self, path: Path | None, current_hop: int | None = None) -> None:
         if path is self.path and current_hop == self.current_hop:
             return
         self.path, self.current_hop = path, current_hop
-        self._redraw()
+        self.refresh(layout=True)
 
-    def _redraw(self) -> None:
+    def get_content_width(self, container, viewport) -> int:
+        """The map's own width (it scrolls sideways), not the container's."""
         if self.drawing is None:
-            self.update(Text("no lab open: press l to pick or bring one up", style="dim"))
-            return
+            return super().get_content_width(container, viewport)
+        return max(self.drawing.canvas.width, 40)
+
+    def render(self) -> RenderableType:
+        key = (id(self.drawing), id(self.path), self.current_hop)
+        if self._picture is None or self._picture[0] != key:
+            self._picture = (key, self._draw())
+        return self._picture[1]
+
+    def _draw(self) -> RenderableType:
+        if self.drawing is None:
+            return Text("no lab open: press l to pick or bring one up", style="dim")
         picture = self.drawing.render(self.path, self.current_hop)
         steps = self.drawing.steps(self.path)
-        self.update(Group(picture, legend(steps, self.path)) if steps else picture)
+        # a Group keeps Rich's rendering (no_wrap map, wrapping legend) for both cases
+        return Group(picture, legend(steps, self.path)) if steps else Group(picture)
