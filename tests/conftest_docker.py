@@ -110,8 +110,11 @@ def build_scenario(eng) -> DockerScenario:
                                attachable=driver == "overlay",
                                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
     scenario = DockerScenario(eng)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=4) as pool:      # dockerd serves them concurrently
+        list(pool.map(lambda c: eng.run(c[0], c[1], publish=c[2], command=serve_command(c[2])),
+                      SCENARIO_CONTAINERS))
     for name, nets, publish in SCENARIO_CONTAINERS:
-        eng.run(name, nets, publish=publish, command=serve_command(publish))
         if nets[0][0] in ("host", "none"):
             scenario.modes[name] = nets[0][0]
             scenario.containers[name] = []
