@@ -84,12 +84,13 @@ def test_classify_request_reply_and_errors():
 
 
 def _ev(ts, point, netns=1, ifindex=2, hdr=b"", l2=False, **kw):
-    base = dict(skb=0xAB, in_ifindex=0, out_ifindex=0, trace_id=77, reason=0, location=0,
-                hook=0, pf=2, ethertype=0x0800, length=len(hdr))
-    base.update(kw)
-    return Event(ts, point, base["skb"], netns, ifindex, base["in_ifindex"], base["out_ifindex"],
-                 base["trace_id"], base["reason"], base["location"], base["hook"], base["pf"], l2,
-                 base["ethertype"], base["length"], hdr)
+    """An Event over the fields of struct nt_event (bpf/event.h), as bcc decodes them."""
+    from types import SimpleNamespace
+    raw = dict(ts_ns=ts, point=int(point), skb=0xAB, netns=netns, ifindex=ifindex, in_ifindex=0,
+               out_ifindex=0, trace_id=77, reason=0, location=0, hook=0, pf=2, l2=int(l2),
+               ethertype=0x0800, len=len(hdr), hdr=hdr, hdr_len=len(hdr))
+    raw.update(kw)
+    return Event(SimpleNamespace(**raw))
 
 
 def test_hops_fold_transmit_events_and_see_a_hook_drop(monkeypatch):

@@ -4,6 +4,11 @@ brings up, a live Docker engine, or recorded paths."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -42,6 +47,34 @@ def load_paths(filename: str) -> list:
     return paths
 
 
+@contextmanager
+def c_stderr_to_log() -> Iterator[str | None]:
+    """While the TUI owns the terminal, send C-level stderr (libbcc, libc) to a log file.
+
+    libbcc writes its warnings straight to fd 2, which is also where Textual draws the
+    screen; they would tear the display. Textual gets a private copy of the terminal fd
+    (it reads sys.__stderr__ when the app is built) and fd 2 goes to the log. Yields the
+    log path, or None when stderr is not a terminal.
+    """
+    if not os.isatty(2):
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="nettrace-tui-", suffix=".log")
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="backslashreplace")
+    original = sys.__stderr__
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.__stderr__ = terminal
+    try:
+        yield path
+    finally:
+        sys.__stderr__ = original
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+
+
 def register(cli: click.Group) -> None:
     @cli.command("tui")
     @click.argument("lab", required=False)
@@ -73,14 +106,21 @@ def register(cli: click.Group) -> None:
             require_root(f"bringing lab {lab} up")
             bring_up = lab
         from tui.app import make_app
-        app = make_app(opened, paths=paths, trace=not no_trace, bring_up=bring_up,
-                       trace_off_reason="--no-trace" if no_trace else None)
-        try:
-            app.run()
-        finally:
-            if not app.close_session():
-                click.echo("nettrace: the tracer did not stop in time; probes go with this "
-                           "process", err=True)
+        with c_stderr_to_log() as log:
+            app = make_app(opened, paths=paths, trace=not no_trace, bring_up=bring_up,
+                           trace_off_reason="--no-trace" if no_trace else None)
+            try:
+                app.run()
+            finally:
+                stopped = app.close_session()
+        if not stopped:
+            click.echo("nettrace: the tracer did not stop in time; probes go with this "
+                       "process", err=True)
+        if log and os.path.getsize(log):
+            click.echo(f"nettrace: messages from bcc and the kernel during the session: {log}",
+                       err=True)
+        elif log:
+            os.unlink(log)
         left = sorted(n for n in app.labs_brought_up if n in running_labs())
         if left:
             click.echo(f"labs still up: {', '.join(left)} (nettrace lab down NAME)", err=True)

@@ -21,9 +21,9 @@ from nettrace.errors import EnvironmentProblem, NettraceError
 from nettrace.inject.fingerprint import K_ARP
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
-from nettrace.trace.events import TRACEPOINTS, Event, Point, decode
+from nettrace.trace.events import TRACEPOINTS, Decoder, Event, Point
 
-RINGBUF_PAGES = 1024                 # 4 MiB: ~20k events of backlog
+RINGBUF_PAGES = 4096                 # 16 MiB: ~85k events of backlog (bursts)
 NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
 ALL_PROTOS = 0xFFFFFFFF
 OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
@@ -92,7 +92,9 @@ class Probes:
             "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
         }
         self.compile_seconds = time.monotonic() - t0
-        b[b"events"].open_ring_buffer(self._on_event)
+        events = b[b"events"]
+        self._decode = Decoder(events.event)     # bcc's ctypes view of struct nt_event
+        events.open_ring_buffer(self._on_event)
         self._check_optional()
 
     def prog_ids(self) -> list[int]:
@@ -229,7 +231,7 @@ class Probes:
     # -- events ---------------------------------------------------------------------------
     def _on_event(self, _ctx, data, _size) -> None:
         if self._callback is not None:
-            self._callback(decode(self.bpf[b"events"].event(data)))
+            self._callback(self._decode(data))
 
     def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> None:
         """Deliver pending events to `callback`, waiting up to `timeout_ms` for the first."""

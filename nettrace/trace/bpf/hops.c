@@ -292,10 +292,10 @@ static __always_inline void emit(struct nt_event *ev)
 static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u8 point,
                                   u64 location, u32 reason)
 {
-    struct nt_event ev = {};
     struct nt_config *c = get_config();
-    if (!skb || !c)
+    if (!skb || !c || !c->proto_mask)       /* idle tracer: one array lookup per packet */
         return 0;
+    struct nt_event ev = {};
     if (!read_skb(skb, &ev, 1, c))
         return 0;
     if (!dev)
@@ -355,12 +355,14 @@ static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
     struct sk_buff *skb = NULL;
     struct net_device *in = NULL, *out = NULL;
     struct net *net = NULL;
-    struct nt_event ev = {};
     struct nt_config *c = get_config();
+    if (!c || !c->proto_mask)               /* idle tracer: one array lookup per packet */
+        return NF_ACCEPT;
+    struct nt_event ev = {};
 
     bpf_probe_read_kernel(&st, sizeof(st), &ctx->state);
     bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->skb);
-    if (!st || !skb || !c)
+    if (!st || !skb)
         return NF_ACCEPT;
     bpf_probe_read_kernel(&ev.pf, 1, &st->pf);
     ev.ethertype = ev.pf == 10 ? ETH_P_IPV6 : ETH_P_IP;
