@@ -1,5 +1,7 @@
-"""Smoke test: `nettrace tui bridge` in a real terminal (tmux), driven by keys, read back
-with `tmux capture-pane`: inject c1 -> c2, see it delivered, the topology, help, quit."""
+"""Smoke tests: `nettrace tui bridge` in a real terminal (tmux), driven by keys, read back
+with `tmux capture-pane`: inject c1 -> c2, see it delivered, the topology, help, Ctrl-C;
+and the same command as an unprivileged user, which must still show the topology and say
+why there is no tracing."""
 
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def test_nettrace_tui_bridge_in_tmux():
         assert re.search(r"1\W?c1:eth0", screen) and "c2:eth0" in screen, screen  # the steps
         term.keys("?")
         term.wait("nettrace TUI")
-        term.keys("Escape", "q")
+        term.keys("Escape", "C-c")                         # Ctrl-C quits like q
         if not was_up:
             term.wait("Take them down")
             term.keys("y")
@@ -90,3 +92,26 @@ def test_nettrace_tui_bridge_in_tmux():
     if not was_up:
         assert lab not in running_labs()
         assert not [ns for ns in our_namespaces() if ns.startswith(ns_name(lab) + ".")]
+
+
+def test_without_ebpf_the_topology_opens_and_says_what_is_missing(labs):
+    """Root without capabilities (no bpf(), no netlink admin): the TUI must still open the
+    topology, say why there is no tracing, keep the screen clean of libbcc's stderr and
+    quit with Ctrl-C."""
+    labs("bridge")                                        # up with privileges; the TUI has none
+    env = " ".join(f"{k}={shlex.quote(os.environ[k])}"
+                   for k in ("NETTRACE_NS_PREFIX", "NETTRACE_STATE_DIR") if k in os.environ)
+    term = Tmux(f"setpriv --inh-caps=-all --bounding-set=-all env {env} TERM=xterm-256color "
+                f"{NETTRACE} tui bridge; echo EXITED $?; sleep 60")
+    try:
+        screen = term.wait("no tracing", "tracer ready", "Traceback", timeout=60)
+        assert "no tracing: tracer failed" in screen, screen
+        assert screen.splitlines()[0].startswith(" Trace [1]"), "stderr tore the screen"
+        term.keys("2")
+        screen = term.wait("docker0 bridge")
+        assert "c1" in screen and "c2" in screen and "172.17.0.2" in screen
+        term.keys("C-c")
+        screen = term.wait("EXITED", timeout=30)
+        assert "EXITED 0" in screen, screen
+    finally:
+        term.close()
