@@ -26,6 +26,7 @@ FLOWS = [
     ("icc-off", "c1", "c2", "icmp", None, "dropped"),
     ("internal", "c1", "c2", "icmp", None, "delivered"),
     ("published-port", "c1", "web", "tcp", 80, "delivered"),
+    ("published-port", "c1", "172.17.0.1:8080", "tcp", None, "delivered"),   # hairpin DNAT
     ("macvlan", "m1", "m2", "icmp", None, "delivered"),
 ]
 
