@@ -21,6 +21,17 @@ def _prog_alive(prog_id: int) -> bool:
                           capture_output=True).returncode == 0
 
 
+def _progs_gone(prog_ids: list[int], within: float = 3.0) -> bool:
+    """The kernel frees a program after an RCU grace period once its last fd/link is gone."""
+    import time
+    deadline = time.monotonic() + within
+    while any(_prog_alive(i) for i in prog_ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _nft_tables(ns: str) -> str:
     from nettrace.topology import netns
     return netns.run(ns, ["nft", "list", "tables"]).stdout
@@ -44,7 +55,7 @@ def traced(labs):
     yield get
     for tr, lab, prog_ids in open_tracers.values():
         tr.__exit__(None, None, None)
-        assert prog_ids and not any(_prog_alive(i) for i in prog_ids), "BPF programs left loaded"
+        assert prog_ids and _progs_gone(prog_ids), "BPF programs left loaded"
         for host in lab.hosts.values():
             assert "nettrace_trace" not in _nft_tables(host.netns), f"nftrace table left in {host.name}"
 

@@ -128,9 +128,13 @@ class FrameSignature:
 
 
 def path_signature(path: Path, lab: "Lab | None", alias: Aliases | None = None) -> PathSignature:
+    """Hops seen nowhere in particular (no namespace, no device: an skb freed by a process
+    after the path ended, e.g. a server reading its socket) are left out: whether they
+    arrive before the tracer closes the path is a matter of timing."""
     alias = alias or Aliases(lab)
+    placed = [h for h in path.hops if h.netns or h.device or h.sandbox or h.host]
     return PathSignature(verdict_signature(path, alias),
-                         [hop_signature(h, lab, alias) for h in path.hops])
+                         [hop_signature(h, lab, alias) for h in placed])
 
 
 def frame_signature(number: int, packet: str, path: Path | None, lab: "Lab | None",

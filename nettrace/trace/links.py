@@ -68,16 +68,11 @@ def netfilter(prog_fd: int, ns: str | None, pf: int, hook: int, priority: int) -
 
 
 def tcx(prog_fd: int, ns: str | None, ifindex: int, ingress: bool) -> int:
-    return _bpf(BPF_LINK_CREATE,
-                _TcxLinkAttr(prog_fd=prog_fd, target_ifindex=ifindex,
-                             attach_type=BPF_TCX_INGRESS if ingress else BPF_TCX_EGRESS),
-                f"tcx link ifindex {ifindex} in {ns or 'root namespace'}") \
-        if ns is None else _tcx_in(prog_fd, ns, ifindex, ingress)
-
-
-def _tcx_in(prog_fd: int, ns: str, ifindex: int, ingress: bool) -> int:
     with netns.entered(ns):                     # ifindex is resolved in the thread's netns
-        return tcx(prog_fd, None, ifindex, ingress)
+        return _bpf(BPF_LINK_CREATE,
+                    _TcxLinkAttr(prog_fd=prog_fd, target_ifindex=ifindex,
+                                 attach_type=BPF_TCX_INGRESS if ingress else BPF_TCX_EGRESS),
+                    f"tcx link ifindex {ifindex} in {ns or 'the current namespace'}")
 
 
 def interfaces(ns: str | None) -> dict[int, str]:

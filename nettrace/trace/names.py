@@ -26,6 +26,7 @@ class Device:
     name: str
     role: str | None = None
     sandbox: str | None = None         # owner of the interface when not the namespace's
+    kind: str | None = None            # veth | bridge | vxlan | macvlan (from the lab)
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Names:
                 itf = roles.get((ns, ifname))
                 names.devices[(inode, ifindex)] = Device(
                     ifname, itf.role.value if itf else None,
-                    itf.sandbox if itf and itf.sandbox != place.sandbox else None)
+                    itf.sandbox if itf and itf.sandbox != place.sandbox else None,
+                    itf.kind if itf else None)
         return names
 
     def namespaces(self) -> list[str]:

@@ -14,17 +14,20 @@ import errno
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from nettrace.errors import EnvironmentProblem, NettraceError
 from nettrace.inject.fingerprint import K_ARP
+from nettrace.topology import netns
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
 from nettrace.trace.events import TRACEPOINTS, Decoder, Event, Point
 
 RINGBUF_PAGES = 4096                 # 16 MiB: ~85k events of backlog (bursts)
 NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
+PARALLEL = 32                        # threads attaching/detaching links (they wait on RCU)
 ALL_PROTOS = 0xFFFFFFFF
 OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
 
@@ -127,6 +130,15 @@ class Probes:
         `nettrace path`) already sits at the edge, take the next free priority inward.
         """
         errors = []
+        with netns.entered(ns):             # once per namespace: setns costs ~1 ms
+            self._attach_nf_here(ns, errors)
+        name = "nf:first/last"
+        if errors:
+            self.status[name] = ProbeStatus(name, False, errors[0])
+        elif name not in self.status:
+            self.status[name] = ProbeStatus(name, True)
+
+    def _attach_nf_here(self, ns: str | None, errors: list[str]) -> None:
         for pf in (links.PF_INET, links.PF_INET6):
             for hook in range(5):
                 for prog, prio, step in (("nf_first", links.NF_PRIO_FIRST, 1),
@@ -136,21 +148,26 @@ class Probes:
                         continue
                     for attempt in range(NF_PRIO_TRIES):
                         try:
-                            self._links[key] = links.netfilter(self.prog_fds[prog], ns, pf, hook,
+                            self._links[key] = links.netfilter(self.prog_fds[prog], None, pf, hook,
                                                                prio + step * attempt)
                             break
                         except OSError as exc:
                             if exc.errno != errno.EBUSY or attempt == NF_PRIO_TRIES - 1:
-                                errors.append(str(exc))
+                                errors.append(f"{exc} in {ns or 'root namespace'}")
                                 break
-        name = "nf:first/last"
-        if errors:
-            self.status[name] = ProbeStatus(name, False, errors[0])
-        elif name not in self.status:
-            self.status[name] = ProbeStatus(name, True)
 
-    def attach_interface(self, ns: str | None, ifindex: int) -> None:
-        """tcx ingress and egress on one interface (bridge ports, macvlan, ARP)."""
+    def attach_interfaces(self, targets: Iterable[tuple[str | None, int]]) -> None:
+        """tcx ingress and egress on interfaces (bridge ports, macvlan, ARP), as (netns, ifindex).
+
+        Each tcx attach waits for an RCU grace period (~15 ms): attach in parallel threads,
+        whose waits overlap."""
+        targets = list(targets)
+        if not targets:
+            return
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(targets))) as pool:
+            list(pool.map(lambda t: self._attach_tc(*t), targets))
+
+    def _attach_tc(self, ns: str | None, ifindex: int) -> None:
         for ingress in (True, False):
             key = ("tc", ns, ifindex, ingress)
             if key in self._links:
@@ -244,9 +261,11 @@ class Probes:
 
     # -- teardown -------------------------------------------------------------------------
     def close(self) -> None:
-        for fd in self._links.values():
-            links.close(fd)
+        fds = list(self._links.values())
         self._links.clear()
+        if fds:                          # detaching waits for RCU too: overlap the waits
+            with ThreadPoolExecutor(max_workers=min(PARALLEL, len(fds))) as pool:
+                list(pool.map(links.close, fds))
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

@@ -33,6 +33,10 @@ from nettrace.trace.probes import Probes, ProbeStatus
 from nettrace.trace.tracking import REPLY, REQUEST, PacketTrack, build_hops
 
 Progress = Callable[[str], None]
+#: devices whose receive no tracepoint sees (macvlan_handle_frame returns RX_HANDLER_ANOTHER):
+#: they get tcx probes. Elsewhere the tracepoints see every crossing, and each tcx link
+#: costs ~15 ms to attach (RCU under RTNL) plus two program runs per packet.
+TC_KINDS = {"macvlan", "macvtap", "ipvlan"}
 QUIET_S = 0.02           # a path is complete when terminal and no event came for this long
 UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error sends one
 NFT_WAIT_S = 0.03         # for nft trace lines of an accepted packet
@@ -43,12 +47,14 @@ class Tracer:
     """Probes attached to one lab; see the module docstring."""
 
     def __init__(self, lab: Lab, progress: Progress | None = None, *, nftrace: bool = True,
-                 watch: bool = True) -> None:
-        """`watch=False`: only live() will be used (skips compiling the fingerprint probes)."""
+                 watch: bool = True, tc_all: bool = False) -> None:
+        """`watch=False`: only live() will be used (skips compiling the fingerprint probes).
+        `tc_all`: tcx probes on every lab interface, not only where tracepoints are blind."""
         self.lab = lab
         self.say = progress or (lambda msg: None)
         self.use_nftrace = nftrace and watch
         self.watch = watch
+        self.tc_all = tc_all
         self.probes = Probes()
         self.names = Names()
         self.nft: NfTrace | None = None
@@ -106,11 +112,12 @@ class Tracer:
         probes.configure(live=probes.live, netns_filter=True, **live_filter)
         probes.watch_namespaces(self.names.places)
         probes.attach_tracepoints()
-        for ns in self.names.namespaces():
-            probes.attach_netns(ns)
-        for (inode, ifindex), dev in self.names.devices.items():
-            if dev.role and dev.role != Role.LOOPBACK.value:
-                probes.attach_interface(self.names.places[inode].netns, ifindex)
+        for place in self.names.places.values():
+            probes.attach_netns(place.netns)
+        probes.attach_interfaces(
+            (self.names.places[inode].netns, ifindex)
+            for (inode, ifindex), dev in self.names.devices.items()
+            if dev.role and dev.role != Role.LOOPBACK.value and (self.tc_all or dev.kind in TC_KINDS))
 
     def _firewall_namespaces(self) -> list[str]:
         return [h.netns for h in self.lab.hosts.values() if netns.exists(h.netns)]
