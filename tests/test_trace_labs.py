@@ -262,3 +262,35 @@ def test_cli_path_json_and_exit_codes(labs):
     assert run_cli("path", lab.name, "c1", "c3", "--expect", "dropped").returncode == 0
     bad = run_cli("path", lab.name, "c1", "nosuch")
     assert bad.returncode == 2 and "DST 'nosuch'" in bad.stderr
+
+
+def test_exception_inside_tracer_removes_nftrace_rules_and_probes(labs):
+    from nettrace.topology import netns
+    from nettrace.trace import Tracer
+    lab = labs("bridge", as_name="tr-bridge")
+    host_ns = lab.hosts["host"].netns
+    with pytest.raises(RuntimeError):
+        with Tracer(lab) as tr:
+            prog_ids = tr.probes.prog_ids()
+            assert "nettrace_trace_" in _nft_tables(host_ns)
+            raise RuntimeError("boom")
+    assert "nettrace_trace" not in _nft_tables(host_ns)
+    assert _progs_gone(prog_ids)
+    # a table left by a tracer killed with -9 (its pid is gone) is removed by the next one
+    netns.run(host_ns, ["nft", "add", "table", "inet", "nettrace_trace_999999"])
+    with Tracer(lab):
+        assert "nettrace_trace_999999" not in _nft_tables(host_ns)
+    assert "nettrace_trace" not in _nft_tables(host_ns)
+
+
+def test_host_and_none_network_modes(traced, labs):
+    from nettrace.errors import NettraceError
+    tr = traced("host")
+    p = one(tr.path("hostc", "c1"))              # sent from the Docker host's namespace
+    assert p.verdict.kind == "delivered" and p.verdict.where == "c1"
+    assert p.hops[0].host == "host" and p.hops[0].sandbox is None
+    back = one(tr.path("c1", "hostc"))
+    assert back.verdict.kind == "delivered" and back.verdict.where == "host"
+    tr_none = traced("none")
+    with pytest.raises(NettraceError, match="no network interface"):
+        tr_none.path("lonely", "c1")

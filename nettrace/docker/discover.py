@@ -242,10 +242,10 @@ class _Discovery:
         self.pid = daemon_pid(url)
         self.host_ns, ns_name = _named_netns(self.pid)
         self.netns_dir = os.path.join(_exec_root(self.pid), "netns")
-        info = client.info()
-        # a private engine in a named namespace is best known by that name
+        # a private engine in a named namespace is best known by that name; otherwise the
+        # engine's host name (`docker info` is slow: ask only then)
         self.host_name = (ns_name.split(".", 1)[1] if ns_name and "." in ns_name
-                          else ns_name or info.get("Name") or "docker")
+                          else ns_name or client.info().get("Name") or "docker")
         self.lab = Lab(name="docker", source=url, pid=self.pid, created=time.time())
         self.views: dict[str, NamespaceView] = {}
 

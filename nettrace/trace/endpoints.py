@@ -51,6 +51,8 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
     if node is None:
         raise NettraceError(f"SRC '{text}' is not a container, client or host of lab "
                             f"'{lab.name}' (known: {', '.join(sorted(_nodes(lab))) or 'none'})")
+    if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
+        node = lab.hosts[node.host]                  # shares its Docker host's namespace
     if isinstance(node, Sandbox):
         if not node.endpoints:
             raise NettraceError(f"SRC '{text}' has no network interface (network mode "
@@ -92,6 +94,8 @@ def resolve_target(lab: Lab, text: str, src: str | None = None) -> Target:
     if node is None:
         raise NettraceError(f"DST '{text}' is not a container, client, host or IPv4 address of "
                             f"lab '{lab.name}'")
+    if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
+        node = lab.hosts[node.host]
     if isinstance(node, Sandbox):
         ip = _common_ip(lab, node, src)
         if not ip:

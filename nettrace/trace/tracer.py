@@ -134,6 +134,14 @@ class Tracer:
     def probe_status(self) -> list[ProbeStatus]:
         live = self._live_probes
         out = list((self.probes if self.watch or live is None else live).status.values())
+        names = {s.name for s in out}
+        if "nf:first/last" not in names:
+            out.append(ProbeStatus("nf:first/last", False, "attached per lab namespace: name a lab"))
+        if "tc:ingress/egress" not in names:
+            out.append(ProbeStatus(
+                "tc:ingress/egress", False,
+                "attached only to devices whose receive tracepoints miss (macvlan/ipvlan "
+                "children); this lab has none (Tracer(tc_all=True) attaches everywhere)"))
         if self.use_nftrace:
             err = self.nft.error if self.nft else "not started"
             out.append(ProbeStatus("nft:trace", err is None, err))
