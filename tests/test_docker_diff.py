@@ -119,3 +119,14 @@ def test_cli_errors_name_the_problem(labs, tmp_path):
     assert proc.returncode == 2 and "cannot reach the Docker engine" in proc.stderr
     proc = run_cli("lab", "diff", "overlay-missing", "--docker", f"unix://{tmp_path}/x.sock")
     assert proc.returncode == 2 and "no running lab named 'overlay-missing'" in proc.stderr
+
+
+def test_multi_host_lab_needs_a_host(labs, docker_scenario):
+    from nettrace.docker.diff import diff
+    from nettrace.docker.discover import discover
+    from nettrace.errors import NettraceError
+    lab, docker = labs("overlay"), discover(docker_scenario.engine.url)
+    with pytest.raises(NettraceError, match=r"2 Docker hosts \(host1, host2\).*--host"):
+        diff(lab, docker)
+    with pytest.raises(NettraceError, match="--host host9: lab overlay has hosts host1, host2"):
+        diff(lab, docker, host="host9")
