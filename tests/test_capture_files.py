@@ -123,6 +123,19 @@ def test_pcapng_from_scapy_with_two_interfaces(tmp_path):
                     ["c2/eth0", "1700000000.123456790", "two"]]
 
 
+@needs_tshark
+@pytest.mark.parametrize("linktype,frame", [(1, ICMP_FRAME), (276, sll2(ICMP_L3, 0x0800)),
+                                            (101, ICMP_L3)], ids=["ethernet", "sll2", "raw"])
+def test_pcapng_written_by_wireshark_tools(tmp_path, linktype, frame):
+    """editcap (Wireshark's writer) converts a pcap to pcapng: nettrace reads the same frames."""
+    src = _write(tmp_path, "src.pcap", pcap_bytes([frame, frame[:-1], frame], linktype))
+    dst = str(tmp_path / "dst.pcapng")
+    subprocess.run(["editcap", "-F", "pcapng", src, dst], check=True, capture_output=True)
+    a, b = list(read_frames(src)), list(read_frames(dst))
+    assert [(f.number, f.ts_ns, f.linktype, f.data) for f in a] == \
+        [(f.number, f.ts_ns, f.linktype, f.data) for f in b]
+
+
 def _write(tmp_path, name: str, data: bytes) -> str:
     path = str(tmp_path / name)
     with open(path, "wb") as f:
