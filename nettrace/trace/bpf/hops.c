@@ -5,6 +5,14 @@
  * watched fingerprint, or the live expression. Background traffic costs the filter only.
  * One ring buffer; failed outputs are counted per CPU in `lost`.
  */
+#ifndef __NETTRACE_VMLINUX        /* plain bcc over installed kernel headers (not tested here) */
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <linux/netfilter.h>
+#include <linux/if_ether.h>
+#include <net/sock.h>
+#include <net/netfilter/nf_bpf_link.h>
+#endif
 #include "event.h"
 
 #ifndef NT_LIVE
