@@ -28,6 +28,7 @@ class Case:
     frames: Callable                      # (lab) -> list of scapy frames (Ethernet)
     layer: str = "auto"
     rewrite: Callable | list[str] = field(default_factory=list)   # or (lab) -> list
+    listen: list[str] = field(default_factory=list)               # "web tcp/80"
 
 
 def _mac(lab, node: str) -> str:
@@ -136,8 +137,10 @@ CASES = [
     Case("dns-user-bridge", "user-bridges", "c1",
          "c1 asks the embedded DNS server 127.0.0.11 for c2 on a user-defined bridge", dns),
     Case("published-port-tcp", "published-port", "client",
-         "external client opens TCP to the host's published port 8080 (SYN, then ACK)",
-         published_tcp),
+         "external client to the host's published port 8080 (web listens on 80): the SYN is "
+         "DNATed to web and answered; the client's kernel resets the SYN-ACK (the SYN was "
+         "replayed, no socket), so the replayed ACK is not NATed and reaches the host",
+         published_tcp, listen=["web tcp/80"]),
     Case("isolation-drop", "user-bridges", "c1",
          "c1 (front) pings c3 (back): Docker's network isolation drops it", isolation),
     Case("icc-drop", "icc-off", "c1", "c1 pings c2 on a bridge with icc=false", icc),
@@ -177,7 +180,7 @@ def make(case: Case) -> str:
             builder.down(lab.name, quiet=True)
     write_pcap(pcap, ((BASE_TS + i * 1_000_000, bytes(f)) for i, f in enumerate(frames)))
     result = run_case(GoldenCase(golden, pcap, case.lab, case.source, rewrite, case.layer,
-                                 2.0, case.description), update=True)
+                                 2.0, case.description, listen=case.listen), update=True)
     return f"{case.name}: {len(frames)} frames, " + ", ".join(
         (f.request.verdict if f.request else f"error: {f.error}") for f in result.actual)
 

@@ -373,6 +373,7 @@ def test_golden_file_errors_name_file_and_field(tmp_path):
     assert "frames[0]" in bad("capture: a.pcap\nlab: bridge\nfrom: c1\nframes: [{x: 1}]\n")
     assert ":2" in bad("capture: a.pcap\nlab: b: c\n")
     assert "unknown key" in bad("capture: a.pcap\nlab: b\nfrom: c1\ncolour: red\n")
+    assert "listen" in bad("capture: a.pcap\nlab: b\nfrom: c1\nlisten: [web sctp/80]\n")
 
 
 def test_check_names_a_missing_capture(tmp_path):

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 from nettrace.capture.golden import (Aliases, FrameDifference, FrameSignature, GoldenCase,
                                      compare, frame_signature, save_golden)
 from nettrace.capture.reader import CaptureError
+from nettrace.errors import SpecError
 from nettrace.capture.replay import FrameResult, ReplaySummary, replay
 from nettrace.topology.model import Lab
 
@@ -64,6 +65,46 @@ def case_lab(case: GoldenCase, say: Say | None = None,
         builder.down(lab.name, quiet=True)
 
 
+#: a server that only binds (and listens): the kernel completes TCP handshakes by itself
+_SERVER = """
+import socket, sys, time
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+if kind == socket.SOCK_STREAM:
+    s.listen(16)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+@contextmanager
+def listeners(lab: Lab, specs: list[str], file: str = "<case>") -> Iterator[None]:
+    """Servers for `listen:` entries ("web tcp/80"), stopped (by PID) when the case ends."""
+    import subprocess
+    import sys
+    from nettrace.capture.frames import node_address
+    from nettrace.topology import netns
+    procs: list[subprocess.Popen] = []
+    try:
+        for spec in specs:
+            node, _, proto_port = spec.partition(" ")
+            proto, _, port = proto_port.partition("/")
+            ns = node_address(lab, node).netns
+            proc = netns.popen(ns, [sys.executable, "-c", _SERVER, proto, port],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(proc)
+            if proc.stdout.readline().strip() != "ready":
+                raise SpecError(f"the server for '{spec}' did not start: "
+                                f"{proc.stderr.read().strip()}", file=file, field="listen")
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def replay_case(case: GoldenCase, lab: Lab, tracer=None,
                 on_frame: Callable[[FrameResult], None] | None = None
                 ) -> tuple[list[FrameSignature], ReplaySummary]:
@@ -94,7 +135,7 @@ def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None,
     if not os.path.exists(case.capture):
         raise CaptureError(case.capture, f"no such file (named by {case.file}: capture)")
     start = time.perf_counter()
-    with case_lab(case, say, lab_name) as (lab, reused):
+    with case_lab(case, say, lab_name) as (lab, reused), listeners(lab, case.listen, case.file):
         actual, summary = replay_case(case, lab)
     result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start)
     if update:

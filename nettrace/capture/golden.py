@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nettrace.topology.model import Lab
 
 GOLDEN_SUFFIX = ".paths.yaml"
+_LISTEN = re.compile(r"^\S+ (tcp|udp)/\d{1,5}$")
 
 
 # -- signatures ------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class GoldenCase:
     timeout: float = 2.0
     description: str = ""
     frames: list[FrameSignature] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)   # "web tcp/80": a server for the replay
 
     @property
     def name(self) -> str:
@@ -175,6 +177,7 @@ class GoldenCase:
             "rewrite": list(self.rewrite),
             "layer": self.layer,
             "timeout": self.timeout,
+            **({"listen": list(self.listen)} if self.listen else {}),
             "frames": [f.to_yaml() for f in self.frames],
         }
 
@@ -206,7 +209,7 @@ def load_golden(file: str) -> GoldenCase:
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise SpecError("missing or not a string", file=file, field=key)
     unknown = set(doc) - {"description", "capture", "lab", "from", "rewrite", "layer", "timeout",
-                          "frames"}
+                          "listen", "frames"}
     if unknown:
         raise SpecError(f"unknown key(s): {', '.join(sorted(unknown))}", file=file)
     rewrite = doc.get("rewrite") or []
@@ -215,6 +218,11 @@ def load_golden(file: str) -> GoldenCase:
     layer = doc.get("layer", "auto")
     if layer not in ("auto", "l2", "l3"):
         raise SpecError(f"'{layer}' is not one of auto, l2, l3", file=file, field="layer")
+    listen = doc.get("listen") or []
+    if not isinstance(listen, list) or not all(isinstance(x, str) and _LISTEN.match(x)
+                                               for x in listen):
+        raise SpecError("must be a list of 'NODE tcp/PORT' or 'NODE udp/PORT'", file=file,
+                        field="listen")
     timeout = doc.get("timeout", 2.0)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise SpecError("must be a positive number of seconds", file=file, field="timeout")
@@ -229,7 +237,7 @@ def load_golden(file: str) -> GoldenCase:
                                      raw.get("error")))
     capture = os.path.join(os.path.dirname(os.path.abspath(file)), doc["capture"])
     return GoldenCase(file, capture, doc["lab"], doc["from"], list(rewrite), layer,
-                      float(timeout), str(doc.get("description") or ""), frames)
+                      float(timeout), str(doc.get("description") or ""), frames, list(listen))
 
 
 def save_golden(case: GoldenCase) -> None:
