@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from nettrace.capture.frames import (NodeAddress, Rewrite, apply_rewrite, link_payload,
                                      node_address, parse_rewrites, summary, to_packet)
 from nettrace.capture.reader import CaptureError, CaptureReader
+from nettrace.errors import NettraceError
 from nettrace.trace.model import DELIVERED, DROPPED, Path
 
 if TYPE_CHECKING:
@@ -172,8 +173,14 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
                         capture, f"{pkt.dst} cannot be routed from {source} ({why} in its "
                                  f"namespace); map it to a lab node with --rewrite "
                                  f"{_original_dst(payload)}=<container>", frame=frame.number)
-            path = tracer.trace_packet(node.name.partition("@")[0], pkt, layer=send_layer,
-                                       timeout=timeout)
+            try:
+                path = tracer.trace_packet(node.name.partition("@")[0], pkt, layer=send_layer,
+                                           timeout=timeout)
+            except CaptureError:
+                raise
+            except NettraceError as exc:          # e.g. a protocol the tracer cannot follow
+                raise CaptureError(capture, f"cannot be traced: {exc}",
+                                   frame=frame.number) from None
             result = FrameResult(frame.number, summary(pkt), send_layer, path)
             summ.add(result)
             summ.trace_seconds = time.perf_counter() - started
