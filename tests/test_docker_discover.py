@@ -163,3 +163,21 @@ def test_unreachable_engine_is_a_clear_error(tmp_path):
     with pytest.raises(NettraceError, match="local unix socket"):
         from nettrace.docker.discover import daemon_pid
         daemon_pid("tcp://127.0.0.1:2375")
+
+
+def test_engines_of_one_swarm_merge_into_one_lab():
+    """Several engines (--docker A,B) are one lab; clashing container names are refused."""
+    from nettrace.docker.discover import merge
+    from nettrace.errors import NettraceError
+    from nettrace.topology.model import Host, Lab, Sandbox
+    a = Lab("docker", hosts={"ha": Host("ha", "nsa")}, sandboxes={"c1": Sandbox("c1", "ha", "/a")},
+            namespaces=["nsa", "/a"], source="unix:///a.sock")
+    b = Lab("docker", hosts={"hb": Host("hb", "nsb")}, sandboxes={"c2": Sandbox("c2", "hb", "/b")},
+            namespaces=["nsb", "/b"], source="unix:///b.sock")
+    lab = merge([a, b])
+    assert set(lab.hosts) == {"ha", "hb"} and set(lab.sandboxes) == {"c1", "c2"}
+    assert lab.namespaces == ["nsa", "/a", "nsb", "/b"]
+    assert lab.source == "unix:///a.sock,unix:///b.sock"
+    b.sandboxes["c1"] = Sandbox("c1", "hb", "/b2")
+    with pytest.raises(NettraceError, match="container name.*c1 on two engines"):
+        merge([a, b])

@@ -10,6 +10,7 @@ it was after tracing: rules are read, never changed.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -108,3 +109,58 @@ def test_cli_path_through_docker(docker_scenario):
     hops = json.loads(proc.stdout.splitlines()[0])["hops"]
     assert {"ov-ovnet:br0", "o2:eth0"} <= {f"{h['sandbox']}:{h['device']}" for h in hops}
     assert firewall_state(docker_scenario.engine.netns) == before
+
+
+@pytest.fixture
+def two_engines():
+    """Two private engines on one underlay switch, like the overlay lab's host1 and host2."""
+    from conftest_docker import start_engine_or_skip, stop_engine_checked
+    from nettrace.docker import engine
+    from nettrace.topology import netns
+    first = start_engine_or_skip(f"a{os.getpid()}")
+    try:
+        second = start_engine_or_skip(f"b{os.getpid()}")
+    except BaseException:
+        stop_engine_checked(first)
+        raise
+    underlay = f"{engine.NS_PREFIX}.docker-ul-a{os.getpid()}"
+    try:
+        engine.connect([first, second])
+        assert netns.exists(underlay)
+        yield first, second
+    finally:
+        stop_engine_checked(first)
+        stop_engine_checked(second)
+    assert not netns.exists(underlay), "the last engine to stop removes the underlay"
+
+
+def without_wire(path) -> list[tuple[str | None, str]]:
+    """The shape without the underlay switch (a lab has one in a namespace; real hosts have a
+    physical wire nettrace cannot see) and without xmit-completion hops, which fold into the
+    previous hop when no underlay hop comes between."""
+    return [s for s in shape(path) if s[0] != "underlay" and s[1] != "tp:net_dev_xmit"]
+
+
+def test_overlay_across_two_engines_same_path_as_the_lab(labs, two_engines):
+    """c1 on host1 -> c2 on host2 through real VXLAN between two Docker engines."""
+    from nettrace.docker.discover import discover
+    from nettrace.docker.mirror import mirror_hosts
+    first, second = two_engines
+    lab = labs("overlay")
+    mirror_hosts({"host1": first, "host2": second}, lab)
+    docker = discover(f"{first.url},{second.url}")
+    assert set(docker.hosts) == {first.name, second.name}
+    assert docker.hosts[first.name].address == "192.168.50.11"
+    assert docker.hosts[first.name].uplink == "eth0"
+    in_lab = trace(lab, "c1", "c2", "icmp", None)
+    in_docker = trace(docker, "c1", "c2", "icmp", None)
+    assert in_lab.verdict.kind == in_docker.verdict.kind == "delivered"
+    assert without_wire(in_docker) == without_wire(in_lab)
+    assert without_wire(in_docker.reply) == without_wire(in_lab.reply)
+    roles = [h.role for h in in_docker.hops]
+    assert roles.count("vxlan") >= 2 and "uplink" in roles      # encapsulated, over the wire
+    hosts = {h.host for h in in_docker.hops if h.role == "uplink"}
+    assert hosts == {first.name, second.name}
+    proc = run_cli("path", "--docker", f"{first.url},{second.url}", "c2", "c1", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["verdict"]["kind"] == "delivered"

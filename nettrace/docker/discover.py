@@ -226,14 +226,39 @@ def _named_netns(pid: int) -> tuple[str, str | None]:
 # -- discovery ----------------------------------------------------------------------------
 
 def discover(host: str | None = None) -> Lab:
-    """The CNM view of the live engine at `host` (DOCKER_HOST or the local socket)."""
+    """The CNM view of the live engine at `host` (DOCKER_HOST or the local socket).
+
+    `host` may list several engines of one swarm, comma-separated: they become the hosts of
+    one lab, so a path between containers on two engines is traced through both.
+    """
     require_root("discovering a Docker engine (its namespaces are read with setns)")
-    url = docker_url(host)
-    client = _client(url)
-    try:
-        return _Discovery(client, url).run()
-    finally:
-        client.close()
+    urls = [docker_url(h.strip()) for h in host.split(",")] if host else [docker_url(None)]
+    labs = []
+    for url in urls:
+        client = _client(url)
+        try:
+            labs.append(_Discovery(client, url).run())
+        finally:
+            client.close()
+    return labs[0] if len(labs) == 1 else merge(labs)
+
+
+def merge(labs: list[Lab]) -> Lab:
+    """Engines of one swarm as one lab: their hosts, networks, containers and interfaces."""
+    lab = Lab(name="docker", source=",".join(str(one.source) for one in labs), pid=labs[0].pid,
+              created=time.time())
+    for one in labs:
+        for kind, mine, theirs in (("host", lab.hosts, one.hosts),
+                                   ("container", lab.sandboxes, one.sandboxes)):
+            clash = sorted(set(mine) & set(theirs))
+            if clash:
+                raise NettraceError(f"{kind} name(s) {', '.join(clash)} on two engines "
+                                    f"({lab.source}): names must be unique to trace")
+            mine.update(theirs)
+        lab.networks += one.networks
+        lab.interfaces += one.interfaces
+        lab.namespaces += one.namespaces
+    return lab
 
 
 class _Discovery:
@@ -256,7 +281,7 @@ class _Discovery:
 
     def run(self) -> Lab:
         lab = self.lab
-        lab.hosts[self.host_name] = Host(name=self.host_name, netns=self.host_ns)
+        host = lab.hosts[self.host_name] = Host(name=self.host_name, netns=self.host_ns)
         host_view = self.view(self.host_ns)
         api = self.client.api
         networks = [api.inspect_network(n["Id"]) for n in api.networks()]
@@ -279,6 +304,13 @@ class _Discovery:
                 lab.sandboxes[sandbox.name] = sandbox
         self.special_sandboxes()
         self.interfaces(host_view)
+        if any(n.scope is Scope.SWARM for n in lab.networks):
+            # a swarm node's address is where its VXLAN traffic leaves: the host's uplink
+            host.address = (self.client.info().get("Swarm") or {}).get("NodeAddr") or None
+            for link in host_view.links.values():
+                for addr in link.addresses:
+                    if addr.split("/")[0] == host.address:
+                        host.uplink, host.prefixlen = link.ifname, int(addr.split("/")[1])
         # Namespaces a tracer should watch. Overlay sandboxes are left to their Network
         # (netns), which names them ov-<network> as labs do.
         overlay = {n.netns for n in lab.networks if n.driver == "overlay"}

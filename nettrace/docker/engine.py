@@ -52,6 +52,8 @@ class Engine:
     userland_proxy: bool = False
     links: list[str] = field(default_factory=list)   # links nettrace added (macvlan parents)
     swarm: bool = False
+    address: str | None = None     # on the underlay joining several engines (connect())
+    underlay: str | None = None    # that underlay's namespace
 
     # -- paths -----------------------------------------------------------------------------
     @property
@@ -130,8 +132,22 @@ class Engine:
         self.save()
 
     def swarm_init(self) -> None:
-        """A single-node swarm (node address 127.0.0.1, as in the captured reference)."""
-        self.client().swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        """Become a swarm manager: on the underlay address when connected to other engines,
+        else a single-node swarm on 127.0.0.1 (as in the captured reference)."""
+        addr = self.address or "127.0.0.1"
+        self.client().swarm.init(advertise_addr=addr, listen_addr=f"{addr}:2377")
+        self.swarm = True
+        self.save()
+
+    def swarm_join(self, manager: "Engine") -> None:
+        """Join `manager`'s swarm as a worker, over the underlay (see connect())."""
+        if not (self.address and manager.address):
+            raise NettraceError(f"{self.name} and {manager.name} must be connected by an "
+                                f"underlay first (nettrace.docker.engine.connect)")
+        token = manager.client().swarm.attrs["JoinTokens"]["Worker"]
+        self.client().swarm.join(remote_addrs=[f"{manager.address}:2377"], join_token=token,
+                                 advertise_addr=self.address,
+                                 listen_addr=f"{self.address}:2377")
         self.swarm = True
         self.save()
 
@@ -190,6 +206,10 @@ class Engine:
         if netns.exists(self.netns):
             report.links = _delete_veths(self.netns)
             netns.remove(self.netns)
+        if self.underlay and netns.exists(self.underlay) and not any(
+                e.underlay == self.underlay for e in running() if e.name != self.name):
+            report.links += _delete_veths(self.underlay)       # the last engine on it
+            netns.remove(self.underlay)
         left = mounts_under(self.root)
         if left:
             report.problems.append(f"still mounted, {self.root} kept: {', '.join(left)}")
@@ -236,6 +256,40 @@ def start(tag: str | None = None, *, userland_proxy: bool = False, timeout: floa
         engine.stop()
         raise
     return engine
+
+
+def connect(engines: Sequence[Engine], subnet: str = "192.168.50.0/24") -> str:
+    """Join engines like Docker hosts on one LAN: a switch (bridge lan0) in its own
+    namespace <prefix>.docker-ul-<first tag>, each engine's eth0 plugged into it with the
+    subnet's .11, .12, ... (as nettrace's multi-host labs number their hosts).
+    Returns the underlay namespace; the last engine to stop removes it."""
+    import ipaddress
+    net = ipaddress.ip_network(subnet)
+    ul = f"{NS_PREFIX}.docker-ul-{engines[0].name.removeprefix('docker-')}"
+    netns.create(ul)
+    try:
+        netns.sysctl_write(ul, "net.bridge.bridge-nf-call-iptables", 0)   # a plain switch
+        with netns.iproute(ul) as ipr:
+            ipr.link("add", ifname="lan0", kind="bridge")
+            lan = ipr.link_lookup(ifname="lan0")[0]
+            ipr.link("set", index=lan, state="up")
+            for i, eng in enumerate(engines):
+                port = f"p-{eng.name.removeprefix('docker-')}"[:15]
+                ipr.link("add", ifname=port, kind="veth",
+                         peer={"ifname": "eth0", "net_ns_fd": netns.path(eng.netns)})
+                ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=lan, state="up")
+                eng.address = str(net.network_address + 11 + i)
+                with netns.iproute(eng.netns) as host:
+                    idx = host.link_lookup(ifname="eth0")[0]
+                    host.addr("add", index=idx, address=eng.address, prefixlen=net.prefixlen)
+                    host.link("set", index=idx, state="up")
+                eng.underlay = ul
+                eng.save()
+    except BaseException:
+        _delete_veths(ul)
+        netns.remove(ul)
+        raise
+    return ul
 
 
 def _start_daemons(engine: Engine, timeout: float) -> None:

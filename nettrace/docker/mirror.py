@@ -24,41 +24,75 @@ def mirror(engine, lab: Lab, host: str | None = None) -> None:
     """
     if host is not None and host not in lab.hosts:
         raise NettraceError(f"lab {lab.name} has no host {host} (hosts: {', '.join(lab.hosts)})")
+    if any(n.driver == "overlay" for n in lab.networks):
+        _swarm(engine, [])
+    _networks(engine, lab, [n for n in lab.networks if n.host in (None, host) or host is None])
+    _containers(engine, lab, [sb for sb in lab.sandboxes.values()
+                              if host is None or sb.host == host])
+
+
+def mirror_hosts(engines: dict, lab: Lab) -> None:
+    """Each lab host onto its own engine ({lab host: Engine}), engines joined by an underlay
+    (nettrace.docker.engine.connect): the first is the swarm manager, the others join it,
+    so overlay traffic between hosts really goes through VXLAN."""
+    missing = sorted(set(lab.hosts) - set(engines))
+    if missing:
+        raise NettraceError(f"lab {lab.name}: no engine for host(s) {', '.join(missing)}")
+    manager, *workers = [engines[h] for h in lab.hosts]
+    if any(n.driver == "overlay" for n in lab.networks):
+        _swarm(manager, workers)
+    _networks(manager, lab, [n for n in lab.networks if n.driver == "overlay"])
+    for name, eng in engines.items():
+        _networks(eng, lab, [n for n in lab.networks if n.driver != "overlay" and n.host == name])
+        _containers(eng, lab, [sb for sb in lab.sandboxes.values() if sb.host == name])
+
+
+def _swarm(manager, workers: list) -> None:
+    """Swarm with `manager`, ingress removed (the routing mesh needs IPVS, absent here, and
+    ingress holds VNI 4096, which a lab's overlay may ask for), then `workers` join: after
+    the removal, so that they never build an ingress of their own."""
+    if not manager.swarm:
+        manager.swarm_init()
+    client = manager.client()
+    try:
+        for net in client.networks.list(names=["ingress"]):
+            if net.name == "ingress":
+                _remove_ingress(manager, client, net)
+    finally:
+        client.close()
+    for worker in workers:
+        if not worker.swarm:
+            worker.swarm_join(manager)
+
+
+def _networks(engine, lab: Lab, networks: list[Network]) -> None:
     client = engine.client()
     try:
-        if any(n.driver == "overlay" for n in lab.networks):
-            if not engine.swarm:
-                engine.swarm_init()
-            # The routing mesh needs IPVS (absent here) and its ingress network holds VNI 4096,
-            # which the lab's overlay may ask for: a lab has no ingress, so remove it.
-            for net in client.networks.list(names=["ingress"]):
-                if net.name == "ingress":
-                    _remove_ingress(engine, client, net)
         done: set[str] = set()
-        for net in lab.networks:
+        for net in networks:
             if net.name in IMPLICIT_NETWORKS or net.name in done:
                 continue
             _create_network(engine, client, net)
             done.add(net.name)
-        for sb in lab.sandboxes.values():
-            if host is not None and sb.host != host:
-                continue
-            if sb.network_mode in ("host", "none"):
-                engine.run(sb.name, [(sb.network_mode, None)])
-                continue
-            # Docker refuses fixed addresses on the default bridge, and on an overlay the
-            # swarm load balancer takes the next free address at the first join: let it pick
-            nets = [(ep.network, None if ep.network == "bridge" or
-                     lab.network(ep.network).driver == "overlay" else ep.ipv4)
-                    for ep in sorted(sb.endpoints, key=lambda e: e.ifname)
-                    if ep.network not in ("docker_gwbridge", "ingress")]
-            if not nets:
-                raise NettraceError(f"container {sb.name} of lab {lab.name} has no network "
-                                    f"to mirror")
-            # like the lab's containers, nothing listens: a published port answers with a RST
-            engine.run(sb.name, nets, publish=sb.published)
     finally:
         client.close()
+
+
+def _containers(engine, lab: Lab, sandboxes: list) -> None:
+    for sb in sandboxes:
+        if sb.network_mode in ("host", "none"):
+            engine.run(sb.name, [(sb.network_mode, None)])
+            continue
+        # Docker refuses fixed addresses on the default bridge, and on an overlay the
+        # swarm load balancer takes the next free address at the first join: let it pick
+        nets = [(ep.network, None if ep.network == "bridge" or
+                 lab.network(ep.network).driver == "overlay" else ep.ipv4)
+                for ep in sorted(sb.endpoints, key=lambda e: e.ifname)
+                if ep.network not in ("docker_gwbridge", "ingress")]
+        if not nets:
+            raise NettraceError(f"container {sb.name} of lab {lab.name} has no network to mirror")
+        # like the lab's containers, nothing listens: a published port answers with a RST
+        engine.run(sb.name, nets, publish=sb.published)
 
 
 def _remove_ingress(engine, client, net, timeout: float = 15.0) -> None:
