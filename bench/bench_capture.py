@@ -5,7 +5,8 @@
    run. scapy's RawPcapReader is timed too: it is why nettrace reads the framing itself
    (see nettrace/capture/reader.py).
 2. Replay-and-trace rate: M frames (default 200 echo requests c1 -> c2) replayed into
-   the embedded bridge lab, each traced hop by hop with eBPF (needs root and the tracer).
+   the embedded bridge lab, each traced hop by hop with eBPF (needs root and the tracer),
+   with netfilter rule attribution (nft trace) and without it (`replay --no-rules`).
 
 Run as root: .venv/bin/python bench/bench_capture.py [--frames N] [--replay M]
 """
@@ -73,7 +74,7 @@ def read_rates(n: int) -> dict[str, float]:
         return out
 
 
-def replay_rate(m: int) -> dict[str, float]:
+def replay_rate(m: int, rules: bool = True) -> dict[str, float]:
     from nettrace.capture.replay import ReplaySummary, replay
     from nettrace.topology import builder, spec
     with tempfile.TemporaryDirectory(prefix="nettrace-bench-") as tmp:
@@ -83,7 +84,7 @@ def replay_rate(m: int) -> dict[str, float]:
         try:
             summary = ReplaySummary(path, lab.name, "c1")
             from nettrace.trace import Tracer
-            with Tracer(lab) as tracer:
+            with Tracer(lab, nftrace=rules) as tracer:
                 t0 = time.perf_counter()
                 for _ in replay(lab, path, "c1", tracer=tracer, timeout=2.0,
                                 summary_out=summary):
@@ -116,10 +117,12 @@ def main() -> int:
     except ImportError:
         print("replay: skipped (nettrace.trace.Tracer is not available)")
         return 0
-    p = replay_rate(args.replay)
-    print(f"replay and trace {p['frames']} frames on the bridge lab: {p['seconds']:.2f} s, "
-          f"{p['replay_trace_fps']:.1f} frames/s (delivered {p['delivered']}, dropped "
-          f"{p['dropped']}, lost {p['lost']})")
+    for rules in (True, False):
+        p = replay_rate(args.replay, rules)
+        what = "with rule attribution" if rules else "--no-rules"
+        print(f"replay and trace {p['frames']} frames on the bridge lab ({what}): "
+              f"{p['seconds']:.2f} s, {p['replay_trace_fps']:.1f} frames/s (delivered "
+              f"{p['delivered']}, dropped {p['dropped']}, lost {p['lost']})")
     return 0
 
 

@@ -185,6 +185,11 @@ def test_replay_text_summary_counts_drops_by_place(tmp_path, make_lab):
     drop_line = [ln for ln in out.splitlines() if ln.strip().startswith("2  at ")]
     assert drop_line and "NETFILTER_DROP" in drop_line[0] and "DOCKER-ISOLATION" in drop_line[0]
     assert "\x1b[" not in out and "%" not in proc.stderr        # no progress bar off a TTY
+    fast = run_cli("replay", lab.name, cap, "--from", "c1", "--no-rules", "--json")
+    assert fast.returncode == 0, fast.stderr
+    summary = json.loads(fast.stdout.splitlines()[-1])["summary"]
+    assert (summary["sent"], summary["delivered"], summary["dropped"]) == (3, 1, 2)
+    assert all("NETFILTER_DROP" in d["reason"] for d in summary["dropped_by"])
 
 
 def test_unroutable_frame_names_the_frame_and_keeps_earlier_ones(tmp_path, make_lab):

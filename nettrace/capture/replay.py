@@ -136,13 +136,14 @@ class RouteCheck:
 
 
 def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = (),
-           layer: str = "auto", timeout: float = 2.0, tracer=None,
+           layer: str = "auto", timeout: float = 2.0, tracer=None, rules: bool = True,
            on_progress: Callable[[int, int], None] | None = None,
            summary_out: ReplaySummary | None = None) -> Iterator[FrameResult]:
     """Inject and trace every frame of `capture` from lab node `source`, one at a time.
 
     `tracer`: an open `nettrace.trace.Tracer` to reuse (one is opened and closed here
-    otherwise). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
+    otherwise; `rules=False` opens it without netfilter rule attribution, which costs two
+    `nft` runs per frame). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
     """
     if layer not in LAYERS:
         raise CaptureError(capture, f"layer '{layer}' is not one of {', '.join(LAYERS)}")
@@ -155,7 +156,7 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
     try:
         if own_tracer:
             from nettrace.trace import Tracer
-            tracer = Tracer(lab).__enter__()
+            tracer = Tracer(lab, nftrace=rules).__enter__()
         started = time.perf_counter()
         for frame in reader:
             payload = link_payload(frame, capture)
