@@ -260,12 +260,16 @@ class Probes:
                 self._callback = None
 
     # -- teardown -------------------------------------------------------------------------
-    def close(self) -> None:
-        fds = list(self._links.values())
-        self._links.clear()
+    def detach(self, kinds: tuple[str, ...] = ("tp", "nf", "tc")) -> None:
+        """Close the links of these kinds (programs stay loaded, ready to attach again)."""
+        keys = [k for k in self._links if k[0] in kinds]
+        fds = [self._links.pop(k) for k in keys]
         if fds:                          # detaching waits for RCU too: overlap the waits
             with ThreadPoolExecutor(max_workers=min(PARALLEL, len(fds))) as pool:
                 list(pool.map(links.close, fds))
+
+    def close(self) -> None:
+        self.detach()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()
