@@ -282,6 +282,9 @@ def pick_host(lab: Lab, host: str | None) -> str:
 def diff(lab: Lab, docker: Lab, *, host: str | None = None, ping: bool = True) -> DiffReport:
     """Compare lab host `host` (default: the only one) with the engine `docker` (discovered)."""
     lab_host = pick_host(lab, host)
+    if len(docker.hosts) != 1:
+        raise NettraceError(f"diff compares one lab host with one engine; {docker.source} has "
+                            f"{len(docker.hosts)}: pass the engine that plays {lab_host}")
     docker_host = next(iter(docker.hosts))
     with ThreadPoolExecutor(max_workers=2) as pool:
         theirs_f = pool.submit(_Facts, docker, docker_host, ping)
