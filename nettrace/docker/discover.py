@@ -284,15 +284,15 @@ class _Discovery:
         host = lab.hosts[self.host_name] = Host(name=self.host_name, netns=self.host_ns)
         host_view = self.view(self.host_ns)
         api = self.client.api
-        networks = [api.inspect_network(n["Id"]) for n in api.networks()]
-        for raw in networks:
-            lab.networks.append(self.network(raw, host_view))
-        by_id = {raw["Id"]: raw for raw in networks}
         # Docker API calls wait on the daemon: overlap them (netlink parsing is CPU-bound
         # Python, so namespaces are read one after the other)
         with ThreadPoolExecutor(max_workers=4) as pool:
+            networks = list(pool.map(api.inspect_network, [n["Id"] for n in api.networks()]))
             containers = list(pool.map(api.inspect_container,
                                        [c["Id"] for c in api.containers()]))
+        for raw in networks:
+            lab.networks.append(self.network(raw, host_view))
+        by_id = {raw["Id"]: raw for raw in networks}
         for raw in containers:
             key = (raw.get("NetworkSettings") or {}).get("SandboxKey")
             # host-mode containers' key is <exec-root>/netns/default: dockerd's own namespace
@@ -309,7 +309,7 @@ class _Discovery:
             host.address = (self.client.info().get("Swarm") or {}).get("NodeAddr") or None
             for link in host_view.links.values():
                 for addr in link.addresses:
-                    if addr.split("/")[0] == host.address:
+                    if addr.split("/")[0] == host.address and link.kind != "loopback":
                         host.uplink, host.prefixlen = link.ifname, int(addr.split("/")[1])
         # Namespaces a tracer should watch. Overlay sandboxes are left to their Network
         # (netns), which names them ov-<network> as labs do.
