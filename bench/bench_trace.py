@@ -116,6 +116,7 @@ def observer_effect(lab, tracer) -> None:
 def event_rate(lab, tr) -> None:
     """UDP stream with a watched source port: every hop of every packet is an event."""
     sport = 45000
+    tr._attach(tr.probes)          # a Tracer attaches only while tracing: keep them for the stream
     tr.probes.watch_keys([(2, 17, sport)], 1234)
     best = None
     for pps in (5000, 10000, 12500, 15000, 17500, 20000, 30000):
@@ -148,6 +149,7 @@ def event_rate(lab, tr) -> None:
         if lost == 0:
             best = rate
     tr.probes.unwatch_keys([(2, 17, sport)])
+    tr.probes.detach()
     print(f"sustained watched-event rate with zero loss: {best or 0:,.0f} events/s "
           f"(target >= 300,000)")
 
