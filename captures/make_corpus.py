@@ -109,6 +109,12 @@ def internal_egress(lab):
     return [_ping(lab, "c1", client.address, _bridge_mac(lab, "internal"))]
 
 
+def internal_no_route(lab):
+    client = lab.clients["client"]
+    return [_ping(lab, "c1", _ip(lab, "c2"), _mac(lab, "c2"), 1),
+            _ping(lab, "c1", client.address, _bridge_mac(lab, "internal"), 2)]
+
+
 def masquerade(lab):
     client = lab.clients["client"]
     return [_ping(lab, "c1", client.address, _bridge_mac(lab, "bridge"))]
@@ -148,6 +154,9 @@ CASES = [
          "c1 on an internal network sends to the outside through the bridge (layer 2: "
          "the container has no default route)", internal_egress, layer="l2",
          rewrite=lambda lab: [f"{_bridge_mac(lab, 'internal')}=@internal"]),
+    Case("internal-no-route", "internal", "c1",
+         "c1 pings c2, then the outside at layer 3: a container on an internal network has "
+         "no route out, so the replay stops at frame 2 with an error", internal_no_route),
     Case("masquerade-egress", "published-port", "c1",
          "c1 pings the external client: MASQUERADE on the way out", masquerade),
     Case("macvlan-ping", "macvlan", "m1", "m1 pings m2 on a macvlan network", macvlan_ping),

@@ -118,7 +118,9 @@ class FrameSignature:
         return out
 
     def to_yaml(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"frame": self.frame, "packet": self.packet}
+        d: dict[str, Any] = {"frame": self.frame}
+        if self.packet:
+            d["packet"] = self.packet
         if self.error:
             d["error"] = self.error
         if self.request:
