@@ -176,6 +176,8 @@ def check_cmd(goldens: tuple[str, ...], update: bool, width: int, lab_name: str 
             for diff in result.differences:
                 for line in side_by_side(diff, width):
                     click.echo("  " + line)
+    if len(goldens) > 1 and not update:
+        click.echo(f"{len(goldens)} cases: {len(goldens) - failed} ok, {failed} failed")
     if failed:
         click.get_current_context().exit(1)
 
