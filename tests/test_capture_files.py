@@ -136,6 +136,29 @@ def test_pcapng_written_by_wireshark_tools(tmp_path, linktype, frame):
         [(f.number, f.ts_ns, f.linktype, f.data) for f in b]
 
 
+def _be_block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack(">II", btype, 12 + len(body)) + body + struct.pack(">I", 12 + len(body))
+
+
+@needs_tshark
+def test_big_endian_pcapng_with_two_sections(tmp_path):
+    """A big-endian section (written by hand) followed by a little-endian one."""
+    shb = _be_block(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+    tsresol = struct.pack(">HH", 9, 1) + b"\x06\0\0\0" + struct.pack(">HH", 0, 0)  # microseconds
+    idb = _be_block(1, struct.pack(">HHI", 1, 0, 0) + tsresol)
+    ts = 1_700_000_000_000_001
+    epb = _be_block(6, struct.pack(">IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(ICMP_FRAME),
+                                   len(ICMP_FRAME)) + ICMP_FRAME)
+    little = _pcapng_bytes(tmp_path, frames=1)
+    path = _write(tmp_path, "be.pcapng", shb + idb + epb + little)
+    frames = list(read_frames(path))
+    assert [(f.number, f.data) for f in frames] == [(1, ICMP_FRAME), (2, ICMP_FRAME)]
+    assert frames[0].ts_ns == ts * 1000
+    assert [r[0] for r in tshark_fields(path, "frame.time_epoch")] == \
+        ["1700000000.000001000", "1000000000.000000000"]
+
+
 def _write(tmp_path, name: str, data: bytes) -> str:
     path = str(tmp_path / name)
     with open(path, "wb") as f:
