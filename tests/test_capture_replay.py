@@ -271,6 +271,14 @@ def test_record_writes_paths_until_count(tmp_path, bridge):
         assert "Number of interfaces in file: " + str(len(bridge.interfaces)) in info
 
 
+def test_record_refuses_a_bad_expression_before_anything(tmp_path, bridge):
+    out = tmp_path / "never.pcapng"
+    proc = run_cli("record", bridge.name, "bogus words", "-o", str(out))
+    assert proc.returncode == 2
+    assert "expression 'bogus words': unknown word 'bogus'" in proc.stderr
+    assert "recording" not in proc.stderr and not out.exists()
+
+
 def test_record_stops_on_ctrl_c_with_a_valid_file(tmp_path, bridge):
     out = str(tmp_path / "empty.pcapng")
     proc = _start_record(bridge.name, "-o", out)

@@ -115,8 +115,11 @@ def record_cmd(lab: str, expr: str, output: str, count: int | None,
     """
     from nettrace.capture.pcapng import PcapngWriter
     from nettrace.trace import Tracer
+    from nettrace.trace import expr as live_expr
     require_root("nettrace record")
     live = get_lab(lab)
+    # a bad expression is refused before the file is created or a probe is loaded
+    live_expr.parse(expr or None, lambda n: live.sandboxes[n].ip() if n in live.sandboxes else None)
     deadline = time.monotonic() + duration if duration else None
     written = {"paths": 0}
 
