@@ -115,17 +115,30 @@ class Tracer:
             self.probes.detach(ON_DEMAND)
         self.timings["open"] = time.monotonic() - t0
 
-    def _attach(self, probes: Probes, **live_filter: int) -> None:
-        """Filter first (namespaces, expression), then attach: no event escapes the filter."""
+    def _attach(self, probes: Probes, skip: set[str] = frozenset(), **live_filter: int) -> None:
+        """Filter first (namespaces, expression), then attach: no event escapes the filter.
+
+        `skip`: namespaces whose netfilter hooks cannot be on this packet's way (other
+        containers); tracepoints still see a packet that goes there by mistake."""
         probes.configure(live=probes.live, netns_filter=True, **live_filter)
         probes.watch_namespaces(self.names.places)
         probes.attach_tracepoints()
         for place in self.names.places.values():
-            probes.attach_netns(place.netns)
+            if place.netns not in skip:
+                probes.attach_netns(place.netns)
         probes.attach_interfaces(
             (self.names.places[inode].netns, ifindex)
             for (inode, ifindex), dev in self.names.devices.items()
             if dev.role and dev.role != Role.LOOPBACK.value and (self.tc_all or dev.kind in TC_KINDS))
+
+    def _bystanders(self, src_ns: str, dst_ns: str | None) -> set[str]:
+        """Containers that are neither source nor destination (none are when the destination
+        is not a container: a published port on a host may lead to any of them)."""
+        hosts = {h.netns for h in self.lab.hosts.values()}
+        if dst_ns is None or dst_ns in hosts:     # a host may forward (DNAT) to any container
+            return set()
+        return {sb.netns for sb in self.lab.sandboxes.values()
+                if sb.netns not in (src_ns, dst_ns) and sb.netns not in hosts}
 
     def _firewall_namespaces(self) -> list[str]:
         return [h.netns for h in self.lab.hosts.values() if netns.exists(h.netns)]
@@ -231,7 +244,7 @@ class Tracer:
             track = PacketTrack(self.names, fp)
             lost_before = self.events_lost
             self._settle()
-            self._attach(self.probes)              # ~3 ms; detached again below
+            self._attach(self.probes, self._bystanders(ns, dst_ns))   # ~3 ms; detached below
             self.probes.watch_keys(fp.keys(), fp.trace_id)
             if self.nft:
                 self.nft.watch(fp)
