@@ -4,7 +4,7 @@ hops and the isolation drop with its rule. Quitting must detach every probe."""
 
 from __future__ import annotations
 
-import subprocess
+import os
 
 import pytest
 
@@ -34,8 +34,15 @@ needs_tracer = pytest.mark.skipif(tracer_missing() is not None, reason=str(trace
 
 
 def bpf_links() -> int:
-    out = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True).stdout
-    return sum(1 for line in out.splitlines() if line[:1].isdigit())
+    """BPF programs and links this process holds (a global count would race other users)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += target in ("anon_inode:bpf-prog", "anon_inode:bpf_link", "anon_inode:bpf-link")
+    return count
 
 
 @pilot
@@ -125,3 +132,26 @@ async def isolation_drop_path(lab):
                          for i in range(timeline.option_count))
         assert "✗ dropped" in text and "ISOLATION" in text
         await quit_detaches(pilot, app, links)
+
+
+@needs_tracer
+def test_a_crash_still_detaches_every_probe(labs):
+    """What `nettrace tui` does after the app ends for any reason: close the session."""
+    lab = labs("bridge")
+    links = bpf_links()
+    with pytest.raises(ZeroDivisionError):
+        app = crash_once_attached(lab, links)
+    app = crash_once_attached.app
+    assert app.close_session(timeout=30), "the tracer thread did not leave its Tracer block"
+    assert bpf_links() == links, "probes left attached after a crash"
+
+
+@pilot
+async def crash_once_attached(lab, links_before: int):
+    app = crash_once_attached.app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.tracer_state != "starting", 120, "the tracer to attach")
+        assert app.tracer_state == "ready", app.tracer_detail
+        assert bpf_links() > links_before, "no probe was attached"
+        app.call_later(lambda: 1 / 0)                # a bug in a handler
+        await until(pilot, lambda: not app.is_running, 10, "the app to stop on the error")

@@ -112,6 +112,13 @@ class NettraceApp(App):
         else:
             self.call_after_refresh(self.action_labs)
 
+    def on_unmount(self) -> None:
+        """However the app ends (q, Ctrl-C, a crash), tell the tracer thread to leave its
+        Tracer block: that detaches the probes, and asyncio waits for the thread to finish
+        before `run()` returns (a thread worker would otherwise keep the process alive)."""
+        if self.session is not None:
+            self.session.stop()
+
     def on_resize(self, event) -> None:
         self.set_class(event.size.width >= WIDE, "-wide")
 
