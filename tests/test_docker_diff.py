@@ -24,9 +24,6 @@ LABS = ["bridge", "user-bridges", "icc-off", "internal", "published-port", "macv
 
 def known_gap(lab: str, d) -> bool:
     """Differences between a nettrace lab and Docker 20.10 that are real and understood."""
-    # Docker 20.10 sets ip_unprivileged_port_start=0 in every container namespace
-    if d.section == "sysctls" and d.key.endswith("net.ipv4.ip_unprivileged_port_start"):
-        return d.docker == "0"
     # Docker 20.10 gives containers on an --internal network a default route anyway
     if lab == "internal" and d.section == "containers" and d.key.endswith(".routes"):
         return d.docker == d.lab + "; default via 10.97.0.1 dev eth0" or \
@@ -86,16 +83,18 @@ def test_every_section_detects_a_difference(make_lab, docker_engine):
         "-j DROP   (lab only)" in text
 
 
-def test_cli_exit_codes_and_json(labs, docker_engine, tmp_path):
+def test_cli_exit_codes_and_json(make_lab, docker_engine, tmp_path):
     """Exit 1 with differences (text and JSON); exit 0 for an engine compared with itself."""
     from nettrace.docker.discover import discover
     from nettrace.docker.mirror import mirror
-    lab = labs("bridge")
+    from nettrace.topology import netns
+    lab = make_lab("bridge", name="ntdcli")
     mirror(docker_engine, lab)
-    proc = run_cli("lab", "diff", "bridge", "--docker", docker_engine.url)
+    netns.sysctl_write(lab.hosts["host"].netns, "net.ipv4.ip_forward", 0)   # one difference
+    proc = run_cli("lab", "diff", "ntdcli", "--docker", docker_engine.url)
     assert proc.returncode == 1, proc.stderr
-    assert "difference(s)" in proc.stdout and "ip_unprivileged_port_start" in proc.stdout
-    proc = run_cli("lab", "diff", "bridge", "--docker", docker_engine.url, "--json", "--no-ping")
+    assert "difference(s)" in proc.stdout and "net.ipv4.ip_forward" in proc.stdout
+    proc = run_cli("lab", "diff", "ntdcli", "--docker", docker_engine.url, "--json", "--no-ping")
     data = json.loads(proc.stdout)
     assert proc.returncode == 1 and data["equivalent"] is False and data["reachability"] == {}
     # the engine itself, saved as a lab: equivalent

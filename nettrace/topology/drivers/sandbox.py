@@ -45,8 +45,9 @@ class SandboxDriver:
             sandbox.resolv_conf = _host_resolv_conf()
         sandbox.published = [str(p) for p in ctr.publish]
         if sandbox.network_mode != "host":
-            # what Docker 29 sets in every container namespace
+            # what Docker sets in every container namespace
             netns.sysctl_write(sandbox.netns, "net.ipv4.ping_group_range", "0\t2147483647")
+            netns.sysctl_write(sandbox.netns, "net.ipv4.ip_unprivileged_port_start", 0)
         ctx.lab.sandboxes[sandbox.name] = sandbox
 
 
