@@ -10,9 +10,9 @@ from nettrace.topology.model import Lab, load_lab
 def docker_option(f):
     """`--docker [HOST]`: work on a live Docker engine instead of a nettrace lab."""
     return click.option(
-        "--docker", "docker", is_flag=False, flag_value="", default=None, metavar="[HOST]",
+        "--docker", "docker", is_flag=False, flag_value="", default=None, metavar="[HOST[,HOST...]]",
         help="Use a live Docker engine instead of a lab (HOST defaults to DOCKER_HOST or the "
-             "local socket).")(f)
+             "local socket; several engines of one swarm, comma-separated, form one lab).")(f)
 
 
 def get_lab(name: str | None, docker: str | None = None) -> Lab:
