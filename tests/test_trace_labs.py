@@ -93,6 +93,12 @@ def test_bridge_hop_sequence_and_reply(traced):
     assert device_sequence(p.reply) == list(reversed(device_sequence(p)))
     assert hop(p.reply, "nf:FORWARD", "host").rule.rule.endswith("ct state related,established accept")
     assert p.events_lost == 0 and tr.events_lost == 0
+    status = {s.name: s for s in tr.probe_status()}
+    assert all(status[f"tp:{tp}"].live for tp in ("net_dev_queue", "netif_receive_skb", "kfree_skb"))
+    assert status["nf:first/last"].live and status["nft:trace"].live
+    optional = [s for s in status.values() if s.name.startswith("optional:")]
+    assert optional and all(s.live or s.reason for s in optional)    # reported, never fatal
+    assert p.probes_missing == []
 
 
 def test_bridge_udp_and_tcp_reply_kinds(traced):

@@ -29,7 +29,6 @@ RINGBUF_PAGES = 4096                 # 16 MiB: ~85k events of backlog (bursts)
 NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
 PARALLEL = 32                        # threads attaching/detaching links (they wait on RCU)
 ALL_PROTOS = 0xFFFFFFFF
-OPTIONAL_PROBES = ("br_handle_frame", "br_forward", "nf_hook_slow", "ip_forward", "vxlan_rcv")
 
 
 @dataclass
@@ -183,14 +182,13 @@ class Probes:
             links.close(self._links.pop(key))
 
     def _check_optional(self) -> None:
-        kprobes = os.path.exists("/sys/bus/event_source/devices/kprobe")
-        for fn in OPTIONAL_PROBES:
-            name = f"kprobe:{fn}"
+        from nettrace.trace.bcc_headers import CACHE_DIR, btf_hash
+        from nettrace.trace.optional import detect
+        for fn, why in detect(os.path.join(CACHE_DIR, btf_hash())).items():
+            name = f"optional:{fn}"
             self.status[name] = ProbeStatus(
-                name, False,
-                "kprobes are available but not used by this version" if kprobes else
-                "this kernel has no kprobes (CONFIG_KPROBES=n); fentry is refused too "
-                "(BPF_PROG_LOAD: EPERM): the hop is inferred from tracepoints and netfilter")
+                name, False, why or "the kernel allows it, but this version does not attach "
+                                    "optional probes: tracepoints and netfilter cover the hop")
 
     # -- maps -----------------------------------------------------------------------------
     def configure(self, *, live: bool, netns_filter: bool, proto: int = 0, port: int = 0,

@@ -188,7 +188,13 @@ class Tracer:
         return total
 
     def missing_probes(self) -> list[str]:
-        return [s.name for s in self.probe_status() if not s.live and not s.name.startswith("kprobe:")]
+        """Always-on probes that failed to attach (not optional ones, not ones this lab
+        has no place for)."""
+        failed = [s.name for s in self.probes.status.values()
+                  if not s.live and not s.name.startswith("optional:")]
+        if self.nft is not None and self.nft.error:
+            failed.append("nft:trace")
+        return failed
 
     # -- tracing injected packets -----------------------------------------------------------
     def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
