@@ -166,3 +166,13 @@ def test_slim_vmlinux_keeps_by_value_closure():
     assert "struct inner {" in slim and "struct sk_buff {" in slim and "enum color {" in slim
     assert "struct unused {" not in slim and "struct unused;" in slim
     assert slim.index("struct inner {") < slim.index("struct sk_buff {")
+
+
+def test_tracer_refuses_clearly_without_root(monkeypatch):
+    from nettrace.errors import EnvironmentProblem
+    from nettrace.topology.model import Lab
+    from nettrace.trace import Tracer
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(EnvironmentProblem, match="needs root"):
+        with Tracer(Lab(name="x")):
+            pass

@@ -30,7 +30,7 @@ from nettrace.trace.model import DELIVERED, DROPPED, Path, Verdict
 from nettrace.trace.names import Names
 from nettrace.trace.nftrace import NfTrace, rules_by_hook
 from nettrace.trace.paths import attach_rules, verdict
-from nettrace.trace.probes import Probes, ProbeStatus
+from nettrace.trace.probes import Probes, ProbeStatus, check_environment
 from nettrace.trace.tracking import REPLY, REQUEST, PacketTrack, build_hops
 
 Progress = Callable[[str], None]
@@ -83,6 +83,7 @@ class Tracer:
         self.close()
 
     def open(self) -> None:
+        check_environment()               # root, bcc: a clear error before anything starts
         t0 = time.monotonic()
         failure: list[BaseException] = []
 
