@@ -1,15 +1,14 @@
 """Probe events as Python data: what one probe saw, numbers only.
 
 The layout is bcc's decoding of `struct nt_event` (bpf/event.h) through the ring
-buffer table's `.event()`: no second, hand-kept layout. `decode()` copies the few
-fields we need into a plain dataclass right away (bcc reuses the buffer), and
+buffer table's `.event()`: no second, hand-kept layout (nettrace.trace.ringbuf copies
+each record into that class; `Event` reads its fields on access), and
 `parse_headers()` turns the copied header bytes into a `Packet` with a small parser:
 scapy would cost ~50 us per event; this costs a few.
 """
 
 from __future__ import annotations
 
-import ctypes
 import socket
 import struct
 from enum import IntEnum
@@ -89,33 +88,6 @@ class Event:
 
 
 _POINTS = [None] + [Point(i) for i in range(1, len(Point) + 1)]   # Point(n) costs ~1 us
-
-
-def decode(raw) -> Event:
-    """Copy a bcc-decoded `struct nt_event` out of the ring buffer (bcc reuses it)."""
-    return Event(type(raw).from_buffer_copy(raw))
-
-
-class Decoder:
-    """Ring-buffer records -> Events with bcc's event class, learnt from the first record.
-
-    bcc's `table.event(data)` casts each record (~1 us); after the first one we reuse the
-    class it built and copy the record straight into a new instance (~0.3 us).
-    """
-
-    def __init__(self, table_event) -> None:
-        self._table_event = table_event
-        self._cls = None
-
-    def __call__(self, data: int) -> Event:
-        cls = self._cls
-        if cls is None:
-            ev = decode(self._table_event(data))
-            self._cls = type(ev._raw)
-            return ev
-        raw = cls()
-        ctypes.memmove(ctypes.addressof(raw), data, ctypes.sizeof(cls))
-        return Event(raw)
 
 
 def tcp_flags(bits: int) -> str:

@@ -23,9 +23,12 @@ from nettrace.inject.fingerprint import K_ARP
 from nettrace.topology import netns
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
-from nettrace.trace.events import TRACEPOINTS, Decoder, Event, Point
+from nettrace.trace.events import TRACEPOINTS, Event, Point
+from nettrace.trace.ringbuf import RingReader
 
-RINGBUF_PAGES = 4096                 # 16 MiB: ~85k events of backlog (bursts)
+RINGBUF_PAGES = 16384                # 64 MiB: ~350k events, 1 s of backlog when a loaded
+                                     # machine stalls the reader
+PAGE_SIZE = 4096
 NF_PRIO_TRIES = 16                   # tracers that can share a hook edge
 PARALLEL = 32                        # threads attaching/detaching links (they wait on RCU)
 ALL_PROTOS = 0xFFFFFFFF
@@ -69,7 +72,7 @@ class Probes:
         self.status: dict[str, ProbeStatus] = {}
         self._links: dict[tuple, int] = {}       # (kind, ns, ...) -> link fd
         self._lock = threading.Lock()
-        self._callback: Callable[[Event], None] | None = None
+        self._ring: RingReader | None = None
         self._conf: dict = dict(live=live, netns_filter=True, proto=0, port=0, host=0, src=0, dst=0)
         self._watched: dict[tuple[int, int, int], int] = {}
         self.compile_seconds = 0.0
@@ -94,9 +97,7 @@ class Probes:
             "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
         }
         self.compile_seconds = time.monotonic() - t0
-        events = b[b"events"]
-        self._decode = Decoder(events.event)     # bcc's ctypes view of struct nt_event
-        events.open_ring_buffer(self._on_event)
+        self._ring = RingReader(b[b"events"], RINGBUF_PAGES * PAGE_SIZE)
         self._check_optional()
 
     def prog_ids(self) -> list[int]:
@@ -244,18 +245,10 @@ class Probes:
         return sum(lost.getvalue(lost.Key(0)))
 
     # -- events ---------------------------------------------------------------------------
-    def _on_event(self, _ctx, data, _size) -> None:
-        if self._callback is not None:
-            self._callback(self._decode(data))
-
-    def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> None:
+    def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> int:
         """Deliver pending events to `callback`, waiting up to `timeout_ms` for the first."""
         with self._lock:
-            self._callback = callback
-            try:
-                self.bpf.ring_buffer_poll(timeout_ms)
-            finally:
-                self._callback = None
+            return self._ring.poll(lambda raw: callback(Event(raw)), timeout_ms)
 
     # -- teardown -------------------------------------------------------------------------
     def detach(self, kinds: tuple[str, ...] = ("tp", "nf", "tc")) -> None:
@@ -268,6 +261,9 @@ class Probes:
 
     def close(self) -> None:
         self.detach()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()
