@@ -52,7 +52,8 @@ async def test_bring_a_lab_up_from_the_tui_and_take_it_down_on_quit():
         pytest.skip(f"lab {name} is already up in this state directory")
     app = make_app(None, trace=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, LabsScreen), 5, "the lab picker")
+        await until(pilot, lambda: isinstance(app.screen, LabsScreen)
+                    and app.screen.query("#lab-list"), 5, "the lab picker")
         options = app.screen.query_one("#lab-list")
         ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
         options.highlighted = ids.index(f"emb:{name}")
@@ -64,7 +65,7 @@ async def test_bring_a_lab_up_from_the_tui_and_take_it_down_on_quit():
         labels = [str(n.label) for n in tree.root.children[0].children]
         assert any("lonely" in label for label in labels)
         await pilot.press("q")
-        assert isinstance(app.screen, TeardownScreen)
+        await until(pilot, lambda: isinstance(app.screen, TeardownScreen), 5, "the teardown offer")
         await pilot.press("y")
         await until(pilot, lambda: not app.is_running, 60, "the app to take the lab down and exit")
     assert name not in running_labs()
@@ -76,7 +77,8 @@ async def inject(pilot, app, dst: str) -> None:
     assert app.tracer_state == "ready", f"tracer not ready: {app.tracer_detail}"
     before = len(app.paths)
     await pilot.press("i")
-    assert isinstance(app.screen, InjectScreen)
+    await until(pilot, lambda: isinstance(app.screen, InjectScreen) and app.screen.query("#dst"),
+                5, "the inject form")
     app.screen.query_one("#dst").value = dst
     await pilot.press("ctrl+s")
     await until(pilot, lambda: len(app.paths) > before, 30, f"the path to {dst}")
@@ -155,3 +157,34 @@ async def crash_once_attached(lab, links_before: int):
         assert bpf_links() > links_before, "no probe was attached"
         app.call_later(lambda: 1 / 0)                # a bug in a handler
         await until(pilot, lambda: not app.is_running, 10, "the app to stop on the error")
+
+
+@needs_tracer
+def test_live_watch_shows_observed_traffic(labs):
+    watch_ping(labs("bridge"))
+
+
+@pilot
+async def watch_ping(lab):
+    import asyncio
+
+    from nettrace.topology import netns
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.tracer_state != "starting", 120, "the tracer to attach")
+        await pilot.press("w")
+        await until(pilot, lambda: app.screen.query("#answer"), 5, "the watch prompt")
+        app.screen.query_one("#answer").value = "icmp"
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        c2 = lab.sandbox("c2").ip()
+        await asyncio.to_thread(netns.run, lab.sandbox("c1").netns,
+                                ["ping", "-c", "1", "-W", "1", c2], check=False)
+        await until(pilot, lambda: any(p.dst == c2 for p in app.paths), 15, "the observed ping")
+        seen = next(p for p in app.paths if p.dst == c2)
+        assert seen.direction == "observed" and seen.proto == "icmp"
+        assert any(h.place == "c2:eth0" for h in seen.hops)
+        await pilot.press("w")                                   # stop watching
+        assert app.live_expr is None
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, 30, "quit")

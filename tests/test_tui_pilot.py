@@ -116,6 +116,7 @@ async def test_packet_detail_dissects_and_steps_through_hops():
     app = make_app(lab, paths=[bridge_ping(lab)], trace=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("tab", "enter")
+        await until(pilot, lambda: app.screen.query("#dissection"), 5, "the packet detail")
         screen = app.screen
         dissection = str(screen.query_one("#dissection").render())
         assert "###[ Ethernet ]###" in dissection and "echo-request" in dissection
@@ -154,7 +155,7 @@ async def test_inject_form_without_tracer_says_so_and_sends_nothing():
     app = make_app(lab, trace=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("i")
-        assert isinstance(app.screen, InjectScreen)
+        await until(pilot, lambda: app.screen.query("#dst"), 5, "the inject form")
         await pilot.press("ctrl+s")                 # c1 -> c2 icmp x1 is a valid default
         assert not isinstance(app.screen, InjectScreen)
         assert any("cannot inject" in n.message for n in app._notifications)
@@ -171,6 +172,7 @@ async def test_save_shown_packets_as_pcapng(tmp_path):
         app.query_one("#filter").value = "delivered"
         await pilot.pause()
         await pilot.press("s")
+        await until(pilot, lambda: app.screen.query("#answer"), 5, "the file name prompt")
         app.screen.query_one("#answer").value = str(out)
         await pilot.press("enter")
         await app.workers.wait_for_complete()
@@ -201,3 +203,33 @@ def test_many_paths_builds_the_benchmark_load():
     lab = sample_lab("bridge")
     paths = many_paths(lab, 10_000)
     assert sum(len(p.hops) + len(p.reply.hops) for p in paths) == 10_000
+
+
+@pytest.mark.parametrize("name", ["bridge", "user-bridges", "icc-off", "internal", "host", "none",
+                                  "macvlan", "overlay", "published-port"])
+def test_map_draws_every_endpoint_bridge_and_uplink(name):
+    lab = sample_lab(name)
+    anchors = draw_map(lab).canvas.anchors
+    for sb in lab.sandboxes.values():
+        assert (sb.netns, None) in anchors, f"no box for {sb.name}"
+        for ep in sb.endpoints:
+            assert (sb.netns, ep.ifname) in anchors, f"{sb.name}:{ep.ifname} not drawn"
+            if ep.host_ifname:
+                assert (ep.host_netns, ep.host_ifname) in anchors, f"{ep.host_ifname} not drawn"
+    for itf in lab.interfaces:
+        if itf.role.value in ("bridge", "vxlan", "uplink"):
+            assert (itf.netns, itf.ifname) in anchors, f"{itf.label} not drawn"
+    if lab.underlay_netns:
+        assert (lab.underlay_netns, "lan0") in anchors
+
+
+@pilot
+async def test_command_palette_opens_the_inject_form():
+    lab = sample_lab("bridge")
+    app = make_app(lab, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Inject a packet")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, InjectScreen), 5, "the inject form")

@@ -62,6 +62,8 @@ def test_inject_form(snap_compare):
 def test_inject_form_names_the_bad_field(snap_compare):
     async def bad_port(pilot):
         await pilot.press("i")
+        while not pilot.app.screen.query("#port"):
+            await pilot.pause(0.05)
         pilot.app.screen.query_one("#port").value = "99999"
         await pilot.press("ctrl+s")
     assert snap_compare(bridge_app(), run_before=bad_port)

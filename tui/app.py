@@ -165,8 +165,11 @@ class NettraceApp(App):
         if busy_text:
             text, style = busy_text, "yellow"
         live = [p for p in self.probes if getattr(p, "live", False)]
-        table = self.query_one(PacketList)
-        self.query_one(StatusBar).show(
+        try:
+            table, status = self.query_one(PacketList), self.query_one(StatusBar)
+        except NoMatches:                       # the timer fired while the app closes
+            return
+        status.show(
             lab=self.lab.name if self.lab else None, tracer=text, tracer_style=style,
             busy=bool(busy_text) or self.tracer_state in ("starting", "stopping"),
             probes=(len(live), len(self.probes)) if self.probes else None,

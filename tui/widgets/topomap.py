@@ -325,6 +325,8 @@ def _host_block(lab: Lab, host: Host) -> Block:
         lx = right + 1
         for text, key in bus.label:
             c.put(lx, y, text, NAME_STYLE if key == bus.key else DIM, key)
+            if key != bus.key:
+                c.anchor(key, lx + 1, y)          # e.g. vxlan0 after "br0 ovnet ... ─"
             lx += len(text)
     for lx, mine, veth, label, bus in lines:
         c.put(lx, label_y, "│", LINE_STYLE, veth)
