@@ -178,10 +178,6 @@ class Probes:
             except OSError as exc:
                 self.status["tc:ingress/egress"] = ProbeStatus("tc:ingress/egress", False, str(exc))
 
-    def detach_netns(self, ns: str | None) -> None:
-        for key in [k for k in self._links if k[1] == ns and k[0] in ("nf", "tc")]:
-            links.close(self._links.pop(key))
-
     def _check_optional(self) -> None:
         from nettrace.trace.bcc_headers import CACHE_DIR, btf_hash
         from nettrace.trace.optional import detect
