@@ -91,19 +91,20 @@ async def quit_detaches(pilot, app, links_before: int) -> None:
     assert bpf_links() == links_before, "probes left attached after quitting"
 
 
-@needs_tracer
-def test_inject_c1_to_c2_on_the_bridge_lab_shows_the_delivered_path(labs):
-    lab = labs("bridge")                 # outside the app's event loop (pyroute2 runs its own)
-    delivered_path(lab)
-
-
 @pilot
-async def delivered_path(lab):
+async def traced(lab, dst: str, check) -> None:
+    """Open the TUI on `lab`, inject c1 -> `dst` from the form, `check(app, path)`, quit."""
     links = bpf_links()
     app = make_app(lab)
     async with app.run_test(size=(80, 24)) as pilot:
-        await inject(pilot, app, "c2")
-        path = app.paths[-1]
+        await inject(pilot, app, dst)
+        check(app, app.paths[-1])
+        await quit_detaches(pilot, app, links)
+
+
+@needs_tracer
+def test_inject_c1_to_c2_on_the_bridge_lab_shows_the_delivered_path(labs):
+    def check(app, path):
         assert path.verdict.kind == "delivered", path.verdict.line()
         places = [h.place for h in path.hops]
         assert places[0] == "c1:eth0" and "c2:eth0" in places
@@ -112,28 +113,19 @@ async def delivered_path(lab):
         assert app.query_one(PathTimeline).path is path
         steps = app.query(TopologyMap).first().drawing.steps(path)
         assert steps[0].place == "c1:eth0" and all(s.key is not None for s in steps)
-        await quit_detaches(pilot, app, links)
+    traced(labs("bridge"), "c2", check)   # lab built outside the app's event loop (pyroute2)
 
 
 @needs_tracer
 def test_inject_across_isolated_bridges_shows_the_drop_and_its_rule(labs):
-    isolation_drop_path(labs("user-bridges"))
-
-
-@pilot
-async def isolation_drop_path(lab):
-    links = bpf_links()
-    app = make_app(lab)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await inject(pilot, app, "c3")
-        path = app.paths[-1]
+    def check(app, path):
         assert path.verdict.kind == "dropped", path.verdict.line()
         assert path.verdict.rule is not None and "ISOLATION" in path.verdict.rule.chain
         timeline = app.query_one(PathTimeline)
         text = "\n".join(str(timeline.get_option_at_index(i).prompt)
                          for i in range(timeline.option_count))
         assert "✗ dropped" in text and "ISOLATION" in text
-        await quit_detaches(pilot, app, links)
+    traced(labs("user-bridges"), "c3", check)
 
 
 @needs_tracer
