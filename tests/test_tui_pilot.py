@@ -233,3 +233,19 @@ async def test_command_palette_opens_the_inject_form():
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, InjectScreen), 5, "the inject form")
+
+
+@pilot
+async def test_mouse_click_selects_a_packet_and_resize_moves_the_map():
+    lab, paths = mixed()
+    app = make_app(lab, paths=paths, trace=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        assert app.has_class("-wide")                       # map beside the packets
+        assert app.query_one("#trace-map").display
+        await pilot.click(PacketList, offset=(3, 3))        # header row + rows 0, 1, [2]
+        assert app.selected == 2
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert not app.has_class("-wide")
+        assert not app.query_one("#trace-map").display
+        assert app.query_one(PathTimeline).path is paths[2]

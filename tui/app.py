@@ -241,9 +241,12 @@ class NettraceApp(App):
     def add_path(self, path: Path, select: bool = True) -> None:
         index = len(self.paths)
         self.paths.append(path)
-        shown = self.query_one(PacketList).add_path(index, path, self.filter_terms)
+        table = self.query_one(PacketList)
+        shown = table.add_path(index, path, self.filter_terms)
         if select:
             if not shown:                      # an injected packet is always shown
+                self.filter_terms = []
+                table.fill(self.paths, [])
                 self.query_one("#filter", Input).value = ""
             if self.query_one(TabbedContent).active != "trace":
                 self.action_tab("trace")
@@ -276,6 +279,7 @@ class NettraceApp(App):
         except Exception as exc:
             self.post_message(LabFailed(name, f"{type(exc).__name__}: {exc}"))
             return
+        self.labs_brought_up.add(lab.name)     # recorded here too: quitting may beat the message
         self.post_message(LabChanged(lab, brought_up=True))
 
     @work(thread=True, group="labs", exit_on_error=False)
