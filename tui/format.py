@@ -24,8 +24,10 @@ def port_of(path: Path) -> int | None:
 
 
 def endpoints(path: Path) -> tuple[str, str]:
+    """(source, destination) as the user named them, with the port when there is one."""
     port = port_of(path)
-    return path.src, f"{path.dst}:{port}" if port else path.dst
+    has_port = path.dst.rpartition(":")[2].isdigit()
+    return path.src, f"{path.dst}:{port}" if port and not has_port else path.dst
 
 
 def drop_hop(path: Path) -> int | None:
