@@ -72,13 +72,15 @@ async def test_bring_a_lab_up_from_the_tui_and_take_it_down_on_quit():
     assert not any(ns.startswith(ns_name(name) + ".") for ns in our_namespaces())
 
 
-async def inject(pilot, app, dst: str) -> None:
+async def inject(pilot, app, dst: str, src: str = "c1", proto: str = "icmp") -> None:
     await until(pilot, lambda: app.tracer_state != "starting", 120, "the tracer to attach")
     assert app.tracer_state == "ready", f"tracer not ready: {app.tracer_detail}"
     before = len(app.paths)
     await pilot.press("i")
     await until(pilot, lambda: isinstance(app.screen, InjectScreen) and app.screen.query("#dst"),
                 5, "the inject form")
+    app.screen.query_one("#src").value = src
+    app.screen.query_one("#proto").value = proto
     app.screen.query_one("#dst").value = dst
     await pilot.press("ctrl+s")
     await until(pilot, lambda: len(app.paths) > before, 30, f"the path to {dst}")
@@ -92,12 +94,12 @@ async def quit_detaches(pilot, app, links_before: int) -> None:
 
 
 @pilot
-async def traced(lab, dst: str, check) -> None:
-    """Open the TUI on `lab`, inject c1 -> `dst` from the form, `check(app, path)`, quit."""
+async def traced(lab, dst: str, check, src: str = "c1", proto: str = "icmp") -> None:
+    """Open the TUI on `lab`, inject `src` -> `dst` from the form, `check(app, path)`, quit."""
     links = bpf_links()
     app = make_app(lab)
     async with app.run_test(size=(80, 24)) as pilot:
-        await inject(pilot, app, dst)
+        await inject(pilot, app, dst, src, proto)
         check(app, app.paths[-1])
         await quit_detaches(pilot, app, links)
 
@@ -126,6 +128,22 @@ def test_inject_across_isolated_bridges_shows_the_drop_and_its_rule(labs):
                          for i in range(timeline.option_count))
         assert "✗ dropped" in text and "ISOLATION" in text
     traced(labs("user-bridges"), "c3", check)
+
+
+@needs_tracer
+def test_inject_from_the_external_client_to_a_published_port_shows_the_dnat(labs):
+    lab = labs("published-port")
+    host = lab.hosts["host"].address
+
+    def check(app, path):
+        assert path.src == "client" and path.proto == "tcp"
+        assert path.verdict.kind == "delivered", path.verdict.line()
+        changes = [c for h in path.hops for c in h.changes]
+        assert any("DNAT" in c and ":80" in c for c in changes), changes
+        assert any(h.place == "web:eth0" for h in path.hops)
+        steps = app.query(TopologyMap).first().drawing.steps(path)
+        assert [s.place for s in steps][:2] == ["client:eth0", "underlay:p-client"]
+    traced(lab, f"{host}:8080", check, src="client", proto="tcp")
 
 
 @needs_tracer
