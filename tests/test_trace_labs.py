@@ -300,3 +300,18 @@ def test_host_and_none_network_modes(traced, labs):
     tr_none = traced("none")
     with pytest.raises(NettraceError, match="no network interface"):
         tr_none.path("lonely", "c1")
+
+
+def test_two_tracers_share_the_netfilter_hooks(traced, labs):
+    """A second tracer (the TUI and a CLI at once) takes the next free hook priorities."""
+    from nettrace.trace import Tracer
+    first = traced("bridge")
+    first._attach(first.probes)                 # as while it traces a packet
+    try:
+        with Tracer(first.lab, nftrace=False) as second:
+            p = one(second.path("c1", "c2"))
+            assert p.verdict.kind == "delivered"
+            assert [h.verdict for h in p.hops if h.point == "nf:FORWARD"] == ["accept"]
+            assert second.missing_probes() == []
+    finally:
+        first.probes.detach(("tp", "nf"))

@@ -92,8 +92,7 @@ class Probes:
         b = self.bpf
         self.prog_fds = {
             "tp_skb": b.load_func(b"tp_skb", BPF.RAW_TRACEPOINT).fd,
-            "nf_first": b.load_func(b"nf_first", 32, attach_type=links.BPF_NETFILTER).fd,
-            "nf_last": b.load_func(b"nf_last", 32, attach_type=links.BPF_NETFILTER).fd,
+            "nf_hop": b.load_func(b"nf_hop", 32, attach_type=links.BPF_NETFILTER).fd,
             "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
         }
         self.compile_seconds = time.monotonic() - t0
@@ -141,15 +140,16 @@ class Probes:
     def _attach_nf_here(self, ns: str | None, errors: list[str]) -> None:
         for pf in (links.PF_INET, links.PF_INET6):
             for hook in range(5):
-                for prog, prio, step in (("nf_first", links.NF_PRIO_FIRST, 1),
-                                         ("nf_last", links.NF_PRIO_LAST, -1)):
-                    key = ("nf", ns, pf, hook, prog)
+                # one program at both ends of the hook (it tells first from last itself)
+                for edge, prio, step in (("first", links.NF_PRIO_FIRST, 1),
+                                         ("last", links.NF_PRIO_LAST, -1)):
+                    key = ("nf", ns, pf, hook, edge)
                     if key in self._links:
                         continue
                     for attempt in range(NF_PRIO_TRIES):
                         try:
-                            self._links[key] = links.netfilter(self.prog_fds[prog], None, pf, hook,
-                                                               prio + step * attempt)
+                            self._links[key] = links.netfilter(self.prog_fds["nf_hop"], None, pf,
+                                                               hook, prio + step * attempt)
                             break
                         except OSError as exc:
                             if exc.errno != errno.EBUSY or attempt == NF_PRIO_TRIES - 1:

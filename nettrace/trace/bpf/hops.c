@@ -357,7 +357,22 @@ int tp_skb(struct bpf_raw_tracepoint_args *ctx)
     return on_skb((struct sk_buff *)skb, dev, point, location, (u32)reason);
 }
 
-static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
+/* One netfilter program, attached twice per hook: at the first and at the last priority.
+ * Which of the two is running is told by `nf_seen`: the first run of an (skb, hook)
+ * records it, the second finds and clears it. (One program instead of two halves the
+ * netfilter code bcc compiles.) A packet dropped inside the hook leaves its entry behind;
+ * entries older than NT_NF_PAIR_NS do not count, and the LRU map forgets them. */
+#define NT_NF_PAIR_NS 10000000ULL
+
+struct nt_nf_key {
+    u64 skb;
+    u32 hook_pf;
+    u32 pad;
+};
+
+BPF_TABLE("lru_hash", struct nt_nf_key, u64, nf_seen, 8192);
+
+int nf_hop(struct bpf_nf_ctx *ctx)
 {
     const struct nf_hook_state *st = NULL;
     struct sk_buff *skb = NULL;
@@ -384,23 +399,23 @@ static __always_inline int on_nf(struct bpf_nf_ctx *ctx, u8 point)
     bpf_probe_read_kernel(&ev.hook, 1, &st->hook);
     bpf_probe_read_kernel(&in, sizeof(in), &st->in);
     bpf_probe_read_kernel(&out, sizeof(out), &st->out);
-    ev.point = point;
+    ev.ts_ns = bpf_ktime_get_ns();
+    {
+        struct nt_nf_key key = {.skb = (u64)skb, .hook_pf = ((u32)ev.hook << 8) | ev.pf};
+        u64 *first = nf_seen.lookup(&key);
+        if (first && ev.ts_ns - *first < NT_NF_PAIR_NS) {
+            ev.point = NT_P_NF_LAST;
+            nf_seen.delete(&key);
+        } else {
+            ev.point = NT_P_NF_FIRST;
+            nf_seen.update(&key, &ev.ts_ns);
+        }
+    }
     ev.in_ifindex = dev_ifindex(in);
     ev.out_ifindex = dev_ifindex(out);
     ev.ifindex = ev.out_ifindex ? ev.out_ifindex : ev.in_ifindex;
-    ev.ts_ns = bpf_ktime_get_ns();
     emit(&ev);
     return NF_ACCEPT;
-}
-
-int nf_first(struct bpf_nf_ctx *ctx)
-{
-    return on_nf(ctx, NT_P_NF_FIRST);
-}
-
-int nf_last(struct bpf_nf_ctx *ctx)
-{
-    return on_nf(ctx, NT_P_NF_LAST);
 }
 
 /* The tc context is the kernel's sk_buff (__sk_buff is only the verifier's view of it).
