@@ -11,8 +11,9 @@ AFTER_DELIVERY = {"NO_SOCKET": "to stack; no socket was waiting",
 
 
 def verdict(hops: list[Hop], *, arp_target_ns: str | None = None,
-            answered: bool = False) -> Verdict:
-    """Decide how the packet's journey ended, from its hops alone."""
+            answered: str | None = None) -> Verdict:
+    """Decide how the packet's journey ended, from its hops (and the answer's kind:
+    echo-reply, SYN-ACK, RST-ACK, dest-unreach... when an answer was seen)."""
     delivered_at: int | None = None
     for i, hop in enumerate(hops):
         if hop.point.startswith("nf:") and hop.verdict in ("drop", "stolen"):
@@ -40,7 +41,7 @@ def verdict(hops: list[Hop], *, arp_target_ns: str | None = None,
     if delivered_at is not None:
         hop = hops[delivered_at]
         tail = [h for h in hops[delivered_at + 1:] if h.point == "drop" and h.netns == hop.netns]
-        reason = "answered" if answered else (
+        reason = f"answered: {answered}" if answered else (
             AFTER_DELIVERY[tail[0].drop_reason] if tail else "to stack")
         where = hop.sandbox or hop.host or hop.netns
         return Verdict(DELIVERED, where=where, reason=reason, hop_index=delivered_at)

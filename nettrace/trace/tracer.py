@@ -329,12 +329,15 @@ class Tracer:
             reply_ids = {p.ip_id for _, p in track.events[REPLY] if p.ip_id is not None}
             attach_rules(rep_hops, rules_by_hook(lines, reply_ids))
         arp_ns = dst_ns if fp.proto == "arp" else None
+        answer = next((h.packet for h in rep_hops if h.packet and h.packet.proto), None)
         path = Path(self.lab.name, src, dst, fp.proto, hops=req_hops,
-                    verdict=verdict(req_hops, arp_target_ns=arp_ns, answered=bool(rep_hops)),
+                    verdict=verdict(req_hops, arp_target_ns=arp_ns,
+                                    answered=(answer.info or answer.proto) if answer else None),
                     fingerprint=fp.to_dict())
         if rep_hops:
-            src_ns = rep_hops and _first_netns(req_hops)
-            path.reply = Path(self.lab.name, dst, src, fp.proto, hops=rep_hops,
+            src_ns = _first_netns(req_hops)
+            path.reply = Path(self.lab.name, dst, src, answer.proto if answer else fp.proto,
+                              hops=rep_hops,
                               verdict=verdict(rep_hops,
                                               arp_target_ns=src_ns if fp.proto == "arp" else None),
                               direction="reply", fingerprint=fp.to_dict())
