@@ -32,6 +32,9 @@ class RingReader:
         self._prod = mmap.mmap(self.fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=page)
         self._data_off = page
+        # one aligned 8-byte store per update: the kernel reads consumer_pos concurrently,
+        # and a torn (byte-wise) write could show it a position ahead of the producer
+        self._cons_pos = ct.c_uint64.from_buffer(self._cons)
         self._epoll = select.epoll()
         self._epoll.register(self.fd, select.EPOLLIN)
         self._cls = None
@@ -54,7 +57,7 @@ class RingReader:
 
     def consume(self, callback: Callable[[object], None]) -> int:
         prod_mm, unpack = self._prod, struct.unpack_from
-        cons = unpack("<Q", self._cons, 0)[0]
+        cons = self._cons_pos.value
         prod = unpack("<Q", prod_mm, 0)[0]
         base, mask, n = self._data_off, self.mask, 0
         cls = self._cls
@@ -70,12 +73,13 @@ class RingReader:
                 n += 1
             cons += (length & ~(BUSY_BIT | DISCARD_BIT)) + HDR + 7 & ~7
             if n & 0xFF == 0:                     # let the kernel reuse space as we go
-                struct.pack_into("<Q", self._cons, 0, cons)
-        struct.pack_into("<Q", self._cons, 0, cons)
+                self._cons_pos.value = cons
+        self._cons_pos.value = cons
         return n
 
     def close(self) -> None:
         self._epoll.close()
+        del self._cons_pos                         # releases the export of the mmap
         self._cons.close()
         self._prod.close()
 
