@@ -45,7 +45,17 @@ def tshark_rows(path: str, *fields: str) -> list[list[str]]:
     return [ln.split("\t") for ln in proc.stdout.splitlines()]
 
 
-TRACER_PROGS = {"tp_skb", "nf_first", "nf_last", "tc_hop"}
+def _tracer_program_names() -> set[str]:
+    """The BPF programs the tracer loads: the functions of its C file (names cut to 15)."""
+    import re
+    src = os.path.join(os.path.dirname(os.path.dirname(__file__)), "nettrace", "trace", "bpf",
+                       "hops.c")
+    names = {m[:15] for m in re.findall(r"^int (\w+)\(", open(src).read(), re.M)}
+    assert names, f"no BPF program found in {src}"
+    return names
+
+
+TRACER_PROGS = _tracer_program_names()
 
 
 def orphan_tracer_programs(wait: float = 3.0) -> set[int]:
