@@ -124,8 +124,7 @@ def test_inject_across_isolated_bridges_shows_the_drop_and_its_rule(labs):
         assert path.verdict.kind == "dropped", path.verdict.line()
         assert path.verdict.rule is not None and "ISOLATION" in path.verdict.rule.chain
         timeline = app.query_one(PathTimeline)
-        text = "\n".join(str(timeline.get_option_at_index(i).prompt)
-                         for i in range(timeline.option_count))
+        text = "\n".join(e.text.plain for e in timeline.entries)
         assert "✗ dropped" in text and "ISOLATION" in text
     traced(labs("user-bridges"), "c3", check)
 

@@ -101,10 +101,11 @@ async def test_reply_hops_are_listed_and_open_in_detail():
     app = make_app(lab, paths=[path], trace=False)
     async with app.run_test(size=(80, 24)) as pilot:
         timeline = app.query_one(PathTimeline)
-        ids = [timeline.get_option_at_index(i).id for i in range(timeline.option_count)]
-        assert "reply:head" in ids and "reply:4" in ids
+        ids = [e.id for e in timeline.entries]
+        assert "request:4" in ids and "reply:4" in ids
+        assert ids.index("reply:0") > ids.index("request:4")
         timeline.focus()
-        timeline.highlighted = ids.index("reply:4")
+        timeline.select_id("reply:4")
         await pilot.press("enter")
         assert type(app.screen).__name__ == "PacketDetailScreen"
         assert app.screen.path is path.reply and app.screen.index == 4
