@@ -169,8 +169,7 @@ class PathTimeline(ScrollView, can_focus=True):
         self.virtual_size = Size(width, len(self._lines))
 
     def on_resize(self) -> None:
-        self._width = -1
-        self._layout()
+        self._layout()                        # re-wraps only when the width changed
 
     def render_line(self, y: int) -> Strip:
         self._layout()
