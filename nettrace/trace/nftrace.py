@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import threading
 import time
@@ -55,6 +56,7 @@ class NfTrace:
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen] = []
         self._threads: list[threading.Thread] = []
+        self._shells: dict[str, subprocess.Popen] = {}
         self.error: str | None = None
 
     def start(self) -> None:
@@ -71,6 +73,11 @@ class NfTrace:
             proc = netns.popen(ns, ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
             self._procs.append(proc)
+            # one interactive nft per namespace for the per-packet rules: a process per
+            # rule change would cost each path ~20 ms of CPU per namespace
+            self._shells[ns] = netns.popen(ns, ["nft", "-i"], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                           bufsize=0)
             t = threading.Thread(target=self._read, args=(ns, proc), daemon=True,
                                  name=f"nft-monitor-{ns}")
             t.start()
@@ -106,15 +113,38 @@ class NfTrace:
             return
         script = "".join(f"add rule inet {self.table} {chain} {r} meta nftrace set 1\n"
                          for chain in ("pre", "out") for r in rules)
-        for ns in self.namespaces:
-            netns.run(ns, ["nft", "-f", "-"], input=script, check=False)
+        for ns in self._shells:
+            self._send(ns, script)
+        for ns in self._shells:           # the rules must be in before the packet leaves
+            self._sync(ns)
 
     def unwatch(self) -> None:
-        if not self._procs:
-            return
         script = f"flush chain inet {self.table} pre\nflush chain inet {self.table} out\n"
-        for ns in self.namespaces:
-            netns.run(ns, ["nft", "-f", "-"], input=script, check=False)
+        for ns in self._shells:           # no wait: the next sync orders after it
+            self._send(ns, script)
+
+    def _send(self, ns: str, script: str) -> None:
+        shell = self._shells[ns]
+        try:
+            shell.stdin.write(script.encode())
+        except (BrokenPipeError, OSError):
+            self.error = f"nft -i in {ns} exited"
+
+    def _sync(self, ns: str, timeout: float = 2.0) -> None:
+        """Wait until the shell has run everything sent so far (it answers a listing)."""
+        fd = self._shells[ns].stdout.fileno()
+        self._send(ns, f"list chain inet {self.table} out\n")
+        deadline = time.monotonic() + timeout
+        seen = b""
+        while time.monotonic() < deadline:   # raw reads: a buffered reader hides lines from select
+            ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)
+            seen = (seen + chunk)[-64:]
+            if not chunk or seen.endswith(b"\n}\n"):
+                return
+        self.error = f"nft -i in {ns} did not answer"
 
     def take(self, since: float) -> list[TraceLine]:
         """Trace lines received after `since` (time.monotonic())."""
@@ -124,6 +154,13 @@ class NfTrace:
         return out
 
     def close(self) -> None:
+        for shell in self._shells.values():
+            try:
+                shell.stdin.close()
+            except OSError:
+                pass
+        self._procs += list(self._shells.values())
+        self._shells.clear()
         for proc in self._procs:
             proc.terminate()
         for proc in self._procs:
