@@ -397,7 +397,8 @@ class TopologyMap(Widget):
         if path is self.path and current_hop == self.current_hop:
             return
         self.path, self.current_hop = path, current_hop
-        self.refresh(layout=True)
+        if self.region:                       # hidden maps are drawn when they are shown
+            self.refresh(layout=True)
 
     def get_content_width(self, container, viewport) -> int:
         """The map's own width (it scrolls sideways), not the container's."""
