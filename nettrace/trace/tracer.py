@@ -87,7 +87,8 @@ class Tracer:
         self.close()
 
     def open(self) -> None:
-        check_environment()               # root, bcc: a clear error before anything starts
+        check_environment(bcc=False)      # root: a clear error before anything starts; the
+                                          # compile thread imports (and checks) bcc
         t0 = time.monotonic()
         failure: list[BaseException] = []
 
