@@ -7,8 +7,6 @@ SVG diffs like code before `--snapshot-update`.
 
 from __future__ import annotations
 
-import pytest
-
 from nettrace.trace.probes import ProbeStatus
 from tui.app import make_app
 from tui.sample import bridge_ping, isolation_drop, sample_lab
