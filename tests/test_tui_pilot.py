@@ -250,3 +250,21 @@ async def test_mouse_click_selects_a_packet_and_resize_moves_the_map():
         assert not app.has_class("-wide")
         assert not app.query_one("#trace-map").display
         assert app.query_one(PathTimeline).path is paths[2]
+
+
+@pilot
+async def test_cursor_in_the_cnm_tree_points_at_the_element_on_the_map():
+    lab = sample_lab("bridge")
+    app = make_app(lab, trace=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        c1 = lab.sandbox("c1")
+        await pilot.press("down", "down", "down")    # lab → host → sandbox c1 → endpoint eth0
+        topo_map = app.query_one("#topo-map TopologyMap")
+        assert topo_map.focus_key == (c1.netns, "eth0")
+        await pilot.press("down")                     # → its network: the docker0 bus
+        assert topo_map.focus_key == (lab.hosts["host"].netns, "docker0")
+        await pilot.press("up")
+        text = topo_map.drawing.render(None, None, topo_map.focus_key)
+        row = next(line for line in text.split("\n") if "172.17.0.2" in line.plain)
+        assert any(span.style == "bold reverse" for span in row.spans)

@@ -332,6 +332,12 @@ class NettraceApp(App):
     def _packet_chosen(self, event: PacketList.Chosen) -> None:
         self.query_one(PathTimeline).focus()
 
+    @on(CnmTree.NodeHighlighted, "#cnm")
+    def _tree_moved(self, event: CnmTree.NodeHighlighted) -> None:
+        key = event.node.data if isinstance(event.node.data, tuple) else None
+        for m in self.query(TopologyMap):
+            m.point_at(key)
+
     @on(PathTimeline.HopHighlighted)
     def _hop_highlighted(self, event: PathTimeline.HopHighlighted) -> None:
         self.show_path(event.path, event.index)

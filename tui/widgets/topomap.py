@@ -136,18 +136,20 @@ class MapDrawing:
             steps[-1].dropped |= i == dropped_at
         return steps
 
-    def render(self, path: Path | None = None, current_hop: int | None = None) -> Text:
-        """The map with the path lit; the legend (steps in words) is `legend(self.steps(path))`."""
+    def render(self, path: Path | None = None, current_hop: int | None = None,
+               focus: Key | None = None) -> Text:
+        """The map with the path lit and the `focus` element (picked in the CNM tree)
+        reversed; the legend (steps in words) is `legend(self.steps(path))`."""
         canvas = self.canvas
         steps = self.steps(path)
-        lit: dict[Key, str] = {}
+        lit: dict[Key, str] = {focus: CURRENT_STYLE} if focus in canvas.anchors else {}
         badges: dict[tuple[int, int], tuple[str, str]] = {}
         numbers: dict[Key, list[str]] = {}
         for step in steps:
             if step.key is None:
                 continue
             style = DROP_STYLE if step.dropped else PATH_STYLE
-            if lit.get(step.key) != DROP_STYLE:
+            if lit.get(step.key) not in (DROP_STYLE, CURRENT_STYLE):
                 lit[step.key] = style
             if current_hop in step.hops:
                 lit[step.key] = CURRENT_STYLE
@@ -386,6 +388,7 @@ class TopologyMap(Widget):
         self.drawing: MapDrawing | None = None
         self.path: Path | None = None
         self.current_hop: int | None = None
+        self.focus_key: Key | None = None
         self._picture: tuple[tuple, RenderableType] | None = None
 
     def set_lab(self, lab: Lab | None) -> None:
@@ -400,6 +403,13 @@ class TopologyMap(Widget):
         if self.region:                       # hidden maps are drawn when they are shown
             self.refresh(layout=True)
 
+    def point_at(self, key: Key | None) -> None:
+        """Reverse the element for `key` (netns, ifname), e.g. the CNM tree's cursor."""
+        if key != self.focus_key:
+            self.focus_key = key
+            if self.region:
+                self.refresh()
+
     def get_content_width(self, container, viewport) -> int:
         """The map's own width (it scrolls sideways), not the container's."""
         if self.drawing is None:
@@ -407,7 +417,7 @@ class TopologyMap(Widget):
         return max(self.drawing.canvas.width, 40)
 
     def render(self) -> RenderableType:
-        key = (id(self.drawing), id(self.path), self.current_hop)
+        key = (id(self.drawing), id(self.path), self.current_hop, self.focus_key)
         if self._picture is None or self._picture[0] != key:
             self._picture = (key, self._draw())
         return self._picture[1]
@@ -415,7 +425,7 @@ class TopologyMap(Widget):
     def _draw(self) -> RenderableType:
         if self.drawing is None:
             return Text("no lab open: press l to pick or bring one up", style="dim")
-        picture = self.drawing.render(self.path, self.current_hop)
+        picture = self.drawing.render(self.path, self.current_hop, self.focus_key)
         steps = self.drawing.steps(self.path)
         # a Group keeps Rich's rendering (no_wrap map, wrapping legend) for both cases
         return Group(picture, legend(steps, self.path)) if steps else Group(picture)
