@@ -102,10 +102,24 @@ def test_bridge_hop_sequence_and_reply(traced):
 
 
 def test_bridge_udp_and_tcp_reply_kinds(traced):
+    import subprocess as sp
+    import time
+    from nettrace.topology import netns
     tr = traced("bridge")
     tcp = one(tr.path("c1", "c2", proto="tcp", dport=80))
-    assert tcp.verdict.kind == "delivered"
+    assert tcp.verdict.kind == "delivered" and tcp.verdict.reason == "answered: RST-ACK"
     assert tcp.reply is not None and tcp.reply.hops[0].packet.info == "RST-ACK"
+    server = netns.popen(tr.lab.sandboxes["c2"].netns, ["busybox", "nc", "-l", "-p", "8081"],
+                         stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+    try:
+        time.sleep(0.2)
+        syn = one(tr.path("c1", "c2", proto="tcp", dport=8081))
+        assert syn.verdict.reason == "answered: SYN-ACK"
+        assert syn.hops[-1].point == "consume" and syn.hops[-1].sandbox == "c2"
+        assert [h.packet.info for h in syn.reply.hops if h.packet][0] == "SYN-ACK"
+    finally:
+        server.kill()
+        server.wait()
     udp = one(tr.path("c1", "c2", proto="udp", dport=9999))
     assert udp.verdict.kind == "delivered"
     assert udp.reply is not None and udp.reply.hops[0].packet.info == "dest-unreach"

@@ -137,6 +137,9 @@ def build_hops(events: list[tuple[Event, Packet]], names: Names, *, reply: bool 
                 st.hop.packet, st.hop.frame = pkt, ev.hdr
         else:                            # kfree_skb / consume_skb
             drop = ev.point == Point.KFREE_SKB
+            if netns is None and states:     # no device or socket left: where it was last
+                last = states[-1].hop
+                host, sandbox, netns = last.host, last.sandbox, last.netns
             hop = Hop(ev.ts_ns, ev.point.label, host=host, sandbox=sandbox, netns=netns,
                       device=_dev_name(names, ev.netns, ev.ifindex),
                       drop_reason=drop_reason(ev.reason) if drop else None,
