@@ -9,6 +9,7 @@ watching) runs in thread workers that call the library API and post messages bac
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from typing import Iterable, Sequence
 
@@ -57,6 +58,8 @@ class NettraceApp(App):
     def __init__(self, lab: Lab | None = None, *, paths: Sequence[Path] = (), trace: bool = True,
                  bring_up: str | None = None, trace_off_reason: str | None = None) -> None:
         super().__init__()
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            self.animation_level = "none"      # keyboard first: no sliding tab underline
         self.lab = lab
         self.paths: list[Path] = list(paths)
         self.trace_enabled = trace
