@@ -68,8 +68,9 @@ def check_environment(*, bcc: bool = True) -> None:
 class Probes:
     """The loaded program set. Use `compile()` (slow, ~1 s), then `attach_*`."""
 
-    def __init__(self, *, live: bool = False) -> None:
+    def __init__(self, *, live: bool = False, tc: bool = True) -> None:
         self.live = live                         # build for the live expression, not fingerprints
+        self.tc = tc                             # build the tcx program too
         self.bpf = None
         self.prog_fds: dict[str, int] = {}
         self.status: dict[str, ProbeStatus] = {}
@@ -87,7 +88,7 @@ class Probes:
         from bcc import BPF
         t0 = time.monotonic()
         cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={RINGBUF_PAGES}", "-Wno-unused-function",
-                  "-Wno-visibility", f"-DNT_LIVE={int(self.live)}"]
+                  "-Wno-visibility", f"-DNT_LIVE={int(self.live)}", f"-DNT_TC={int(self.tc)}"]
         try:
             self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
         except Exception as exc:               # bcc raises bare Exception
@@ -96,8 +97,9 @@ class Probes:
         self.prog_fds = {
             "tp_skb": b.load_func(b"tp_skb", BPF.RAW_TRACEPOINT).fd,
             "nf_hop": b.load_func(b"nf_hop", 32, attach_type=links.BPF_NETFILTER).fd,
-            "tc_hop": b.load_func(b"tc_hop", BPF.SCHED_CLS).fd,
         }
+        if self.tc:
+            self.prog_fds["tc_hop"] = b.load_func(b"tc_hop", BPF.SCHED_CLS).fd
         self.compile_seconds = time.monotonic() - t0
         self._ring = RingReader(b[b"events"], RINGBUF_PAGES * PAGE_SIZE)
         self._check_optional()
@@ -167,6 +169,8 @@ class Probes:
         targets = list(targets)
         if not targets:
             return
+        if "tc_hop" not in self.prog_fds:
+            raise NettraceError("internal: tcx probes requested from a build without them")
         with ThreadPoolExecutor(max_workers=min(PARALLEL, len(targets))) as pool:
             list(pool.map(lambda t: self._attach_tc(*t), targets))
 

@@ -64,7 +64,7 @@ class Tracer:
         self.use_nftrace = nftrace and watch
         self.watch = watch
         self.tc_all = tc_all
-        self.probes = Probes()
+        self.probes = Probes(tc=self._needs_tc())
         self.names = Names()
         self.nft: NfTrace | None = None
         self.fingerprints = FingerprintFactory()
@@ -139,6 +139,10 @@ class Tracer:
             (self.names.places[inode].netns, ifindex)
             for (inode, ifindex), dev in self.names.devices.items()
             if dev.role and dev.role != Role.LOOPBACK.value and (self.tc_all or dev.kind in TC_KINDS))
+
+    def _needs_tc(self) -> bool:
+        """Whether any lab device needs tcx probes (decides the build: less C to compile)."""
+        return self.tc_all or any(i.kind in TC_KINDS for i in self.lab.interfaces)
 
     def _bystanders(self, src_ns: str, dst_ns: str | None) -> set[str]:
         """Containers that are neither source nor destination (none are when the destination
@@ -355,7 +359,7 @@ class Tracer:
         flt = expr_mod.parse(expr, self._ip_of)
         with self._lock:
             self._settle()
-            probes = Probes(live=True)
+            probes = Probes(live=True, tc=self._needs_tc())
             try:
                 self.say("compiling live probes (bcc)")
                 probes.compile()

@@ -18,6 +18,9 @@
 #ifndef NT_LIVE
 #define NT_LIVE 0
 #endif
+#ifndef NT_TC
+#define NT_TC 1                   /* build the tcx program (only labs with macvlan need it) */
+#endif
 #ifndef NT_RINGBUF_PAGES
 #define NT_RINGBUF_PAGES 1024
 #endif
@@ -418,6 +421,7 @@ int nf_hop(struct bpf_nf_ctx *ctx)
     return NF_ACCEPT;
 }
 
+#if NT_TC
 /* The tc context is the kernel's sk_buff (__sk_buff is only the verifier's view of it).
  * bcc cannot call bpf_cast_to_kern_ctx, but probe reads through the context address see
  * the same skb the tracepoints see: one code path for both. */
@@ -434,3 +438,4 @@ int tc_hop(struct __sk_buff *ctx)
 {
     return on_tc(ctx, ctx->ingress_ifindex == ctx->ifindex ? NT_P_TC_INGRESS : NT_P_TC_EGRESS);
 }
+#endif
