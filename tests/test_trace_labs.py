@@ -21,6 +21,11 @@ def _prog_alive(prog_id: int) -> bool:
                           capture_output=True).returncode == 0
 
 
+def _links_of(prog_ids: list[int]) -> list[dict]:
+    out = subprocess.run(["bpftool", "link", "show", "-j"], capture_output=True, text=True).stdout
+    return [link for link in json.loads(out or "[]") if link.get("prog_id") in prog_ids]
+
+
 def _progs_gone(prog_ids: list[int], within: float = 3.0) -> bool:
     """The kernel frees a program after an RCU grace period once its last fd/link is gone."""
     import time
@@ -55,6 +60,7 @@ def traced(labs):
     yield get
     for tr, lab, prog_ids in open_tracers.values():
         tr.__exit__(None, None, None)
+        assert not _links_of(prog_ids), "BPF links left attached"
         assert prog_ids and _progs_gone(prog_ids), "BPF programs left loaded"
         for host in lab.hosts.values():
             assert "nettrace_trace" not in _nft_tables(host.netns), f"nftrace table left in {host.name}"
@@ -240,6 +246,10 @@ def test_trace_packet_replays_a_scapy_frame(traced):
         UDP(sport=40404, dport=7) / Raw(b"nettrace-replay")
     p = tr.trace_packet("c1", pkt)
     assert p.verdict.kind == "delivered" and p.fingerprint["ip_id"] == 4242
+    raw = bytes(IP(src=lab.sandboxes["c1"].ip(), dst=lab.sandboxes["c2"].ip(), id=4343) /
+                UDP(sport=40405, dport=7) / Raw(b"nettrace-4343"))
+    p = tr.trace_packet("c1", raw)                  # raw bytes through the IP stack
+    assert p.verdict.kind == "delivered" and p.fingerprint["marker"] == "nettrace-4343"
 
 
 def test_live_expression_sees_real_traffic(traced):

@@ -251,8 +251,15 @@ class Tracer:
         return ip
 
     def trace_packet(self, src: str, pkt, layer: str = "l3", timeout: float = 2.0) -> Path:
-        """Send one scapy packet (or frame, for layer "l2") from SRC and trace it."""
+        """Send one packet from SRC and trace it: a scapy packet, or raw bytes (an IPv4
+        packet for layer "l3", an Ethernet frame for "l2")."""
+        if layer not in ("l3", "l2"):
+            raise NettraceError(f"layer must be 'l3' or 'l2' (not {layer!r})")
         source = resolve_source(self.lab, src)
+        if isinstance(pkt, (bytes, bytearray)):
+            from scapy.layers.inet import IP
+            from scapy.layers.l2 import Ether
+            pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
         dst = fp.dst or "?"
         return self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst, timeout, None)
