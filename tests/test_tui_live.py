@@ -86,11 +86,21 @@ async def inject(pilot, app, dst: str, src: str = "c1", proto: str = "icmp") -> 
     await until(pilot, lambda: len(app.paths) > before, 30, f"the path to {dst}")
 
 
+def nftrace_rules(lab) -> list[str]:
+    """Temporary `meta nftrace set 1` rules left in the lab's hosts."""
+    from nettrace.topology import netns
+    return [f"{host.name}: {line.strip()}" for host in lab.hosts.values()
+            for line in netns.run(host.netns, ["nft", "list", "ruleset"]).stdout.splitlines()
+            if "nftrace set 1" in line]
+
+
 async def quit_detaches(pilot, app, links_before: int) -> None:
+    import asyncio
     await pilot.press("q")
     await until(pilot, lambda: not app.is_running, 30, "quit to detach probes")
     assert app.session is None or app.session.finished.is_set()
     assert bpf_links() == links_before, "probes left attached after quitting"
+    assert await asyncio.to_thread(nftrace_rules, app.lab) == [], "temporary nftrace rules left"
 
 
 @pilot
@@ -185,11 +195,14 @@ async def watch_ping(lab):
         await until(pilot, lambda: app.screen.query("#answer"), 5, "the watch prompt")
         app.screen.query_one("#answer").value = "icmp"
         await pilot.press("enter")
-        await pilot.pause(0.5)
         c2 = lab.sandbox("c2").ip()
-        await asyncio.to_thread(netns.run, lab.sandbox("c1").netns,
-                                ["ping", "-c", "1", "-W", "1", c2], check=False)
-        await until(pilot, lambda: any(p.dst == c2 for p in app.paths), 15, "the observed ping")
+        for _ in range(10):                      # the watch starts asynchronously: ping until seen
+            await asyncio.to_thread(netns.run, lab.sandbox("c1").netns,
+                                    ["ping", "-c", "1", "-W", "1", c2], check=False)
+            await pilot.pause(0.5)
+            if any(p.dst == c2 for p in app.paths):
+                break
+        await until(pilot, lambda: any(p.dst == c2 for p in app.paths), 5, "the observed ping")
         seen = next(p for p in app.paths if p.dst == c2)
         assert seen.direction == "observed" and seen.proto == "icmp"
         assert any(h.place == "c2:eth0" for h in seen.hops)
