@@ -113,5 +113,7 @@ def test_without_ebpf_the_topology_opens_and_says_what_is_missing(labs):
         term.keys("C-c")
         screen = term.wait("EXITED", timeout=30)
         assert "EXITED 0" in screen, screen
+        for log in re.findall(r"/tmp/nettrace-tui-\w+\.log", screen.replace("\n", "")):
+            os.unlink(log)                    # libbcc's complaints, kept off the screen
     finally:
         term.close()
