@@ -130,13 +130,16 @@ def report_ratios(what: str, ratios: list[float], base: list[float] | None = Non
 
 
 def observer_effect(lab, tracer) -> None:
-    """iperf3 TCP c4 -> c3: runs without probes and with probes attached, in pairs."""
+    """iperf3 TCP c4 -> c3: runs without probes and with probes attached, in pairs. The
+    probes are attached as for a path c1 -> c2 (no netfilter probes in c3 and c4, which
+    are bystanders of that path), and stay attached for the whole run."""
+    bystanders = tracer._bystanders(lab.sandboxes["c1"].netns, lab.sandboxes["c2"].netns)
     for what, keys in WATCHING.items():
         ratios, base, traced = [], [], []
         for _ in range(OBSERVER_PAIRS):
             tracer.probes.detach()
             b = tcp_gbps(lab)
-            tracer._attach(tracer.probes)       # the programs stay compiled between runs
+            tracer._attach(tracer.probes, bystanders)   # compiled once, attached per run
             if keys:
                 tracer.probes.watch_keys(keys, 999)
             t = tcp_gbps(lab)
