@@ -39,7 +39,7 @@ def test_lab_matches_its_docker_mirror(name, labs, docker_engine):
     from nettrace.docker.diff import diff
     from nettrace.docker.discover import discover
     from nettrace.docker.mirror import mirror
-    lab = labs(name)
+    lab = labs(name, as_name=f"dd-{name}")
     host = "host1" if name == "overlay" else None
     mirror(docker_engine, lab, host=host)
     report = diff(lab, discover(docker_engine.url), host=host)

@@ -153,7 +153,7 @@ def test_host_driver_sees_host_interfaces(labs):
 
 
 def test_none_has_only_lo(labs):
-    lab = labs("none")
+    lab = labs("none", as_name="drv-none")
     links = netns.run(lab.sandbox("lonely").netns, ["ip", "-br", "link"]).stdout.split("\n")
     assert [ln.split()[0] for ln in links if ln.strip()] == ["lo"]
     assert "UP" in links[0]
