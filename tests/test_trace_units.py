@@ -176,3 +176,14 @@ def test_tracer_refuses_clearly_without_root(monkeypatch):
     with pytest.raises(EnvironmentProblem, match="needs root"):
         with Tracer(Lab(name="x")):
             pass
+
+
+def test_verdict_names_a_failed_neighbour_resolution():
+    from nettrace.trace.model import Hop
+    hops = [Hop(1, "nf:POST_ROUTING", sandbox="c1", device="eth0", hook="POST_ROUTING",
+                verdict="accept"),
+            Hop(2, "consume", sandbox="c1", device="eth0", location="__neigh_event_send+0x236"),
+            Hop(3, "consume", sandbox="c1", device="eth0", location="neigh_timer_handler+0x84")]
+    v = verdict(hops)
+    assert v.kind == "dropped" and v.where == "c1:eth0" and "no ARP answer" in v.reason
+    assert verdict(hops[:2]).kind == "lost"          # still waiting for the answer

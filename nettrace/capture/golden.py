@@ -131,11 +131,12 @@ class FrameSignature:
 
 
 def path_signature(path: Path, lab: "Lab | None", alias: Aliases | None = None) -> PathSignature:
-    """Hops seen nowhere in particular (no namespace, no device: an skb freed by a process
-    after the path ended, e.g. a server reading its socket) are left out: whether they
-    arrive before the tracer closes the path is a matter of timing."""
+    """Hops seen at no device are left out when they are a normal free (`consume`) or have
+    no place at all: an skb freed by a process after the path ended (a server reading its
+    socket) comes before or after the tracer closes the path as timing has it."""
     alias = alias or Aliases(lab)
-    placed = [h for h in path.hops if h.netns or h.device or h.sandbox or h.host]
+    placed = [h for h in path.hops if h.device or (h.point != "consume" and
+                                                   (h.netns or h.sandbox or h.host))]
     return PathSignature(verdict_signature(path, alias),
                          [hop_signature(h, lab, alias) for h in placed])
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from nettrace.trace.model import DELIVERED, DROPPED, LOST, Hop, NfRule, Path, Verdict
 
+#: where the kernel frees packets that waited for an ARP answer that never came
+NEIGH_GAVE_UP = ("neigh_timer_handler", "neigh_invalidate")
 #: drops that end a packet which already reached its destination's stack
 AFTER_DELIVERY = {"NO_SOCKET": "to stack; no socket was waiting",
                   "NOT_SPECIFIED": "to stack"}
@@ -48,6 +50,10 @@ def verdict(hops: list[Hop], *, arp_target_ns: str | None = None,
     if not hops:
         return Verdict(LOST, reason="no probe saw it (not sent, or outside the lab's namespaces)")
     last = hops[-1]
+    if last.point == "consume" and (last.location or "").startswith(NEIGH_GAVE_UP):
+        prev = next((h for h in reversed(hops) if h.device), last)
+        return Verdict(DROPPED, where=prev.place, hop_index=len(hops) - 1,
+                       reason=f"no ARP answer for the next hop (freed at {last.location})")
     return Verdict(LOST, where=last.place, reason=f"last seen at {last.point}",
                    hop_index=len(hops) - 1)
 
