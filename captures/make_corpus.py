@@ -85,15 +85,25 @@ def dns(lab):
 
 
 def published_tcp(lab):
+    """The SYN only, to a port nobody listens on: web's kernel answers RST. (With a server,
+    the client's kernel resets the SYN-ACK, since it never sent the SYN, and whether that
+    reset joins the reply's path is a matter of timing.)"""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     client, host = lab.clients["client"], lab.hosts["host"]
     eth = Ether(src=_mac(lab, "client"), dst=_host_uplink_mac(lab, "host"))
-    ip = dict(src=client.address, dst=host.address)
-    return [eth / IP(**ip, id=0x3001) / TCP(sport=41000, dport=8080, flags="S", seq=1000,
-                                            window=64240),
-            eth / IP(**ip, id=0x3002) / TCP(sport=41000, dport=8080, flags="A", seq=1001,
-                                            ack=1, window=64240)]
+    return [eth / IP(src=client.address, dst=host.address, id=0x3001)
+            / TCP(sport=41000, dport=8080, flags="S", seq=1000, window=64240)]
+
+
+def published_udp(lab):
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    client, host = lab.clients["client"], lab.hosts["host"]
+    return [Ether(src=_mac(lab, "client"), dst=_host_uplink_mac(lab, "host"))
+            / IP(src=client.address, dst=host.address, id=0x3101)
+            / UDP(sport=41053, dport=5353) / DNS(id=7, qd=DNSQR(qname="web"))]
 
 
 def isolation(lab):
@@ -143,10 +153,13 @@ CASES = [
     Case("dns-user-bridge", "user-bridges", "c1",
          "c1 asks the embedded DNS server 127.0.0.11 for c2 on a user-defined bridge", dns),
     Case("published-port-tcp", "published-port", "client",
-         "external client to the host's published port 8080 (web listens on 80): the SYN is "
-         "DNATed to web and answered; the client's kernel resets the SYN-ACK (the SYN was "
-         "replayed, no socket), so the replayed ACK is not NATed and reaches the host",
-         published_tcp, listen=["web tcp/80"]),
+         "external client sends a SYN to the host's published port 8080: DNAT to web:80, "
+         "where nothing listens, so web's kernel answers RST, un-NATed back to the client",
+         published_tcp),
+    Case("published-port-udp", "published-port", "client",
+         "external client sends UDP to the host's published port 5353: DNAT to web:53, "
+         "where a server is bound (listen: web udp/53) and takes it", published_udp,
+         listen=["web udp/53"]),
     Case("isolation-drop", "user-bridges", "c1",
          "c1 (front) pings c3 (back): Docker's network isolation drops it", isolation),
     Case("icc-drop", "icc-off", "c1", "c1 pings c2 on a bridge with icc=false", icc),
