@@ -142,8 +142,7 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
     """Inject and trace every frame of `capture` from lab node `source`, one at a time.
 
     `tracer`: an open `nettrace.trace.Tracer` to reuse (one is opened and closed here
-    otherwise; `rules=False` opens it without netfilter rule attribution, which costs two
-    `nft` runs per frame). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
+    otherwise; `rules=False` opens it without netfilter rule attribution, nft trace). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
     """
     if layer not in LAYERS:
         raise CaptureError(capture, f"layer '{layer}' is not one of {', '.join(LAYERS)}")

@@ -52,8 +52,8 @@ def _progress(enabled: bool, what: str) -> Iterator:
 @click.option("-o", "--pcapng", "pcapng_out", type=click.Path(dir_okay=False),
               help="Also write every traced path to this pcapng file (a packet per hop).")
 @click.option("--no-rules", is_flag=True,
-              help="Skip netfilter rule attribution (nft trace): about twice as fast; drops "
-                   "still show the hook and the drop reason.")
+              help="Skip netfilter rule attribution (nft trace); drops still show the hook "
+                   "and the drop reason.")
 def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], layer: str,
                timeout: float, as_json: bool, quiet: bool, pcapng_out: str | None,
                no_rules: bool) -> None:
