@@ -47,8 +47,11 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               help="Seconds to wait for each packet and its reply.")
 @click.option("--l2", "layer2", is_flag=True, help="Inject a raw Ethernet frame on SRC's "
               "interface instead of going through its IP stack.")
+@click.option("--pcapng", "pcapng_file", type=click.Path(dir_okay=False, writable=True),
+              default=None, help="Also write the packets, at every hop, to this pcapng file "
+              "(one interface per lab device, the hop in each packet's comment).")
 @docker_option
-def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, docker):
+def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, pcapng_file, docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
     SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
@@ -67,6 +70,10 @@ def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, docker
         console = _console()
         for p in paths:
             render(console, p)
+    if pcapng_file:
+        from nettrace.capture.pcapng import write_paths
+        written = write_paths(pcapng_file, paths, the_lab)
+        click.echo(f"nettrace: wrote {written} packets to {pcapng_file}", err=True)
     ok = all(outcome(p) == expect for p in paths)
     sys.exit(0 if ok else 1)
 
