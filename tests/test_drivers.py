@@ -78,7 +78,6 @@ def test_internal_network_has_no_egress(labs):
     assert "default" not in netns.run(c1.netns, ["ip", "route"]).stdout
     rules = firewall.dump(lab.hosts["host"].netns)
     assert "-A DOCKER-ISOLATION-STAGE-1 ! -s 10.97.0.0/24" in rules
-    assert "MASQUERADE" not in rules.split("-s 10.97.0.0/24 ! -o")[0][-5:]  # no masquerade line
     assert "-s 10.97.0.0/24 ! -o" not in rules
 
 

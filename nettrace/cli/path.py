@@ -11,11 +11,7 @@ import sys
 import click
 
 from nettrace.cli.common import docker_option, get_lab
-
-
-def _console():
-    from rich.console import Console
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+from nettrace.cli.views import console as views_console
 
 
 def _err_progress(quiet: bool):
@@ -67,7 +63,7 @@ def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, pcapng
     if as_json:
         click.echo(to_json_lines(paths))
     else:
-        console = _console()
+        console = views_console()
         for p in paths:
             render(console, p)
     if pcapng_file:
@@ -123,7 +119,7 @@ def probes_cmd(lab, docker):
     for st in status:
         table.add_row(st.name, "yes" if st.live else "no", st.reason or "",
                       style=None if st.live else "yellow")
-    _console().print(table)
+    views_console().print(table)
 
 
 def register(cli: click.Group) -> None:

@@ -10,7 +10,6 @@ what lets 100 containers come up in well under 2 s.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import subprocess
 from contextlib import contextmanager
@@ -184,4 +183,4 @@ def popen(name: str | None, argv: Sequence[str], **kw) -> subprocess.Popen:
 
 
 __all__ = ["create", "remove", "exists", "list_all", "inode", "entered", "iproute",
-           "sysctl_write", "sysctl_read", "run", "popen", "errno"]
+           "sysctl_write", "sysctl_read", "run", "popen"]
