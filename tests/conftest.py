@@ -7,10 +7,17 @@ session no namespace with nettrace's prefix may remain: a leak fails the run.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+# Names unique to this run: the suite's labs, namespaces and state files never collide with a
+# user's running labs (`nettrace lab up bridge` before `make test`) nor with another test run.
+RUN_TAG = os.environ.get("NETTRACE_TEST_TAG") or f"{os.getpid():x}"[-5:]
+os.environ.setdefault("NETTRACE_NS_PREFIX", f"ntt{RUN_TAG}")
+os.environ.setdefault("NETTRACE_STATE_DIR", f"/run/nettrace-test-{RUN_TAG}")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
@@ -44,6 +51,9 @@ def no_leftovers():
     if os.geteuid() == 0:
         leaked = sorted(set(our_namespaces()) - before)
         assert not leaked, f"namespaces left behind by the test session: {leaked}"
+    from nettrace.topology.model import STATE_DIR
+    if STATE_DIR.startswith("/run/nettrace-test-"):
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
