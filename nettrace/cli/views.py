@@ -41,6 +41,7 @@ def print_lab_summary(lab: Lab) -> None:
 def lab_tree(lab: Lab) -> Tree:
     """Hosts -> networks and sandboxes -> endpoints, in Docker's terms."""
     root = Tree(f"[bold]lab {lab.name}[/]  ({lab.source or 'docker'})")
+    root.add(f"engine {lab.engine}")
     if lab.underlay_netns:
         root.add(f"underlay {lab.underlay_subnet}  netns {lab.underlay_netns}")
     for host in lab.hosts.values():

@@ -100,7 +100,8 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     if spec.name in running_labs() or _lab_namespaces(spec.name):
         raise NettraceError(f"lab '{spec.name}' is already up (nettrace lab down {spec.name})")
     say = progress or (lambda msg: None)
-    lab = Lab(name=spec.name, source=spec.file, pid=os.getpid(), created=time.time())
+    lab = Lab(name=spec.name, source=spec.file, pid=os.getpid(), created=time.time(),
+              engine=spec.engine)
     reserved = [n.subnet for n in spec.networks if n.subnet and not n.builtin]
     ctx = BuildContext(lab=lab, spec=spec, ipam=Ipam(reserved), progress=say)
     try:
@@ -329,6 +330,7 @@ def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, devic
         id=net_id(ctx.lab.name, spec.name), host=host, subnet=subnet, gateway=gateway,
         device=device, netns=netns_name, mtu=mtu, icc=spec.icc, internal=spec.internal,
         masquerade=spec.masquerade and not spec.internal, vni=vni,
+        gateway_mode=spec.gateway_mode, host_ipv4=spec.host_ipv4,
         options={k: v for k, v in (("mode", spec.mode if spec.driver in ("macvlan", "ipvlan") else None),
                                    ("parent", spec.parent)) if v})
     ctx.lab.networks.append(network)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -39,6 +40,94 @@ def lab_of_ns(netns: str) -> str | None:
 class Scope(str, Enum):
     LOCAL = "local"
     SWARM = "swarm"
+
+
+class EngineVersion(str, Enum):
+    """The Docker release whose behaviour a lab reproduces (firewall layout, routes, MACs)."""
+
+    V29 = "29"                     # 28.x and 29.x: DOCKER-FORWARD/-CT/-BRIDGE/-INTERNAL, raw DROP
+    V20_10 = "20.10"               # up to 27.x: DOCKER-ISOLATION-STAGE-1/2
+
+    @classmethod
+    def of_release(cls, release: str) -> "EngineVersion":
+        """The profile of a Docker release string ("20.10.24+dfsg1", "29.0.1", "27.5.1").
+
+        Releases up to 27 keep 20.10's rule layout; 28 introduced the layout 29 completed.
+        Raises ValueError for a string that is no Docker release.
+        """
+        m = re.match(r"^v?(\d+)(?:\.(\d+))?", str(release).strip())
+        if not m:
+            raise ValueError(f"not a Docker release: {release!r}")
+        return cls.V20_10 if int(m.group(1)) <= 27 else cls.V29
+
+
+class FirewallBackend(str, Enum):
+    """dockerd's --firewall-backend (Docker 29); 20.10 knows only iptables."""
+
+    IPTABLES = "iptables"
+    NFTABLES = "nftables"
+
+
+class GatewayMode(str, Enum):
+    """com.docker.network.bridge.gateway_mode_ipv4 (Docker 28+)."""
+
+    NAT = "nat"
+    NAT_UNPROTECTED = "nat-unprotected"
+    ROUTED = "routed"
+    ISOLATED = "isolated"
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Which Docker engine a lab reproduces: `engine:` in a lab file, `lab up --engine ...`."""
+
+    version: EngineVersion = EngineVersion.V29
+    firewall: FirewallBackend = FirewallBackend.IPTABLES
+    userland_proxy: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", EngineVersion(self.version))
+        object.__setattr__(self, "firewall", FirewallBackend(self.firewall))
+
+    def __str__(self) -> str:
+        return (f"Docker {self.version.value}, {self.firewall.value} firewall, userland proxy "
+                f"{'on' if self.userland_proxy else 'off'}")
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """One `-p [HOSTIP:]HOSTPORT:PORT[/PROTO]`; host_ip None means every address (0.0.0.0)."""
+
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str | None = None
+
+    def __str__(self) -> str:
+        prefix = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{prefix}{self.host_port}:{self.container_port}/{self.proto}"
+
+    @classmethod
+    def parse(cls, text: str) -> "PublishedPort":
+        """"127.0.0.1:8080:80/tcp", "8080:80" (tcp); ValueError says what is wrong."""
+        m = re.match(r"^(?:(\d+\.\d+\.\d+\.\d+):)?(\d+):(\d+)(?:/(tcp|udp))?$",
+                     str(text).strip())
+        if not m:
+            raise ValueError(f"bad published port {text!r} "
+                             f"(form: [HOSTIP:]HOSTPORT:PORT[/tcp|udp])")
+        host_ip, hp, cp, proto = m.groups()
+        for port in (int(hp), int(cp)):
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is outside 1..65535")
+        if host_ip is not None:
+            import ipaddress
+            try:
+                host_ip = str(ipaddress.IPv4Address(host_ip))
+            except ValueError:
+                raise ValueError(f"bad host IP {host_ip!r} in published port {text!r}") from None
+            if host_ip == "0.0.0.0":
+                host_ip = None             # Docker's default: every address
+        return cls(int(hp), int(cp), proto or "tcp", host_ip)
 
 
 class Role(str, Enum):
@@ -103,6 +192,12 @@ class Sandbox:
     resolv_conf: str = ""
     published: list[str] = field(default_factory=list)  # "8080:80/tcp"
     network_mode: str = "bridge"   # bridge | host | none | <network>
+    hostname: str = ""             # as Docker sets it: the container id's first 12 hex digits
+    etc_hosts: str = ""            # /etc/hosts as Docker writes it for this container
+
+    def ports(self) -> list[PublishedPort]:
+        """`published`, parsed."""
+        return [PublishedPort.parse(p) for p in self.published]
 
     def ip(self, network: str | None = None) -> str | None:
         for ep in self.endpoints:
@@ -130,6 +225,8 @@ class Network:
     masquerade: bool = True
     vni: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    gateway_mode: GatewayMode = GatewayMode.NAT   # com.docker.network.bridge.gateway_mode_ipv4
+    host_ipv4: str | None = None   # com.docker.network.host_ipv4: SNAT to it, not MASQUERADE
 
 
 @dataclass
@@ -158,6 +255,7 @@ class Lab:
     source: str | None = None      # lab file or embedded name
     pid: int = 0                   # process that brought it up
     created: float = 0.0
+    engine: EngineProfile = field(default_factory=EngineProfile)
 
     # -- lookups ------------------------------------------------------------------------
     def network(self, name: str, host: str | None = None) -> Network:
@@ -195,7 +293,10 @@ class Lab:
         d = dict(d)
         d["hosts"] = {k: Host(**v) for k, v in d.get("hosts", {}).items()}
         d["clients"] = {k: Host(**v) for k, v in d.get("clients", {}).items()}
-        d["networks"] = [Network(**{**n, "scope": Scope(n["scope"])}) for n in d.get("networks", [])]
+        d["networks"] = [Network(**{**n, "scope": Scope(n["scope"]),
+                                    "gateway_mode": GatewayMode(n.get("gateway_mode", "nat"))})
+                         for n in d.get("networks", [])]
+        d["engine"] = EngineProfile(**d.get("engine", {}))
         d["sandboxes"] = {
             k: Sandbox(**{**v, "endpoints": [Endpoint(**e) for e in v.get("endpoints", [])]})
             for k, v in d.get("sandboxes", {}).items()}

@@ -7,6 +7,10 @@ by hand. Building the lab is `nettrace.topology.builder`'s job.
 Format (all keys but `containers` optional)::
 
     name: mylab
+    engine:                        # the Docker engine reproduced (lab up --engine/--firewall override)
+      version: "29"                # "29" (28.x, 29.x) | "20.10" (up to 27.x)
+      firewall: iptables           # iptables | nftables (29 only)
+      userland_proxy: true         # docker-proxy per published port (dockerd --userland-proxy)
     hosts: [host1, host2]          # simulated Docker hosts; default: one host called "host"
     clients: [client]              # external machines on the hosts' uplink (underlay)
     networks:
@@ -20,6 +24,9 @@ Format (all keys but `containers` optional)::
         masquerade: true
         mtu: 1500
         bridge_name: br-custom     # com.docker.network.bridge.name
+        gateway_mode: nat          # nat | nat-unprotected | routed | isolated
+                                   #   (com.docker.network.bridge.gateway_mode_ipv4)
+        host_ipv4: 192.168.50.11   # com.docker.network.host_ipv4: SNAT source instead of MASQUERADE
         parent: mvparent           # macvlan: parent interface on the host (default: a veth end)
         mode: bridge               # macvlan mode
         vni: 4097                  # overlay VXLAN id (default: first free from 4096)
@@ -27,7 +34,10 @@ Format (all keys but `containers` optional)::
       - name: c1
         host: host1
         networks: [unet, {name: bridge, ip: 172.17.0.10}]   # or "host" / "none"
-        publish: ["8080:80/tcp"]
+        publish: ["8080:80/tcp", "127.0.0.1:8081:81/udp"]   # [HOSTIP:]HOSTPORT:PORT[/PROTO]
+
+Docker's option names (com.docker.network.bridge.enable_icc, ...) are accepted for the short
+keys, directly or under `options:`, with Docker's string values ("false", "0", "1500").
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nettrace.errors import SpecError
+from nettrace.topology.model import (EngineProfile, EngineVersion, FirewallBackend, GatewayMode,
+                                     PublishedPort)
 
 DRIVERS = ("bridge", "host", "null", "macvlan", "overlay", "ipvlan")
 DRIVER_ALIASES = {"none": "null", "default": "bridge"}
@@ -56,11 +68,18 @@ OPTION_ALIASES = {
     "com.docker.network.driver.mtu": "mtu",
     "com.docker.network.driver.overlay.vxlanid_list": "vni",
     "macvlan_mode": "mode",
+    "com.docker.network.bridge.gateway_mode_ipv4": "gateway_mode",
+    "com.docker.network.host_ipv4": "host_ipv4",
 }
 NETWORK_KEYS = {"name", "driver", "subnet", "gateway", "host", "icc", "internal", "masquerade",
-                "mtu", "bridge_name", "parent", "mode", "vni", "options"}
+                "mtu", "bridge_name", "parent", "mode", "vni", "options", "gateway_mode",
+                "host_ipv4"}
 CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip"}
-TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers"}
+TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers", "engine"}
+ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
+# strconv.ParseBool, which Docker uses for its string-valued options
+TRUE_STRINGS = ("1", "t", "T", "TRUE", "true", "True")
+FALSE_STRINGS = ("0", "f", "F", "FALSE", "false", "False")
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,8 @@ class NetworkSpec:
     parent: str | None = None
     mode: str = "bridge"
     vni: int | None = None
+    gateway_mode: GatewayMode = GatewayMode.NAT
+    host_ipv4: str | None = None
     builtin: bool = False
 
     @property
@@ -102,16 +123,8 @@ class Attachment:
     where: Where | None = None
 
 
-@dataclass
-class PortSpec:
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
-    host_ip: str | None = None
-
-    def __str__(self) -> str:
-        prefix = f"{self.host_ip}:" if self.host_ip else ""
-        return f"{prefix}{self.host_port}:{self.container_port}/{self.proto}"
+#: A published port as a lab file writes it (the model's type: one parser, one printer).
+PortSpec = PublishedPort
 
 
 @dataclass
@@ -139,6 +152,7 @@ class LabSpec:
     networks: list[NetworkSpec] = field(default_factory=list)
     containers: list[ContainerSpec] = field(default_factory=list)
     description: str = ""
+    engine: EngineProfile = field(default_factory=EngineProfile)
 
     def network(self, name: str, host: str | None = None) -> NetworkSpec:
         for net in self.networks:
@@ -274,9 +288,64 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
         containers.append(ctr)
 
     spec = LabSpec(name=name, file=file, hosts=hosts, clients=clients, networks=networks,
-                   containers=containers, description=str(doc.get("description") or ""))
+                   containers=containers, description=str(doc.get("description") or ""),
+                   engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))))
     _check_subnets(spec)
+    _check_ports(spec)
     return spec
+
+
+def parse_bool(value: Any) -> bool:
+    """A YAML boolean, or a string Docker's strconv.ParseBool accepts ("false", "0", "T")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip() in TRUE_STRINGS + FALSE_STRINGS:
+        return value.strip() in TRUE_STRINGS
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
+def _engine(raw: Any, where: Where) -> EngineProfile:
+    """The `engine:` block: version "29" | "20.10", firewall iptables | nftables, userland_proxy."""
+    if raw is None:
+        return EngineProfile()
+    if not isinstance(raw, dict):
+        raise where.error("engine", "must be a mapping: {version: \"29\", firewall: iptables, "
+                          "userland_proxy: true}")
+    _check_keys(raw, ENGINE_KEYS, where.file, "engine.", aliases=False)
+    at = lambda key: Where(where.file, raw.lines.get(key, where.line))  # noqa: E731
+    version, firewall = EngineVersion.V29, FirewallBackend.IPTABLES
+    if "version" in raw:
+        version = engine_version(raw["version"], at("version"), "engine.version")
+    if "firewall" in raw:
+        try:
+            firewall = FirewallBackend(str(raw["firewall"]))
+        except ValueError:
+            raise at("firewall").error("engine.firewall", f"unknown firewall backend "
+                                       f"{raw['firewall']!r} (known: iptables, nftables)") from None
+    if firewall is FirewallBackend.NFTABLES and version is EngineVersion.V20_10:
+        raise at("firewall").error("engine.firewall", "Docker 20.10 has no nftables backend "
+                                   "(it came with 29): use iptables, or version \"29\"")
+    proxy = True
+    if "userland_proxy" in raw:
+        try:
+            proxy = parse_bool(raw["userland_proxy"])
+        except ValueError as exc:
+            raise at("userland_proxy").error("engine.userland_proxy", str(exc)) from None
+    return EngineProfile(version=version, firewall=firewall, userland_proxy=proxy)
+
+
+def engine_version(value: Any, where: Where, field_name: str) -> EngineVersion:
+    """"29", 29, "29.0.1", "20.10", "20.10.24" (YAML reads an unquoted 20.10 as 20.1: accepted)."""
+    text = str(value)
+    if isinstance(value, float) and text == "20.1":
+        text = "20.10"
+    if re.match(r"^29(\.\d+){0,2}$", text):
+        return EngineVersion.V29
+    if re.match(r"^20\.10(\.\d+)?$", text):
+        return EngineVersion.V20_10
+    raise where.error(field_name, f"unknown engine version {value!r} (profiles: \"29\", \"20.10\")")
 
 
 def _builtin(name: str, driver: str, where: Where) -> NetworkSpec:
@@ -286,9 +355,10 @@ def _builtin(name: str, driver: str, where: Where) -> NetworkSpec:
                        bridge_name="docker0" if name == "bridge" else None)
 
 
-def _check_keys(d: dict, allowed: set[str], file: str, prefix: str) -> None:
+def _check_keys(d: dict, allowed: set[str], file: str, prefix: str, *,
+                aliases: bool = True) -> None:
     for key in d:
-        if key not in allowed and key not in OPTION_ALIASES:
+        if key not in allowed and not (aliases and key in OPTION_ALIASES):
             raise SpecError(f"unknown field (allowed: {', '.join(sorted(allowed))})", file=file,
                             line=d.lines.get(key), field=prefix + key)
 
@@ -362,12 +432,27 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
             raise at("gateway").error(f"{f}.gateway", f"{gw} is not in subnet {net.subnet}")
     for key in ("icc", "internal", "masquerade"):
         if key in opts:
-            val = opts[key]
-            if isinstance(val, str) and val.lower() in ("true", "false"):
-                val = val.lower() == "true"
-            if not isinstance(val, bool):
-                raise at(key).error(f"{f}.{key}", f"must be true or false, not {val!r}")
-            setattr(net, key, val)
+            try:
+                setattr(net, key, parse_bool(opts[key]))
+            except ValueError as exc:
+                raise at(key).error(f"{f}.{key}", str(exc)) from None
+    for key in ("gateway_mode", "host_ipv4"):
+        if key in opts and driver != "bridge":
+            raise at(key).error(f"{f}.{key}", f"only bridge networks have {key} "
+                                f"(this one is {driver})")
+    if "gateway_mode" in opts:
+        try:
+            net.gateway_mode = GatewayMode(str(opts["gateway_mode"]))
+        except ValueError:
+            raise at("gateway_mode").error(
+                f"{f}.gateway_mode", f"unknown gateway mode {opts['gateway_mode']!r} "
+                f"(known: {', '.join(m.value for m in GatewayMode)})") from None
+    if "host_ipv4" in opts:
+        try:
+            net.host_ipv4 = str(ipaddress.IPv4Address(str(opts["host_ipv4"])))
+        except ValueError:
+            raise at("host_ipv4").error(f"{f}.host_ipv4",
+                                        f"bad IPv4 address {opts['host_ipv4']!r}") from None
     if "mtu" in opts:
         try:
             net.mtu = int(opts["mtu"])
@@ -468,14 +553,26 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
 
 
 def _port(item: Any, where: Where, f: str) -> PortSpec:
-    m = re.match(r"^(?:(\d+\.\d+\.\d+\.\d+):)?(\d+):(\d+)(?:/(tcp|udp))?$", str(item))
-    if not m:
-        raise where.error(f, f"bad published port {item!r} (form: [HOSTIP:]HOSTPORT:PORT[/tcp|udp])")
-    host_ip, hp, cp, proto = m.groups()
-    for p in (int(hp), int(cp)):
-        if not 1 <= p <= 65535:
-            raise where.error(f, f"port {p} is outside 1..65535")
-    return PortSpec(int(hp), int(cp), proto or "tcp", host_ip)
+    try:
+        return PublishedPort.parse(str(item))
+    except ValueError as exc:
+        raise where.error(f, str(exc)) from None
+
+
+def _check_ports(spec: LabSpec) -> None:
+    """A host port is bound once per host, protocol and address (Docker: "port is already
+    allocated"); a wildcard binding clashes with every specific address."""
+    seen: dict[tuple, list[tuple[str, str | None]]] = {}
+    for ctr in spec.containers:
+        for j, port in enumerate(ctr.publish):
+            key = (ctr.host, port.proto, port.host_port)
+            for name, ip in seen.get(key, []):
+                if ip is None or port.host_ip is None or ip == port.host_ip:
+                    raise ctr.where.error(
+                        f"containers.{ctr.name}.publish[{j}]",
+                        f"host port {port.host_port}/{port.proto} is already published by "
+                        f"'{name}' on host '{ctr.host}' (Docker: port is already allocated)")
+            seen.setdefault(key, []).append((ctr.name, port.host_ip))
 
 
 def _check_subnets(spec: LabSpec) -> None:
