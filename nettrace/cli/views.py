@@ -27,10 +27,16 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     console().print(table)
 
 
+def addresses(ep) -> str:
+    """An endpoint's addresses with prefix lengths: IPv4, then IPv6 where the network has it."""
+    return " ".join(a for a in (f"{ep.ipv4}/{ep.prefixlen}" if ep.ipv4 else "",
+                                f"{ep.ipv6}/{ep.prefixlen6}" if ep.ipv6 else "") if a)
+
+
 def print_lab_summary(lab: Lab) -> None:
     rows = []
     for sb in lab.sandboxes.values():
-        eps = ", ".join(f"{e.ifname} {e.ipv4}/{e.prefixlen} ({e.network})" for e in sb.endpoints)
+        eps = ", ".join(f"{e.ifname} {addresses(e)} ({e.network})" for e in sb.endpoints)
         rows.append([sb.name, sb.host, sb.network_mode, eps or "lo only",
                      " ".join(sb.published)])
     for c in lab.clients.values():
@@ -57,8 +63,9 @@ def lab_tree(lab: Lab) -> Tree:
                 continue
             flags = [f for f, on in (("internal", net.internal), ("icc off", not net.icc)) if on]
             extra = f" vni {net.vni}" if net.vni else ""
-            nets.add(f"{net.name} [dim]({net.driver}, {net.scope.value})[/] {net.subnet or ''} "
-                     f"gw {net.gateway or '-'} dev {net.device or '-'} mtu {net.mtu}{extra}"
+            nets.add(f"{net.name} [dim]({net.driver}, {net.scope.value})[/] {net.subnet or ''}"
+                     + (f" {net.subnet_v6} gw6 {net.gateway_v6}" if net.subnet_v6 else "") +
+                     f" gw {net.gateway or '-'} dev {net.device or '-'} mtu {net.mtu}{extra}"
                      + (f" [{', '.join(flags)}]" if flags else "") + f"  id {net.id[:12]}")
         sbs = h.add("sandboxes")
         for sb in lab.sandboxes.values():
@@ -70,7 +77,7 @@ def lab_tree(lab: Lab) -> Tree:
                 node.add("lo" if sb.network_mode == "none" else "shares the host's interfaces")
             for ep in sb.endpoints:
                 peer = f" <-> {ep.host_ifname}" if ep.host_ifname else ""
-                node.add(f"endpoint {ep.name}: {ep.ifname} {ep.ipv4}/{ep.prefixlen} {ep.mac} "
+                node.add(f"endpoint {ep.name}: {ep.ifname} {addresses(ep)} {ep.mac} "
                          f"mtu {ep.mtu}{peer} -> network {ep.network}")
             for route in sb.routes[:1]:
                 node.add(f"[dim]route {route}[/]")

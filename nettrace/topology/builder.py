@@ -21,7 +21,7 @@ from typing import Callable
 
 from nettrace.errors import NettraceError, require_root
 from nettrace.topology import firewall, netns
-from nettrace.topology.ipam import UNDERLAY, Ipam
+from nettrace.topology.ipam import UNDERLAY, UNDERLAY6, Ipam
 from nettrace.topology.model import (NS_PREFIX, STATE_DIR, Host, Interface, Lab, Network, Role,
                                      Scope, ns_name, running_labs)
 from nettrace.topology.spec import LabSpec, NetworkSpec
@@ -104,6 +104,7 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
               engine=spec.engine)
     reserved = [n.subnet for n in spec.networks if n.subnet and not n.builtin]
     ctx = BuildContext(lab=lab, spec=spec, ipam=Ipam(reserved), progress=say)
+    ctx.ipam.reserved6 = [ipaddress.IPv6Network(n.subnet_v6) for n in spec.networks if n.subnet_v6]
     try:
         _build(ctx, DRIVERS)
         lab.save()
@@ -180,7 +181,7 @@ def _underlay(ctx: BuildContext) -> None:
 
 
 def _uplink(ctx: BuildContext, node_ns: str, port: str, address: str, owner: str,
-            is_client: bool) -> None:
+            is_client: bool, address6: str | None = None) -> None:
     """eth0 of a host or client, plugged into the underlay switch as port `port`."""
     under = ctx.lab.underlay_netns
     ipr = ctx.ipr(under)
@@ -191,6 +192,9 @@ def _uplink(ctx: BuildContext, node_ns: str, port: str, address: str, owner: str
     node = ctx.ipr(node_ns)
     idx = ctx.index(node_ns, "eth0")
     node.addr("add", index=idx, address=address, prefixlen=UNDERLAY.prefixlen)
+    if address6:
+        node.addr("add", index=idx, address=address6, prefixlen=UNDERLAY6.prefixlen,
+                  flags=0x02)                 # IFA_F_NODAD
     node.link("set", index=idx, state="up")
     ctx.record(Interface(under, port, Role.UNDERLAY, kind="veth", peer=f"{node_ns}/eth0"))
     ctx.record(Interface(node_ns, "eth0", Role.UPLINK, host=None if is_client else owner,
@@ -203,7 +207,9 @@ def _host(ctx: BuildContext, name: str, i: int) -> None:
     host = Host(name=name, netns=ns)
     if ctx.lab.underlay_netns:
         host.uplink, host.address = "eth0", str(UNDERLAY.network_address + 11 + i)
-        _uplink(ctx, ns, f"p-{name}"[:15], host.address, name, False)
+        if _has_ipv6(ctx.spec):
+            host.address6 = str(UNDERLAY6.network_address + 0x11 + i)
+        _uplink(ctx, ns, f"p-{name}"[:15], host.address, name, False, host.address6)
     # What dockerd does to its own namespace (docker-drivers.md §2.2, §11, §12).
     netns.sysctl_write(ns, "net.ipv4.ip_forward", 1)
     netns.sysctl_write(ns, "net.bridge.bridge-nf-call-iptables", 1)
@@ -213,11 +219,17 @@ def _host(ctx: BuildContext, name: str, i: int) -> None:
     ctx.lab.hosts[name] = host
 
 
+def _has_ipv6(spec: LabSpec) -> bool:
+    return any(n.ipv6 for n in spec.networks)
+
+
 def _client(ctx: BuildContext, name: str, i: int) -> None:
     ns = ctx.new_netns(name)
     client = Host(name=name, netns=ns, kind="client", uplink="eth0",
                   address=str(UNDERLAY.network_address + 100 + i))
-    _uplink(ctx, ns, f"p-{name}"[:15], client.address, name, True)
+    if _has_ipv6(ctx.spec):
+        client.address6 = str(UNDERLAY6.network_address + 0x100 + i)
+    _uplink(ctx, ns, f"p-{name}"[:15], client.address, name, True, client.address6)
     ctx.lab.clients[name] = client
 
 
@@ -312,8 +324,17 @@ def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, devic
                 netns_name: str | None, mtu: int, vni: int | None = None) -> Network:
     """Allocate the subnet and record a Network in the lab (shared by all drivers)."""
     space = "global" if spec.driver == "overlay" else host
-    subnet = gateway = None
-    if spec.driver not in ("host", "null"):
+    subnet = gateway = subnet_v6 = gateway_v6 = None
+    if spec.driver not in ("host", "null") and spec.ipv6:
+        net6 = ctx.ipam.subnet6(space, spec.subnet_v6, seed=f"{ctx.lab.name}/{space}")
+        subnet_v6 = str(net6)
+        gateway_v6 = spec.gateway_v6 or str(next(net6.hosts()))
+        ctx.ipam.reserve(space, net6, gateway_v6)
+        for c in ctx.spec.containers:
+            for a in c.networks:
+                if a.network == spec.name and a.ip6 and (host is None or c.host == host):
+                    ctx.ipam.reserve(space, net6, a.ip6)
+    if spec.driver not in ("host", "null") and spec.ipv4:
         net = ctx.ipam.subnet(space, spec.subnet, swarm=spec.driver == "overlay")
         subnet = str(net)
         gw = spec.gateway or str(next(net.hosts()))
@@ -330,15 +351,27 @@ def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, devic
         id=net_id(ctx.lab.name, spec.name), host=host, subnet=subnet, gateway=gateway,
         device=device, netns=netns_name, mtu=mtu, icc=spec.icc, internal=spec.internal,
         masquerade=spec.masquerade and not spec.internal, vni=vni,
-        gateway_mode=spec.gateway_mode, host_ipv4=spec.host_ipv4,
+        gateway_mode=spec.gateway_mode, host_ipv4=spec.host_ipv4, ipv4=spec.ipv4,
+        ipv6=spec.ipv6, subnet_v6=subnet_v6, gateway_v6=gateway_v6,
         options={k: v for k, v in (("mode", spec.mode if spec.driver in ("macvlan", "ipvlan") else None),
                                    ("parent", spec.parent)) if v})
     ctx.lab.networks.append(network)
     return network
 
 
-def address_for(ctx: BuildContext, network: Network, wanted: str | None) -> str:
-    net = ipaddress.IPv4Network(network.subnet)
+def address_for(ctx: BuildContext, network: Network, wanted: str | None) -> str | None:
+    """The endpoint's IPv4 address (None on an IPv6-only network)."""
+    if not network.subnet:
+        return None
     if wanted:
         return wanted                         # reserved in network_for()
-    return str(ctx.ipam.allocate(network.host or "global", net))
+    return str(ctx.ipam.allocate(network.host or "global", ipaddress.IPv4Network(network.subnet)))
+
+
+def address6_for(ctx: BuildContext, network: Network, wanted: str | None) -> str | None:
+    """The endpoint's IPv6 address on an IPv6 network, next free in order as Docker's IPAM."""
+    if not network.subnet_v6:
+        return None
+    if wanted:
+        return wanted
+    return str(ctx.ipam.allocate(network.host or "global", ipaddress.IPv6Network(network.subnet_v6)))

@@ -9,19 +9,29 @@ reserved first so automatic ones never overlap them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Iterator
 
 from nettrace.errors import NettraceError
 
 UNDERLAY = IPv4Network("192.168.50.0/24")
+#: The underlay's IPv6 prefix when a lab has IPv6 networks (documentation range, RFC 3849).
+UNDERLAY6 = IPv6Network("2001:db8:50::/64")
 
 
 def _local_pools() -> Iterator[IPv4Network]:
     for second in range(18, 32):
         yield IPv4Network(f"172.{second}.0.0/16")
     yield from IPv4Network("192.168.0.0/16").subnets(new_prefix=20)
+
+
+def ula_prefix(seed: str) -> IPv6Network:
+    """A ULA /48 (fd00::/8 + 40-bit global ID), stable per engine, as Docker derives one from
+    its host ID when an IPv6 network is created without a subnet (moby#47853)."""
+    gid = hashlib.sha256(f"nettrace/ula/{seed}".encode()).digest()[:5]
+    return IPv6Network((b"\xfd" + gid + bytes(10), 48))
 
 
 def _global_pools() -> Iterator[IPv4Network]:
@@ -35,6 +45,7 @@ class Ipam:
 
     def __init__(self, reserved: list[str]):
         self.reserved = [IPv4Network(s) for s in reserved] + [UNDERLAY]
+        self.reserved6: list[IPv6Network] = []              # explicit subnet_v6 of the lab
         self.used: dict[str, list[IPv4Network]] = {}        # address space -> subnets
         self.taken: dict[tuple[str, IPv4Network], set[IPv4Address]] = {}
 
@@ -51,21 +62,38 @@ class Ipam:
         used.append(net)
         return net
 
-    def reserve(self, space: str, net: IPv4Network, addr: str) -> IPv4Address:
-        ip = IPv4Address(addr)
+    def subnet6(self, space: str, explicit: str | None, *, seed: str) -> IPv6Network:
+        """An IPv6 subnet: the explicit one, or the next free /64 of the space's ULA /48."""
+        used = self.used.setdefault(space + "/v6", [])
+        if explicit:
+            net = IPv6Network(explicit)
+        else:
+            pools = ula_prefix(seed).subnets(new_prefix=64)
+            net = next(p for p in pools if not any(p.overlaps(o) for o in used + self.reserved6))
+        used.append(net)
+        return net
+
+    def reserve(self, space: str, net, addr: str):
+        ip = ipaddress.ip_address(addr)
         taken = self.taken.setdefault((space, net), set())
         if ip in taken:
             raise NettraceError(f"IPAM: address {ip} is already in use on {net}")
         taken.add(ip)
         return ip
 
-    def allocate(self, space: str, net: IPv4Network) -> IPv4Address:
+    def allocate(self, space: str, net):
         taken = self.taken.setdefault((space, net), set())
         for ip in net.hosts():
             if ip not in taken:
                 taken.add(ip)
                 return ip
         raise NettraceError(f"IPAM: no free address left in {net}")
+
+
+def mac_for_v6(*seed: str) -> str:
+    """A container MAC on an IPv6-only network (no IPv4 address to derive it from)."""
+    h = hashlib.sha1("/".join(("mac",) + seed).encode()).digest()
+    return "02:42:" + ":".join(f"{b:02x}" for b in h[:4])
 
 
 def mac_for(ip: str | IPv4Address) -> str:

@@ -173,11 +173,13 @@ class Endpoint:
     network: str
     ifname: str                    # name inside the sandbox: eth0, eth1, ...
     mac: str
-    ipv4: str
+    ipv4: str | None               # None on an IPv6-only network
     prefixlen: int
     mtu: int
     host_ifname: str | None = None  # veth host end (None for macvlan)
     host_netns: str | None = None   # where the host end lives (host ns, or overlay sandbox)
+    ipv6: str | None = None         # global IPv6 address on an IPv6 network
+    prefixlen6: int | None = None
 
 
 @dataclass
@@ -201,8 +203,14 @@ class Sandbox:
 
     def ip(self, network: str | None = None) -> str | None:
         for ep in self.endpoints:
-            if network is None or ep.network == network:
+            if (network is None or ep.network == network) and ep.ipv4:
                 return ep.ipv4
+        return None
+
+    def ip6(self, network: str | None = None) -> str | None:
+        for ep in self.endpoints:
+            if (network is None or ep.network == network) and ep.ipv6:
+                return ep.ipv6
         return None
 
 
@@ -227,6 +235,10 @@ class Network:
     options: dict[str, Any] = field(default_factory=dict)
     gateway_mode: GatewayMode = GatewayMode.NAT   # com.docker.network.bridge.gateway_mode_ipv4
     host_ipv4: str | None = None   # com.docker.network.host_ipv4: SNAT to it, not MASQUERADE
+    ipv4: bool = True              # False: IPv6-only network (Docker 28+)
+    ipv6: bool = False
+    subnet_v6: str | None = None
+    gateway_v6: str | None = None
 
 
 @dataclass
@@ -239,6 +251,7 @@ class Host:
     address: str | None = None     # underlay address, e.g. 192.168.50.11
     prefixlen: int = 24
     kind: str = "docker"           # docker | client
+    address6: str | None = None    # underlay IPv6 address (labs with IPv6 networks)
 
 
 @dataclass

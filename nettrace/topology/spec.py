@@ -30,10 +30,14 @@ Format (all keys but `containers` optional)::
         parent: mvparent           # macvlan: parent interface on the host (default: a veth end)
         mode: bridge               # macvlan mode
         vni: 4097                  # overlay VXLAN id (default: first free from 4096)
+        ipv6: true                 # dual stack (com.docker.network.enable_ipv6)
+        subnet_v6: fd00:10::/64    # default: a /64 of the host's ULA /48, as Docker's IPAM does
+        gateway_v6: fd00:10::1
+        ipv4: false                # IPv6-only network (Docker 28+; needs ipv6: true)
     containers:
       - name: c1
         host: host1
-        networks: [unet, {name: bridge, ip: 172.17.0.10}]   # or "host" / "none"
+        networks: [unet, {name: bridge, ip: 172.17.0.10, ip6: "fd00:10::10"}]   # or "host" / "none"
         publish: ["8080:80/tcp", "127.0.0.1:8081:81/udp"]   # [HOSTIP:]HOSTPORT:PORT[/PROTO]
 
 Docker's option names (com.docker.network.bridge.enable_icc, ...) are accepted for the short
@@ -70,10 +74,12 @@ OPTION_ALIASES = {
     "macvlan_mode": "mode",
     "com.docker.network.bridge.gateway_mode_ipv4": "gateway_mode",
     "com.docker.network.host_ipv4": "host_ipv4",
+    "com.docker.network.enable_ipv6": "ipv6",
+    "com.docker.network.enable_ipv4": "ipv4",
 }
 NETWORK_KEYS = {"name", "driver", "subnet", "gateway", "host", "icc", "internal", "masquerade",
                 "mtu", "bridge_name", "parent", "mode", "vni", "options", "gateway_mode",
-                "host_ipv4"}
+                "host_ipv4", "ipv4", "ipv6", "subnet_v6", "gateway_v6"}
 CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip"}
 TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers", "engine"}
 ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
@@ -110,6 +116,10 @@ class NetworkSpec:
     gateway_mode: GatewayMode = GatewayMode.NAT
     host_ipv4: str | None = None
     builtin: bool = False
+    ipv4: bool = True
+    ipv6: bool = False
+    subnet_v6: str | None = None
+    gateway_v6: str | None = None
 
     @property
     def scope(self) -> str:
@@ -121,6 +131,7 @@ class Attachment:
     network: str
     ip: str | None = None
     where: Where | None = None
+    ip6: str | None = None
 
 
 #: A published port as a lab file writes it (the model's type: one parser, one printer).
@@ -430,7 +441,7 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
             raise at("gateway").error(f"{f}.gateway", f"bad IPv4 address '{net.gateway}'") from None
         if net.subnet and gw not in ipaddress.IPv4Network(net.subnet):
             raise at("gateway").error(f"{f}.gateway", f"{gw} is not in subnet {net.subnet}")
-    for key in ("icc", "internal", "masquerade"):
+    for key in ("icc", "internal", "masquerade", "ipv4", "ipv6"):
         if key in opts:
             try:
                 setattr(net, key, parse_bool(opts[key]))
@@ -460,6 +471,7 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
             raise at("mtu").error(f"{f}.mtu", f"must be a number, not {opts['mtu']!r}") from None
         if not 68 <= net.mtu <= 65535:
             raise at("mtu").error(f"{f}.mtu", f"{net.mtu} is outside 68..65535")
+    _network_v6(net, opts, at, f)
     for key in ("bridge_name", "parent"):
         if key in opts:
             val = str(opts[key])
@@ -498,6 +510,45 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
     return net
 
 
+def _network_v6(net: NetworkSpec, opts: dict, at, f: str) -> None:
+    """IPv6 keys: ipv6, subnet_v6, gateway_v6, ipv4 (checked after the booleans are read)."""
+    for key in ("subnet_v6", "gateway_v6"):
+        if key in opts and not net.ipv6:
+            raise at(key).error(f"{f}.{key}", "needs ipv6: true on this network")
+    if "subnet_v6" in opts:
+        try:
+            sub = ipaddress.IPv6Network(str(opts["subnet_v6"]), strict=True)
+        except ValueError as exc:
+            raise at("subnet_v6").error(f"{f}.subnet_v6",
+                                        f"bad IPv6 CIDR '{opts['subnet_v6']}': {exc}") from None
+        if sub.prefixlen > 126:
+            raise at("subnet_v6").error(f"{f}.subnet_v6", f"/{sub.prefixlen} leaves no room for "
+                                        "a gateway and containers (at most /126)")
+        net.subnet_v6 = str(sub)
+    if "gateway_v6" in opts:
+        try:
+            gw = ipaddress.IPv6Address(str(opts["gateway_v6"]))
+        except ValueError:
+            raise at("gateway_v6").error(f"{f}.gateway_v6",
+                                         f"bad IPv6 address '{opts['gateway_v6']}'") from None
+        if net.subnet_v6 and gw not in ipaddress.IPv6Network(net.subnet_v6):
+            raise at("gateway_v6").error(f"{f}.gateway_v6", f"{gw} is not in subnet_v6 {net.subnet_v6}")
+        net.gateway_v6 = str(gw)
+    if not net.ipv4:
+        if not net.ipv6:
+            raise at("ipv4").error(f"{f}.ipv4", "a network needs IPv4 or IPv6: set ipv6: true "
+                                   "for an IPv6-only network")
+        if net.driver not in ("bridge", "macvlan"):
+            raise at("ipv4").error(f"{f}.ipv4", "IPv6-only networks are supported on the bridge "
+                                   f"and macvlan drivers, not {net.driver}")
+        for key in ("subnet", "gateway"):
+            if key in opts:
+                raise at(key).error(f"{f}.{key}", "an IPv6-only network (ipv4: false) has no IPv4 "
+                                    f"{key}")
+    if net.ipv6 and net.driver == "ipvlan":
+        raise at("ipv6").error(f"{f}.ipv6", "IPv6 on ipvlan networks is not supported by nettrace")
+
+
 def _container(raw: Any, where: Where, i: int, hosts: list[str],
                networks: list[NetworkSpec]) -> ContainerSpec:
     f = f"containers[{i}]"
@@ -521,8 +572,13 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
     for j, item in enumerate(nets):
         line = nets.lines[j] if hasattr(nets, "lines") else at("networks").line
         fj = f"{f}.networks[{j}]"
+        ip6 = None
         if isinstance(item, dict):
-            net_name, ip = item.get("name"), item.get("ip")
+            for key in item:
+                if key not in ("name", "ip", "ip6"):
+                    raise Where(where.file, item.lines.get(key, line)).error(
+                        f"{fj}.{key}", "unknown field (allowed: ip, ip6, name)")
+            net_name, ip, ip6 = item.get("name"), item.get("ip"), item.get("ip6")
         else:
             net_name, ip = item, (raw.get("ip") if j == 0 else None)
         if net_name not in known:
@@ -540,9 +596,26 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
             if net.subnet and addr not in ipaddress.IPv4Network(net.subnet):
                 raise Where(where.file, line).error(fj + ".ip", f"{addr} is not in {net.subnet}")
             ip = str(addr)
+        if ip is not None and not net.ipv4:
+            raise Where(where.file, line).error(fj + ".ip", f"network '{net_name}' is IPv6-only")
+        if ip6 is not None:
+            if not net.ipv6:
+                raise Where(where.file, line).error(fj + ".ip6", f"network '{net_name}' has no "
+                                                    "IPv6 (ipv6: true)")
+            try:
+                addr6 = ipaddress.IPv6Address(str(ip6))
+            except ValueError:
+                raise Where(where.file, line).error(fj + ".ip6",
+                                                    f"bad IPv6 address '{ip6}'") from None
+            if not net.subnet_v6:
+                raise Where(where.file, line).error(fj + ".ip6", f"a fixed IPv6 address needs the "
+                                                    f"network's subnet_v6 (as Docker's --ip6 does)")
+            if addr6 not in ipaddress.IPv6Network(net.subnet_v6):
+                raise Where(where.file, line).error(fj + ".ip6", f"{addr6} is not in {net.subnet_v6}")
+            ip6 = str(addr6)
         if any(a.network == net_name for a in ctr.networks):
             raise Where(where.file, line).error(fj, f"network '{net_name}' joined twice")
-        ctr.networks.append(Attachment(net_name, ip, Where(where.file, line)))
+        ctr.networks.append(Attachment(net_name, ip, Where(where.file, line), ip6))
     if len(ctr.networks) > 1 and {a.network for a in ctr.networks} & {"host", "none"}:
         raise at("networks").error(f"{f}.networks", "'host' and 'none' cannot be combined with "
                                    "other networks")
@@ -577,11 +650,13 @@ def _check_ports(spec: LabSpec) -> None:
 
 def _check_subnets(spec: LabSpec) -> None:
     """Explicit subnets must not overlap within a host (or anywhere, for overlays)."""
-    nets = [n for n in spec.networks if n.subnet]
-    for i, a in enumerate(nets):
-        for b in nets[:i]:
-            same_place = a.driver == "overlay" or b.driver == "overlay" or \
-                (a.host or spec.hosts[0]) == (b.host or spec.hosts[0]) or a.host is None or b.host is None
-            if same_place and ipaddress.IPv4Network(a.subnet).overlaps(ipaddress.IPv4Network(b.subnet)):
-                raise a.where.error(f"networks.{a.name}.subnet",
-                                    f"{a.subnet} overlaps {b.subnet} of network '{b.name}'")
+    for key in ("subnet", "subnet_v6"):
+        nets = [n for n in spec.networks if getattr(n, key)]
+        for i, a in enumerate(nets):
+            for b in nets[:i]:
+                same_place = a.driver == "overlay" or b.driver == "overlay" or \
+                    (a.host or spec.hosts[0]) == (b.host or spec.hosts[0]) or a.host is None or b.host is None
+                sa, sb = getattr(a, key), getattr(b, key)
+                if same_place and ipaddress.ip_network(sa).overlaps(ipaddress.ip_network(sb)):
+                    raise a.where.error(f"networks.{a.name}.{key}",
+                                        f"{sa} overlaps {sb} of network '{b.name}'")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from nettrace.topology import netns
-from nettrace.topology.builder import address_for, network_for, random_mac, short_hash
-from nettrace.topology.drivers.base import Driver, veth_endpoint
+from nettrace.topology.builder import (address6_for, address_for, network_for, random_mac,
+                                       short_hash)
+from nettrace.topology.drivers.base import IFA_F_NODAD, Driver, veth_endpoint
 from nettrace.topology.model import Interface, Role, Sandbox
 
 
@@ -26,8 +27,14 @@ class BridgeDriver(Driver):
         mac = random_mac(ctx.lab.name, host, device)
         ipr.link("add", ifname=device, kind="bridge", address=mac, mtu=network.mtu)
         idx = ctx.index(host_ns, device)
-        ipr.addr("add", index=idx, address=network.gateway,
-                 prefixlen=int(network.subnet.split("/")[1]))
+        if network.gateway:
+            ipr.addr("add", index=idx, address=network.gateway,
+                     prefixlen=int(network.subnet.split("/")[1]))
+        if network.gateway_v6:
+            ipr.addr("add", index=idx, address=network.gateway_v6,
+                     prefixlen=int(network.subnet_v6.split("/")[1]), flags=IFA_F_NODAD)
+            # dockerd turns IPv6 forwarding on when it has an IPv6 network
+            netns.sysctl_write(host_ns, "net.ipv6.conf.all.forwarding", 1)
         ipr.link("set", index=idx, state="up")
         with netns.entered(host_ns):
             with open(os.path.join("/proc/sys/net/ipv4/conf", device, "route_localnet"), "w") as f:
@@ -40,7 +47,7 @@ class BridgeDriver(Driver):
         ip = address_for(ctx, network, att.ip)
         veth_endpoint(ctx, network, sandbox, bridge_ns=network.netns, bridge=network.device,
                       host_ifname="veth" + short_hash(ctx.lab.name, sandbox.name, spec.name),
-                      ip=ip, hairpin=True)
+                      ip=ip, hairpin=True, ip6=address6_for(ctx, network, att.ip6))
 
     def finish(self, ctx) -> None:
         """Hairpin on every bridge port (userland proxy off), one `bridge -batch` per host.

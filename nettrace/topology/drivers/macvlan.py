@@ -8,9 +8,9 @@ when no parent is given or the parent is a VLAN sub-interface). No iptables rule
 from __future__ import annotations
 
 from nettrace.topology import netns
-from nettrace.topology.builder import address_for, network_for, short_hash
-from nettrace.topology.drivers.base import Driver
-from nettrace.topology.ipam import mac_for
+from nettrace.topology.builder import address6_for, address_for, network_for, short_hash
+from nettrace.topology.drivers.base import Driver, add_addresses
+from nettrace.topology.ipam import mac_for, mac_for_v6
 from nettrace.topology.model import Endpoint, Interface, Role, Sandbox
 
 
@@ -38,7 +38,8 @@ class MacvlanDriver(Driver):
         network = ctx.lab.network(spec.name, sandbox.host)
         host_ns = network.netns
         ip = address_for(ctx, network, att.ip)
-        mac = mac_for(ip)
+        ip6 = address6_for(ctx, network, att.ip6)
+        mac = mac_for(ip) if ip else mac_for_v6(ctx.lab.name, sandbox.name, network.name)
         ifname = f"eth{len(sandbox.endpoints)}"
         tmp = "mv" + short_hash(ctx.lab.name, sandbox.name, spec.name)
         ipr = ctx.ipr(host_ns)
@@ -53,12 +54,12 @@ class MacvlanDriver(Driver):
             inner.link("set", index=idx, ifname=ifname, address=mac)
         else:
             inner.link("set", index=idx, ifname=ifname)
-        prefixlen = int(network.subnet.split("/")[1])
-        inner.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        prefixlen, prefixlen6 = add_addresses(inner, idx, network, ip, ip6)
         inner.link("set", index=idx, state="up")
         sandbox.endpoints.append(Endpoint(
             name=f"{sandbox.name}-{network.name}", container=sandbox.name, network=network.name,
-            ifname=ifname, mac=mac, ipv4=ip, prefixlen=prefixlen, mtu=network.mtu))
+            ifname=ifname, mac=mac, ipv4=ip, prefixlen=prefixlen, mtu=network.mtu,
+            ipv6=ip6, prefixlen6=prefixlen6))
         ctx.record(Interface(sandbox.netns, ifname, Role.CONTAINER, host=sandbox.host,
                              sandbox=sandbox.name, network=network.name, kind=self.kind, mac=mac,
                              peer=f"{host_ns}/{network.device}"))

@@ -13,8 +13,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from nettrace.topology import netns
-from nettrace.topology.builder import address_for, network_for
-from nettrace.topology.drivers.base import Driver, veth_endpoint
+from nettrace.topology.builder import address6_for, address_for, network_for
+from nettrace.topology.drivers.base import Driver, add_addresses, veth_endpoint
 from nettrace.topology.drivers.bridge import BridgeDriver
 from nettrace.topology.model import Interface, Role, Sandbox
 from nettrace.topology.spec import Attachment
@@ -47,8 +47,7 @@ class OverlayDriver(Driver):
         ipr = ctx.ipr(ns)
         ipr.link("add", ifname="br0", kind="bridge", mtu=network.mtu)
         br = ctx.index(ns, "br0")
-        ipr.addr("add", index=br, address=network.gateway,
-                 prefixlen=int(network.subnet.split("/")[1]))
+        add_addresses(ipr, br, network, network.gateway, network.gateway_v6)
         vx_name = f"vx-{network.vni:06x}-{network.id[:5]}"
         host_ipr = ctx.ipr(host_ns)
         host_ipr.link("add", ifname=vx_name, kind="vxlan", vxlan_id=network.vni,
@@ -70,13 +69,16 @@ class OverlayDriver(Driver):
         network = ctx.lab.network(spec.name)
         sbox = self._sandbox(ctx, network, sandbox.host)
         ip = address_for(ctx, network, att.ip)
+        ip6 = address6_for(ctx, network, att.ip6)
         ports = sum(1 for i in ctx.lab.interfaces if i.netns == sbox and i.role == Role.VETH_HOST)
         ep = veth_endpoint(ctx, network, sandbox, bridge_ns=sbox, bridge="br0",
-                           host_ifname=f"veth{ports}", ip=ip, hairpin=False)
+                           host_ifname=f"veth{ports}", ip=ip, hairpin=False, ip6=ip6)
         for itf in ctx.lab.interfaces:
             if itf.netns == sbox and itf.ifname == f"veth{ports}":
                 itf.sandbox = f"ov-{network.name}"
-        self._state(ctx)["endpoints"].append((network.name, sandbox.host, ep.ipv4, ep.mac))
+        for addr in (ep.ipv4, ep.ipv6):
+            if addr:
+                self._state(ctx)["endpoints"].append((network.name, sandbox.host, addr, ep.mac))
         if not network.internal:
             BridgeDriver().join(ctx, SimpleNamespace(name="docker_gwbridge"), sandbox,
                                 Attachment("docker_gwbridge"))
@@ -87,6 +89,7 @@ class OverlayDriver(Driver):
         state = ctx.driver_state.get("overlay")
         if not state:
             return
+        fdb_done: set = set()
         for (net_name, host), sbox in state["sboxes"].items():
             ipr = ctx.ipr(sbox)
             vx = ctx.index(sbox, "vxlan0")
@@ -95,4 +98,6 @@ class OverlayDriver(Driver):
                     continue
                 vtep = ctx.lab.hosts[other_host].address
                 ipr.neigh("add", dst=ip, lladdr=mac, ifindex=vx, state=states["permanent"])
-                ipr.fdb("add", ifindex=vx, lladdr=mac, dst=vtep, state=states["permanent"])
+                if (sbox, mac) not in fdb_done:          # one FDB entry per MAC, both families
+                    fdb_done.add((sbox, mac))
+                    ipr.fdb("add", ifindex=vx, lladdr=mac, dst=vtep, state=states["permanent"])

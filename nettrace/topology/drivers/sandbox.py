@@ -24,7 +24,7 @@ class SandboxDriver:
         gateway_ep = None
         for ep in sandbox.endpoints:
             net = ctx.lab.network(ep.network, sandbox.host)
-            if net.driver in ("bridge", "macvlan", "ipvlan") and not net.internal:
+            if net.driver in ("bridge", "macvlan", "ipvlan") and not net.internal and net.gateway:
                 gateway_ep, gw_net = ep, net
                 break
         if gateway_ep is not None and sandbox.network_mode != "host":
@@ -35,9 +35,15 @@ class SandboxDriver:
             else:
                 ipr.route("add", dst="0.0.0.0/0", gateway=gw_net.gateway)
                 sandbox.routes.append(f"default via {gw_net.gateway} dev {gateway_ep.ifname}")
+        if sandbox.network_mode != "host":
+            _default_route_v6(ctx, sandbox)
         for ep in sandbox.endpoints:
-            sandbox.routes.append(f"{ctx.lab.network(ep.network, sandbox.host).subnet} "
-                                  f"dev {ep.ifname} proto kernel scope link src {ep.ipv4}")
+            net = ctx.lab.network(ep.network, sandbox.host)
+            if ep.ipv4:
+                sandbox.routes.append(f"{net.subnet} dev {ep.ifname} proto kernel scope link "
+                                      f"src {ep.ipv4}")
+            if ep.ipv6:
+                sandbox.routes.append(f"{net.subnet_v6} dev {ep.ifname} proto kernel metric 256")
         user_defined = any(a.network not in ("bridge", "host", "none") for a in ctr.networks)
         if user_defined:
             sandbox.resolv_conf = "nameserver 127.0.0.11\noptions ndots:0\n"
@@ -49,6 +55,18 @@ class SandboxDriver:
             netns.sysctl_write(sandbox.netns, "net.ipv4.ping_group_range", "0\t2147483647")
             netns.sysctl_write(sandbox.netns, "net.ipv4.ip_unprivileged_port_start", 0)
         ctx.lab.sandboxes[sandbox.name] = sandbox
+
+
+def _default_route_v6(ctx, sandbox: Sandbox) -> None:
+    """IPv6 default route via the first non-internal IPv6 network's gateway, as Docker adds it."""
+    for ep in sandbox.endpoints:
+        net = ctx.lab.network(ep.network, sandbox.host)
+        if ep.ipv6 and net.gateway_v6 and not net.internal and \
+                net.driver in ("bridge", "macvlan"):
+            ctx.ipr(sandbox.netns).route("add", dst="::/0", gateway=net.gateway_v6,
+                                         oif=ctx.index(sandbox.netns, ep.ifname))
+            sandbox.routes.append(f"default via {net.gateway_v6} dev {ep.ifname} metric 1024")
+            return
 
 
 def _host_resolv_conf() -> str:
