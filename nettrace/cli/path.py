@@ -35,6 +35,11 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               help="Packet to inject (default icmp, or tcp when DST is HOST:PORT).")
 @click.option("--dport", type=click.IntRange(1, 65535), default=None, help="Destination port.")
 @click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--size", type=click.IntRange(28, 65535), default=None, metavar="BYTES",
+              help="IP packet size in bytes (the payload is padded), e.g. 1450 to find an "
+              "MTU black hole.")
+@click.option("--df", is_flag=True, help="Set Don't Fragment: a link with a smaller MTU drops "
+              "the packet (and its router answers ICMP fragmentation-needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
               "nettrace.trace.views).")
 @click.option("--expect", type=click.Choice(["delivered", "dropped"]), default="delivered",
@@ -47,11 +52,14 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               default=None, help="Also write the packets, at every hop, to this pcapng file "
               "(one interface per lab device, the hop in each packet's comment).")
 @docker_option
-def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, pcapng_file, docker):
+def path_cmd(args, proto, dport, count, size, df, as_json, expect, timeout, layer2, pcapng_file,
+             docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
     SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
     the external client). Example: nettrace path bridge c1 c2 --proto tcp --dport 80
+
+    MTU: nettrace path overlay c1 c2 --size 1450 --df
     """
     from nettrace.trace import Tracer
     from nettrace.trace.views import outcome, render, to_json_lines
@@ -59,7 +67,7 @@ def path_cmd(args, proto, dport, count, as_json, expect, timeout, layer2, pcapng
     the_lab = get_lab(lab, docker)
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
-                        layer="l2" if layer2 else "l3")
+                        layer="l2" if layer2 else "l3", size=size, df=df)
     if as_json:
         click.echo(to_json_lines(paths))
     else:

@@ -6,12 +6,30 @@ from nettrace.errors import NettraceError
 from nettrace.inject.fingerprint import Fingerprint
 
 
-def build_l3(fp: Fingerprint):
-    """The IPv4 packet to send through the kernel's IP stack (raw socket)."""
+HEADER_BYTES = {"icmp": 20 + 8, "udp": 20 + 8, "tcp": 20 + 20}
+
+
+def min_size(fp: Fingerprint) -> int:
+    """The smallest IP packet that carries the fingerprint (headers and marker)."""
+    return HEADER_BYTES.get(fp.proto, 20) + len(fp.marker or "")
+
+
+def build_l3(fp: Fingerprint, size: int | None = None, df: bool = False):
+    """The IPv4 packet to send through the kernel's IP stack (raw socket).
+
+    `size` pads the payload so the IP packet is exactly that many bytes (MTU faults);
+    `df` sets Don't Fragment, so a router on a smaller-MTU link drops it and answers
+    ICMP fragmentation-needed instead of fragmenting it."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.packet import Raw
-    ip = IP(src=fp.src, dst=fp.dst, id=fp.ip_id, ttl=64)
-    payload = Raw(fp.marker.encode()) if fp.marker else None
+    ip = IP(src=fp.src, dst=fp.dst, id=fp.ip_id, ttl=64, flags="DF" if df else 0)
+    data = fp.marker.encode() if fp.marker else b""
+    if size is not None:
+        if size < min_size(fp):
+            raise NettraceError(f"--size {size} is too small for a {fp.proto} packet with "
+                                f"nettrace's marker (at least {min_size(fp)} bytes)")
+        data += b"\0" * (size - min_size(fp))
+    payload = Raw(data) if data else None
     if fp.proto == "icmp":
         pkt = ip / ICMP(type=8, id=fp.icmp_id, seq=fp.icmp_seq)
     elif fp.proto == "udp":
@@ -24,7 +42,8 @@ def build_l3(fp: Fingerprint):
     return pkt / payload if payload is not None else pkt
 
 
-def build_l2(fp: Fingerprint, src_mac: str, dst_mac: str | None = None):
+def build_l2(fp: Fingerprint, src_mac: str, dst_mac: str | None = None,
+             size: int | None = None, df: bool = False):
     """An Ethernet frame for the sender's interface (ARP request, or IPv4 with MACs)."""
     from scapy.layers.l2 import ARP, Ether
     if fp.proto == "arp":
@@ -32,4 +51,4 @@ def build_l2(fp: Fingerprint, src_mac: str, dst_mac: str | None = None):
             op=1, hwsrc=src_mac, psrc=fp.src, hwdst="00:00:00:00:00:00", pdst=fp.dst)
     if not dst_mac:
         raise NettraceError("an Ethernet frame needs the next hop's MAC address")
-    return Ether(src=src_mac, dst=dst_mac) / build_l3(fp)
+    return Ether(src=src_mac, dst=dst_mac) / build_l3(fp, size=size, df=df)

@@ -19,6 +19,10 @@ class NoRoute(NettraceError):
     """The sending namespace has no route (or neighbour) for the destination."""
 
 
+class TooBig(NettraceError):
+    """The packet is larger than the MTU of the sender's own outgoing interface."""
+
+
 def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
     """Send an IPv4 packet (bytes or a scapy packet) through the IP stack of `ns`."""
     data = bytes(packet)
@@ -33,6 +37,9 @@ def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
                 if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                     raise NoRoute(f"no route to {dst} in the sender's namespace "
                                   f"(sendto: {exc.strerror})") from None
+                if exc.errno == errno.EMSGSIZE:
+                    raise TooBig(f"{len(data)} bytes is larger than the MTU of the sender's "
+                                 f"interface toward {dst} (sendto: {exc.strerror})") from None
                 raise NettraceError(f"sending to {dst} from {ns} failed: {exc.strerror}") from None
 
 

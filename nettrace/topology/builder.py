@@ -108,8 +108,9 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     try:
         _build(ctx, DRIVERS)
         lab.save()
-        from nettrace.topology import dns
+        from nettrace.topology import dns, listeners
         dns.start(lab)                       # reads the saved state; stopped by down()
+        listeners.start(lab)                 # `listen:` sockets, same lifetime as the DNS
     except BaseException:
         ctx.close()
         down(spec.name, quiet=True)
@@ -146,7 +147,38 @@ def _build(ctx: BuildContext, drivers: dict) -> None:
         driver.finish(ctx)
     for host in lab.hosts.values():
         firewall.apply_host(lab, host)
+        _host_settings(ctx, host)
     firewall.apply_sandboxes(lab)
+
+
+def _host_settings(ctx: BuildContext, host: Host) -> None:
+    """The lab's own sysctls and iptables entries for `host`, after Docker's (in file order).
+
+    Errors name the lab file, line and field; up() then removes everything it created."""
+    from nettrace.errors import SpecError
+    hspec = ctx.spec.host_specs.get(host.name)
+    if hspec is None:
+        return
+    for key, value in hspec.sysctls.items():
+        field_name = f"hosts[{ctx.spec.hosts.index(host.name)}].sysctls.{key}"
+        where = hspec.sysctls_where.get(key, hspec.where)
+        try:
+            netns.sysctl_write(host.netns, key, value)
+        except FileNotFoundError:
+            raise where.error(field_name, f"no sysctl {key} in host {host.name}'s "
+                                    f"namespace (an interface name that does not exist?)") from None
+        except OSError as exc:
+            raise where.error(field_name, f"cannot set {key}={value}: {exc.strerror}") \
+                from None
+        host.sysctls[key] = value
+    for j, (entry, where) in enumerate(zip(hspec.firewall, hspec.firewall_where)):
+        import shlex
+        proc = netns.run(host.netns, ["iptables", "-w", *shlex.split(entry)], check=False)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["failed"])[0]
+            raise SpecError(f"iptables {entry}: {why}", file=where.file, line=where.line,
+                            field=f"hosts[{ctx.spec.hosts.index(host.name)}].firewall[{j}]")
+        host.firewall.append(entry)
 
 
 def _ordered_networks(spec: LabSpec) -> list[NetworkSpec]:
@@ -172,8 +204,9 @@ def _hosts_of(spec: LabSpec, net: NetworkSpec) -> list[str]:
 def _underlay(ctx: BuildContext) -> None:
     ns = ctx.new_netns("underlay")
     ctx.lab.underlay_netns, ctx.lab.underlay_subnet = ns, str(UNDERLAY)
+    ctx.lab.underlay_mtu = ctx.spec.underlay_mtu or 1500
     ipr = ctx.ipr(ns)
-    ipr.link("add", ifname="lan0", kind="bridge")
+    ipr.link("add", ifname="lan0", kind="bridge", mtu=ctx.lab.underlay_mtu)
     ipr.link("set", index=ctx.index(ns, "lan0"), state="up")
     # a plain switch: bridged frames must not traverse iptables here
     netns.sysctl_write(ns, "net.bridge.bridge-nf-call-iptables", 0)
@@ -186,8 +219,9 @@ def _uplink(ctx: BuildContext, node_ns: str, port: str, address: str, owner: str
     under = ctx.lab.underlay_netns
     ipr = ctx.ipr(under)
     mac = random_mac(ctx.lab.name, "uplink", owner)
-    ipr.link("add", ifname=port, kind="veth",
-             peer={"ifname": "eth0", "net_ns_fd": netns.path(node_ns), "address": mac})
+    mtu = ctx.lab.underlay_mtu
+    ipr.link("add", ifname=port, kind="veth", mtu=mtu,
+             peer={"ifname": "eth0", "net_ns_fd": netns.path(node_ns), "address": mac, "mtu": mtu})
     ipr.link("set", index=ctx.index(under, port), master=ctx.index(under, "lan0"), state="up")
     node = ctx.ipr(node_ns)
     idx = ctx.index(node_ns, "eth0")

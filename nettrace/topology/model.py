@@ -196,6 +196,7 @@ class Sandbox:
     network_mode: str = "bridge"   # bridge | host | none | <network>
     hostname: str = ""             # as Docker sets it: the container id's first 12 hex digits
     etc_hosts: str = ""            # /etc/hosts as Docker writes it for this container
+    listen: list[str] = field(default_factory=list)     # "tcp/80": sockets listening inside
 
     def ports(self) -> list[PublishedPort]:
         """`published`, parsed."""
@@ -252,6 +253,8 @@ class Host:
     prefixlen: int = 24
     kind: str = "docker"           # docker | client
     address6: str | None = None    # underlay IPv6 address (labs with IPv6 networks)
+    sysctls: dict[str, str] = field(default_factory=dict)   # set by the lab after Docker's own
+    firewall: list[str] = field(default_factory=list)       # lab's iptables entries, in order
 
 
 @dataclass
@@ -265,6 +268,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)       # every netns created, in order
     underlay_netns: str | None = None
     underlay_subnet: str | None = None
+    underlay_mtu: int = 1500       # MTU of the link hosts and clients share
     source: str | None = None      # lab file or embedded name
     pid: int = 0                   # process that brought it up
     created: float = 0.0

@@ -12,6 +12,12 @@ Format (all keys but `containers` optional)::
       firewall: iptables           # iptables | nftables (29 only)
       userland_proxy: true         # docker-proxy per published port (dockerd --userland-proxy)
     hosts: [host1, host2]          # simulated Docker hosts; default: one host called "host"
+    # a host may also be a mapping: sysctls set in its namespace after Docker's own, and
+    # firewall entries (the arguments of one `iptables` command each, `-t TABLE` allowed)
+    # applied in order after Docker's rules
+    #   hosts: [{name: h1, sysctls: {net.ipv4.ip_forward: 0},
+    #            firewall: ["-I DOCKER-USER -s 10.0.0.2 -j DROP"]}]
+    underlay: {mtu: 1400}          # the link hosts and clients share (default 1500)
     clients: [client]              # external machines on the hosts' uplink (underlay)
     networks:
       - name: unet
@@ -39,6 +45,10 @@ Format (all keys but `containers` optional)::
         host: host1
         networks: [unet, {name: bridge, ip: 172.17.0.10, ip6: "fd00:10::10"}]   # or "host" / "none"
         publish: ["8080:80/tcp", "127.0.0.1:8081:81/udp"]   # [HOSTIP:]HOSTPORT:PORT[/PROTO]
+        listen: ["tcp/80", "udp/53"]   # a real listening socket in the container's namespace
+    # for fault labs (ignored by the builder): the flow to trace and the expected diagnosis
+    trace: {src: c1, dst: c2, proto: tcp, dport: 80, size: 1400, df: true}
+    expect: {cause: icc-disabled}
 
 Docker's option names (com.docker.network.bridge.enable_icc, ...) are accepted for the short
 keys, directly or under `options:`, with Docker's string values ("false", "0", "1500").
@@ -80,12 +90,27 @@ OPTION_ALIASES = {
 NETWORK_KEYS = {"name", "driver", "subnet", "gateway", "host", "icc", "internal", "masquerade",
                 "mtu", "bridge_name", "parent", "mode", "vni", "options", "gateway_mode",
                 "host_ipv4", "ipv4", "ipv6", "subnet_v6", "gateway_v6"}
-CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip"}
-TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers", "engine"}
+CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip", "listen"}
+TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers", "engine",
+            "underlay", "trace", "expect"}
 ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
 # strconv.ParseBool, which Docker uses for its string-valued options
 TRUE_STRINGS = ("1", "t", "T", "TRUE", "true", "True")
 FALSE_STRINGS = ("0", "f", "F", "FALSE", "false", "False")
+HOST_KEYS = {"name", "sysctls", "firewall"}
+UNDERLAY_KEYS = {"mtu"}
+TRACE_KEYS = {"src", "dst", "proto", "dport", "size", "df"}
+TRACE_PROTOS = ("icmp", "udp", "tcp")
+EXPECT_KEYS = {"cause"}
+CAUSE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+# per-namespace sysctls only: nettrace never writes the root namespace's
+SYSCTL_RE = re.compile(r"^net\.(ipv4|ipv6|bridge|core|netfilter|unix)(\.[A-Za-z0-9_*-]+)+$")
+IPTABLES_TABLES = ("filter", "nat", "raw", "mangle", "security")
+IPTABLES_COMMANDS = {"-A": "append", "--append": "append", "-I": "insert", "--insert": "insert",
+                     "-D": "delete", "--delete": "delete", "-R": "replace", "--replace": "replace",
+                     "-P": "policy", "--policy": "policy", "-N": "new-chain",
+                     "--new-chain": "new-chain", "-F": "flush", "--flush": "flush"}
+LISTEN_RE = re.compile(r"^(tcp|udp)/(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -145,6 +170,7 @@ class ContainerSpec:
     where: Where
     networks: list[Attachment] = field(default_factory=list)
     publish: list[PortSpec] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)      # "tcp/80": a listening socket
 
     @property
     def mode(self) -> str:
@@ -152,6 +178,35 @@ class ContainerSpec:
         if len(self.networks) == 1 and self.networks[0].network in ("host", "none"):
             return self.networks[0].network
         return "bridge"
+
+
+@dataclass
+class HostSpec:
+    """What a lab says about one Docker host beyond its name."""
+
+    name: str
+    where: Where
+    sysctls: dict[str, str] = field(default_factory=dict)   # set after Docker's own
+    firewall: list[str] = field(default_factory=list)       # iptables arguments, in order
+    firewall_where: list[Where] = field(default_factory=list)
+    sysctls_where: dict[str, Where] = field(default_factory=dict)
+
+
+@dataclass
+class TraceSpec:
+    """The flow a fault lab is about (what `nettrace path` would be asked)."""
+
+    src: str
+    dst: str                          # container, host or client name, IP, or IP:PORT
+    proto: str = "icmp"
+    dport: int | None = None
+    size: int | None = None           # IP packet size in bytes
+    df: bool = False
+
+
+@dataclass
+class ExpectSpec:
+    cause: str                        # a diagnosis cause code
 
 
 @dataclass
@@ -164,6 +219,10 @@ class LabSpec:
     containers: list[ContainerSpec] = field(default_factory=list)
     description: str = ""
     engine: EngineProfile = field(default_factory=EngineProfile)
+    host_specs: dict[str, HostSpec] = field(default_factory=dict)   # every host, by name
+    underlay_mtu: int | None = None
+    trace: TraceSpec | None = None    # fault labs: ignored by the builder
+    expect: ExpectSpec | None = None
 
     def network(self, name: str, host: str | None = None) -> NetworkSpec:
         for net in self.networks:
@@ -264,6 +323,7 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
     _check_name(name, Where(file, doc.lines.get("name", 1)), "name")
 
     hosts = _names(doc.get("hosts"), file, doc.lines.get("hosts"), "hosts") or ["host"]
+    host_specs = {h.name: h for h in _host_specs(doc.get("hosts"), file, hosts)}
     clients = _names(doc.get("clients"), file, doc.lines.get("clients"), "clients")
     seen: dict[str, str] = {}
     for kind, names, key in (("host", hosts, "hosts"), ("client", clients, "clients")):
@@ -300,9 +360,12 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
 
     spec = LabSpec(name=name, file=file, hosts=hosts, clients=clients, networks=networks,
                    containers=containers, description=str(doc.get("description") or ""),
-                   engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))))
+                   engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))),
+                   host_specs=host_specs, underlay_mtu=_underlay(doc, file))
     _check_subnets(spec)
     _check_ports(spec)
+    spec.trace = _trace(doc, file, seen)
+    spec.expect = _expect(doc, file)
     return spec
 
 
@@ -357,6 +420,182 @@ def engine_version(value: Any, where: Where, field_name: str) -> EngineVersion:
     if re.match(r"^20\.10(\.\d+)?$", text):
         return EngineVersion.V20_10
     raise where.error(field_name, f"unknown engine version {value!r} (profiles: \"29\", \"20.10\")")
+
+
+def _host_specs(value: Any, file: str, hosts: list[str]) -> list[HostSpec]:
+    """One HostSpec per host; hosts written as mappings carry sysctls and firewall entries."""
+    items = value if isinstance(value, list) else []
+    out = []
+    for i, name in enumerate(hosts):
+        raw = items[i] if i < len(items) else name
+        where = Where(file, items.lines[i] if i < len(items) else None)
+        host = HostSpec(name=name, where=where)
+        out.append(host)
+        if not isinstance(raw, dict):
+            continue
+        f = f"hosts[{i}]"
+
+        def at(key: str, raw: dict = raw, where: Where = where) -> Where:
+            return Where(file, raw.lines.get(key, where.line))
+        _check_keys(raw, HOST_KEYS, file, f + ".", aliases=False)
+        sysctls = raw.get("sysctls")
+        if sysctls is not None:
+            if not isinstance(sysctls, dict):
+                raise at("sysctls").error(f"{f}.sysctls", "must be a mapping of sysctl: value")
+            for key, val in sysctls.items():
+                kw = Where(file, sysctls.lines.get(key, at("sysctls").line))
+                if not SYSCTL_RE.match(key):
+                    raise kw.error(f"{f}.sysctls.{key}", "not a per-namespace network sysctl "
+                                   "(net.ipv4.*, net.ipv6.*, net.bridge.*, net.core.*, "
+                                   "net.netfilter.*)")
+                if isinstance(val, bool):
+                    val = int(val)
+                if not isinstance(val, (int, str)) or str(val).strip() == "" or "\n" in str(val):
+                    raise kw.error(f"{f}.sysctls.{key}", f"bad value {val!r}: a number or a word")
+                host.sysctls[key] = str(val)
+                host.sysctls_where[key] = kw
+        fw = raw.get("firewall")
+        if fw is not None:
+            if not isinstance(fw, list):
+                raise at("firewall").error(f"{f}.firewall", "must be a list of iptables "
+                                           "arguments, one command each")
+            for j, entry in enumerate(fw):
+                ew = Where(file, fw.lines[j])
+                check_iptables_args(entry, ew, f"{f}.firewall[{j}]")
+                host.firewall.append(str(entry))
+                host.firewall_where.append(ew)
+    return out
+
+
+def check_iptables_args(entry: Any, where: Where, f: str) -> list[str]:
+    """The argv of one `iptables` command, checked as far as can be without running it."""
+    import shlex
+    if not isinstance(entry, str) or not entry.strip():
+        raise where.error(f, "each entry is the arguments of one iptables command, as a string")
+    try:
+        argv = shlex.split(entry)
+    except ValueError as exc:
+        raise where.error(f, f"cannot split {entry!r}: {exc}") from None
+    if argv and argv[0] in ("iptables", "ip6tables"):
+        raise where.error(f, "give the arguments only, without the 'iptables' command")
+    table, commands, i = "filter", [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-t", "--table"):
+            if i + 1 >= len(argv) or argv[i + 1] not in IPTABLES_TABLES:
+                raise where.error(f, f"-t needs a table ({', '.join(IPTABLES_TABLES)})")
+            table = argv[i + 1]
+        elif a in IPTABLES_COMMANDS:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                raise where.error(f, f"{a} needs a chain name")
+            commands.append((IPTABLES_COMMANDS[a], argv[i + 1], i))
+        elif a.startswith("-") and not a.startswith("--") and len(a) > 2 and a[1] in "AIDRPNF":
+            raise where.error(f, f"write the command and the chain apart: '{a[:2]} {a[2:]}'")
+        i += 1
+    if len(commands) != 1:
+        raise where.error(f, "must hold exactly one command (-A, -I, -D, -R, -P, -N or -F) "
+                          "and its chain, e.g. '-I DOCKER-USER -s 10.0.0.2 -j DROP'")
+    kind, _chain, pos = commands[0]
+    if kind == "policy":
+        rest = argv[pos + 2:]
+        if rest not in (["ACCEPT"], ["DROP"]):
+            raise where.error(f, "-P CHAIN takes ACCEPT or DROP and nothing else")
+    elif kind in ("append", "insert", "replace") and not any(a in ("-j", "--jump", "-g", "--goto")
+                                                               for a in argv):
+        raise where.error(f, f"a rule needs a target (-j ACCEPT, -j DROP, ...) in table {table}")
+    return argv
+
+
+def _underlay(doc: dict, file: str) -> int | None:
+    raw = doc.get("underlay")
+    if raw is None:
+        return None
+    where = Where(file, doc.lines.get("underlay"))
+    if not isinstance(raw, dict):
+        raise where.error("underlay", "must be a mapping, e.g. {mtu: 1400}")
+    _check_keys(raw, UNDERLAY_KEYS, file, "underlay.", aliases=False)
+    if "mtu" not in raw:
+        return None
+    mtu = raw["mtu"]
+    mw = Where(file, raw.lines.get("mtu", where.line))
+    if isinstance(mtu, bool) or not isinstance(mtu, int):
+        raise mw.error("underlay.mtu", f"must be a number, not {mtu!r}")
+    if not 576 <= mtu <= 9000:
+        raise mw.error("underlay.mtu", f"{mtu} is outside 576..9000")
+    return mtu
+
+
+def _trace(doc: dict, file: str, names: dict[str, str]) -> TraceSpec | None:
+    raw = doc.get("trace")
+    if raw is None:
+        return None
+    where = Where(file, doc.lines.get("trace"))
+    if not isinstance(raw, dict):
+        raise where.error("trace", "must be a mapping {src, dst, proto, dport, size, df}")
+    _check_keys(raw, TRACE_KEYS, file, "trace.", aliases=False)
+    at = lambda key: Where(file, raw.lines.get(key, where.line))  # noqa: E731
+    for key in ("src", "dst"):
+        if key not in raw:
+            raise where.error(f"trace.{key}", "missing")
+    src, dst = str(raw["src"]), str(raw["dst"])
+    if src not in names:
+        raise at("src").error("trace.src", f"unknown container, host or client '{src}' "
+                              f"(known: {', '.join(sorted(names))})")
+    target = dst.rsplit(":", 1)[0] if ":" in dst else dst
+    if target not in names:
+        try:
+            ipaddress.IPv4Address(target)
+        except ValueError:
+            raise at("dst").error("trace.dst", f"'{dst}' is neither a name in this lab nor an "
+                                  f"IPv4 address[:port]") from None
+    t = TraceSpec(src=src, dst=dst)
+    if "proto" in raw:
+        if raw["proto"] not in TRACE_PROTOS:
+            raise at("proto").error("trace.proto", f"unknown protocol {raw['proto']!r} "
+                                    f"(known: {', '.join(TRACE_PROTOS)})")
+        t.proto = raw["proto"]
+    elif ":" in dst:
+        t.proto = "tcp"
+    for key, lo, hi in (("dport", 1, 65535), ("size", 28, 65535)):
+        if key in raw:
+            val = raw[key]
+            if isinstance(val, bool) or not isinstance(val, int) or not lo <= val <= hi:
+                raise at(key).error(f"trace.{key}", f"must be a number in {lo}..{hi}, not {val!r}")
+            setattr(t, key, val)
+    if "df" in raw:
+        if not isinstance(raw["df"], bool):
+            raise at("df").error("trace.df", f"must be true or false, not {raw['df']!r}")
+        t.df = raw["df"]
+    if t.dport and t.proto == "icmp":
+        raise at("dport").error("trace.dport", "an ICMP echo has no port (set proto: tcp or udp)")
+    return t
+
+
+def _expect(doc: dict, file: str) -> ExpectSpec | None:
+    raw = doc.get("expect")
+    if raw is None:
+        return None
+    where = Where(file, doc.lines.get("expect"))
+    if not isinstance(raw, dict) or "cause" not in raw:
+        raise where.error("expect", "must be a mapping with a cause, e.g. {cause: icc-disabled}")
+    _check_keys(raw, EXPECT_KEYS, file, "expect.", aliases=False)
+    cause = raw["cause"]
+    cw = Where(file, raw.lines.get("cause", where.line))
+    if not isinstance(cause, str) or not CAUSE_RE.match(cause):
+        raise cw.error("expect.cause", f"bad cause code {cause!r}")
+    known = _cause_codes()
+    if known and cause not in known:
+        raise cw.error("expect.cause", f"unknown cause '{cause}' (known: {', '.join(known)})")
+    return ExpectSpec(cause=cause)
+
+
+def _cause_codes() -> list[str]:
+    """The diagnosis's cause codes, when that package is installed (it owns the list)."""
+    try:
+        from nettrace.diagnosis import Cause
+    except ImportError:
+        return []
+    return [c.value for c in Cause]
 
 
 def _builtin(name: str, driver: str, where: Where) -> NetworkSpec:
@@ -622,6 +861,21 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
     for j, item in enumerate(raw.get("publish") or []):
         line = raw["publish"].lines[j]
         ctr.publish.append(_port(item, Where(where.file, line), f"{f}.publish[{j}]"))
+    listen = raw.get("listen")
+    if listen is not None:
+        if not isinstance(listen, list):
+            raise at("listen").error(f"{f}.listen", "must be a list like [tcp/80, udp/53]")
+        for j, item in enumerate(listen):
+            lw = Where(where.file, listen.lines[j])
+            m = LISTEN_RE.match(str(item))
+            if not m:
+                raise lw.error(f"{f}.listen[{j}]", f"bad listener {item!r} (form: tcp/PORT or "
+                               f"udp/PORT)")
+            if not 1 <= int(m.group(2)) <= 65535:
+                raise lw.error(f"{f}.listen[{j}]", f"port {m.group(2)} is outside 1..65535")
+            if str(item) in ctr.listen:
+                raise lw.error(f"{f}.listen[{j}]", f"'{item}' listed twice")
+            ctr.listen.append(str(item))
     return ctr
 
 

@@ -211,8 +211,11 @@ class Tracer:
 
     # -- tracing injected packets -----------------------------------------------------------
     def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
-             count: int = 1, timeout: float = 2.0, layer: str = "l3") -> list[Path]:
-        """Inject `count` packets from SRC to DST and trace each, with its reply."""
+             count: int = 1, timeout: float = 2.0, layer: str = "l3", size: int | None = None,
+             df: bool = False) -> list[Path]:
+        """Inject `count` packets from SRC to DST and trace each, with its reply.
+
+        `size` is the IP packet's length in bytes, `df` sets Don't Fragment (MTU faults)."""
         if not self.watch:
             raise NettraceError("this Tracer was opened with watch=False: it only traces live")
         target = resolve_target(self.lab, dst, src)
@@ -230,9 +233,10 @@ class Tracer:
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
             elif layer == "l2":
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
-                                      _neighbour_mac(source, self._next_hop(source, target.ip)))
+                                      _neighbour_mac(source, self._next_hop(source, target.ip)),
+                                      size=size, df=df)
             else:
-                pkt = frames.build_l3(fp)
+                pkt = frames.build_l3(fp, size=size, df=df)
             paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst,
                                      timeout, target.netns))
         return paths
@@ -283,7 +287,7 @@ class Tracer:
                 else:
                     try:
                         injector.send_l3(ns, pkt)
-                    except injector.NoRoute as exc:    # the sender's own stack refused it
+                    except (injector.NoRoute, injector.TooBig) as exc:   # the sender refused it
                         return Path(self.lab.name, src, dst, fp.proto, fingerprint=fp.to_dict(),
                                     verdict=Verdict(DROPPED, where=src, reason=str(exc)))
                 path = self._collect(track, fp, src, dst, timeout, dst_ns, since)

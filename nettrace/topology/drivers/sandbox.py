@@ -50,6 +50,7 @@ class SandboxDriver:
         elif sandbox.network_mode != "none":
             sandbox.resolv_conf = _host_resolv_conf()
         sandbox.published = [str(p) for p in ctr.publish]
+        sandbox.listen = list(ctr.listen)
         if sandbox.network_mode != "host":
             # what Docker sets in every container namespace
             netns.sysctl_write(sandbox.netns, "net.ipv4.ping_group_range", "0\t2147483647")
