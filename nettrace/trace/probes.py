@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from nettrace.errors import EnvironmentProblem, NettraceError
-from nettrace.inject.fingerprint import K_ARP
+from nettrace.inject.fingerprint import K_ARP, K_ICMP
 from nettrace.topology import netns
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
@@ -79,6 +79,7 @@ class Probes:
         self._ring: RingReader | None = None
         self._conf: dict = dict(live=live, netns_filter=True, proto=0, port=0, host=0, src=0, dst=0)
         self._watched: dict[tuple[int, int, int], int] = {}
+        self._hot: dict[int, int] = {}           # 16-bit value -> watched keys holding it
         self.compile_seconds = 0.0
 
     # -- building -----------------------------------------------------------------------
@@ -128,7 +129,8 @@ class Probes:
                                      + self.status["tp:kfree_skb"].reason)
 
     def attach_netns(self, ns: str | None) -> None:
-        """Netfilter first/last on every IPv4 and IPv6 hook of namespace `ns`.
+        """Netfilter first/last on every IPv4 hook of namespace `ns` (and IPv6 in a live
+        build: fingerprints are IPv4 or ARP, so their packets never run the IPv6 hooks).
 
         A priority holds one program per hook: when another tracer (the TUI, a second
         `nettrace path`) already sits at the edge, take the next free priority inward.
@@ -143,7 +145,7 @@ class Probes:
             self.status[name] = ProbeStatus(name, True)
 
     def _attach_nf_here(self, ns: str | None, errors: list[str]) -> None:
-        for pf in (links.PF_INET, links.PF_INET6):
+        for pf in (links.PF_INET, links.PF_INET6) if self.live else (links.PF_INET,):
             for hook in range(5):
                 # one program at both ends of the hook (it tells first from last itself)
                 for edge, prio, step in (("first", links.NF_PRIO_FIRST, 1),
@@ -225,22 +227,69 @@ class Probes:
             nset[nset.Key(inode)] = nset.Leaf(1)
 
     def watch_keys(self, keys: Iterable[tuple[int, int, int]], trace_id: int) -> None:
-        """Add (kind, proto, value) fingerprint keys that map to `trace_id`."""
+        """Add (kind, proto, value) fingerprint keys that map to `trace_id`. Any number of
+        fingerprints may be watched at once, each under its own trace id."""
+        self.watch_many([(list(keys), trace_id)])
+
+    def watch_many(self, fingerprints: Iterable[tuple[list[tuple[int, int, int]], int]]) -> None:
+        """watch_keys() for several (keys, trace_id) at once: the pre-filter bitmap and the
+        configuration are written once."""
         watch = self.bpf[b"watch"]
-        for kind, proto, val in keys:
-            watch[watch.Key(kind, proto, 0, val)] = watch.Leaf(trace_id)
-            self._watched[(kind, proto, val)] = trace_id
+        changed: set[int] = set()
+        for keys, trace_id in fingerprints:
+            for key in keys:
+                watch[watch.Key(key[0], key[1], 0, key[2])] = watch.Leaf(trace_id)
+                if key not in self._watched:
+                    changed |= self._hot_add(key, 1)
+                self._watched[key] = trace_id
+        self._write_hot(changed)
         self._write_conf()
 
     def unwatch_keys(self, keys: Iterable[tuple[int, int, int]]) -> None:
         watch = self.bpf[b"watch"]
-        for kind, proto, val in keys:
-            self._watched.pop((kind, proto, val), None)
+        changed: set[int] = set()
+        for key in keys:
+            if self._watched.pop(key, None) is None:
+                continue
+            changed |= self._hot_add(key, -1)
             try:
-                del watch[watch.Key(kind, proto, 0, val)]
+                del watch[watch.Key(key[0], key[1], 0, key[2])]
             except KeyError:
                 pass
-        self._write_conf()
+        self._write_conf()                # narrower protocol mask first, then the bitmap
+        self._write_hot(changed)
+
+    @staticmethod
+    def hot_value(key: tuple[int, int, int]) -> int | None:
+        """The 16-bit value of a watched key in the kernel's pre-filter bitmap (`hot` in
+        bpf/hops.c): IPv4 id, port, ICMP echo id. ARP keys need none (ARP is rare)."""
+        kind, _proto, val = key
+        if kind == K_ARP:
+            return None
+        return (val >> 16) & 0xFFFF if kind == K_ICMP else val & 0xFFFF
+
+    def _hot_add(self, key: tuple[int, int, int], delta: int) -> set[int]:
+        """Count the keys holding each hot value; return the bitmap words to rewrite."""
+        v = self.hot_value(key)
+        if v is None:
+            return set()
+        n = self._hot.get(v, 0) + delta
+        if n > 0:
+            self._hot[v] = n
+        else:
+            self._hot.pop(v, None)
+        return {v >> 6}
+
+    def _write_hot(self, words: set[int]) -> None:
+        if not words:
+            return
+        hot = self.bpf[b"hot"]
+        bits: dict[int, int] = dict.fromkeys(words, 0)
+        for v in self._hot:
+            if v >> 6 in bits:
+                bits[v >> 6] |= 1 << (v & 63)
+        for word, value in bits.items():
+            hot[ct.c_int(word)] = ct.c_uint64(value)
 
     @property
     def events_lost(self) -> int:

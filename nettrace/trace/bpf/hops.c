@@ -1,8 +1,9 @@
 /* nettrace hop probes: tracepoints, netfilter first/last, tcx ingress/egress.
  *
- * Every probe copies the packet headers of its skb, and emits an event only when the
- * packet (or, for VXLAN, its inner packet; for ICMP errors, the quoted packet) matches a
- * watched fingerprint, or the live expression. Background traffic costs the filter only.
+ * Every probe first looks at 40 bytes of its skb (worth()) and, only when they may match,
+ * copies the headers and emits an event when the packet (or, for VXLAN, its inner packet;
+ * for ICMP errors, the quoted packet) matches a watched fingerprint, or the live
+ * expression. Background traffic costs the first look only (idle: one array lookup).
  * One ring buffer; failed outputs are counted per CPU in `lost`.
  */
 #ifndef __NETTRACE_VMLINUX        /* plain bcc over installed kernel headers (not tested here) */
@@ -24,6 +25,7 @@
 #ifndef NT_RINGBUF_PAGES
 #define NT_RINGBUF_PAGES 1024
 #endif
+#define NT_HOT_WORDS 1024         /* 65,536 bits: one per 16-bit value */
 #define NT_VXLAN_PORT 4789
 /* One header byte. The mask only reassures the verifier (callers check bounds, but the
  * compiler may drop a check it knows is redundant); NT_HDR_LEN is a power of two. */
@@ -40,6 +42,11 @@ BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_ARRAY(nt_conf, struct nt_config, 1);
 BPF_HASH(watch, struct nt_key, u32, 4096);
 BPF_HASH(netns_set, u32, u8, 1024);
+/* Pre-filter of the watch map: bit v of this 65,536-bit set is on when some watched key has
+ * the 16-bit value v (IPv4 id, port, ICMP echo id). An array lookup is inlined by the
+ * verifier: a packet of a watched flow's protocol whose id and ports are all off costs a
+ * few instructions, no hash lookup and no header copy. False positives only cost time. */
+BPF_ARRAY(hot, u64, NT_HOT_WORDS);
 
 /* bcc 0.26's helpers.h predates these helpers' declarations */
 static u64 (*nt_get_attach_cookie)(void *ctx) = (void *)BPF_FUNC_get_attach_cookie;
@@ -226,13 +233,21 @@ static __always_inline u32 dev_ifindex(struct net_device *dev)
     return ifindex;
 }
 
-#define NT_PEEK_LEN 40            /* Ethernet + IPv4 header + ports: enough for worth() */
+#define NT_PEEK_LEN 40            /* Ethernet + IPv4 header + ports / ICMP echo id */
 
-/* First look, before copying anything: can this packet match at all? Packets of a
- * protocol no fingerprint (or expression) mentions stop here, after 4 small reads. */
+static __always_inline int is_hot(u32 v)
+{
+    u32 k = (v >> 6) & (NT_HOT_WORDS - 1);
+    u64 *w = hot.lookup(&k);
+    return w && ((*w >> (v & 63)) & 1);
+}
+
+/* First look, before the event is even built: can this packet match at all? Packets of a
+ * protocol no fingerprint (or expression) mentions stop here; in fingerprint builds so do
+ * packets of a watched protocol whose IPv4 id, ports and ICMP echo id are all cold. */
 static __always_inline int worth(const struct nt_config *c, const u8 *h, u32 l2, u32 ethertype)
 {
-    u32 off = l2 ? ETH_HLEN : 0, mask = c->proto_mask, proto;
+    u32 off = l2 ? ETH_HLEN : 0, mask = c->proto_mask, proto, l4;
     if (mask == 0xffffffff)
         return 1;
     if (!mask)
@@ -246,42 +261,78 @@ static __always_inline int worth(const struct nt_config *c, const u8 *h, u32 l2,
     if (ethertype != ETH_P_IP)
         return 0;
     proto = h[off + 9];
-    if (proto == IPPROTO_UDP && (((u32)h[off + 22] << 8) | h[off + 23]) == NT_VXLAN_PORT)
+    l4 = off + 20;
+    if (proto == IPPROTO_UDP && (((u32)h[l4 + 2] << 8) | h[l4 + 3]) == NT_VXLAN_PORT)
         return 1;                           /* VXLAN: the inner packet decides */
-    return proto < 32 && (mask >> proto) & 1;
+    if (proto >= 32 || !((mask >> proto) & 1))
+        return 0;
+#if !NT_LIVE
+    if (h[off] != 0x45)                     /* IP options: the full match finds the ports */
+        return 1;
+    if (is_hot(((u32)h[off + 4] << 8) | h[off + 5]))
+        return 1;                           /* IPv4 id */
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+        return is_hot(((u32)h[l4] << 8) | h[l4 + 1]) || is_hot(((u32)h[l4 + 2] << 8) | h[l4 + 3]);
+    if (proto == IPPROTO_ICMP) {
+        u8 type = h[l4];
+        if (type == 3 || type == 11)        /* an error: the quoted packet decides */
+            return 1;
+        return (type == 0 || type == 8) && is_hot(((u32)h[l4 + 4] << 8) | h[l4 + 5]);
+    }
+    return 0;
+#else
+    return 1;
+#endif
 }
 
-/* Copy the skb's headers: from the MAC header when set and `l2` is asked for, else from
- * the network header. Returns 0 when worth() says the packet cannot match. */
-static __always_inline int read_skb(struct sk_buff *skb, struct nt_event *ev, int l2,
-                                    const struct nt_config *c)
-{
-    unsigned char *head = NULL, *start;
-    u16 mac = 0xffff, net = 0, proto = 0;
-    u32 tail = 0;
-    u8 peek[NT_PEEK_LEN] = {};
+/* The skb fields a probe needs, read at once: `protocol` .. `data` are one run of the
+ * struct (the header offsets, tail, end, head), so one probe read instead of five. */
+#define NT_META_FROM (offsetof(struct sk_buff, protocol) & ~7UL)   /* aligned: stack loads */
+#define NT_META_LEN (offsetof(struct sk_buff, data) - NT_META_FROM)
+#define NT_META(m, T, field) (*(T *)((u8 *)(m) + offsetof(struct sk_buff, field) - NT_META_FROM))
 
-    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
-    bpf_probe_read_kernel(&mac, sizeof(mac), &skb->mac_header);
-    bpf_probe_read_kernel(&net, sizeof(net), &skb->network_header);
-    bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
-    ev->l2 = l2 && mac != 0xffff;
-    start = head + (ev->l2 ? mac : net);
-    if (!ev->ethertype)
-        ev->ethertype = ntohs(proto);
-    bpf_probe_read_kernel(peek, sizeof(peek), start);
-    if (!worth(c, peek, ev->l2, ev->ethertype))
+struct nt_peek {
+    unsigned char *start;       /* where the copied headers begin */
+    u32 tail;                   /* bytes of linear data from start */
+    u16 ethertype;
+    u8 l2;
+};
+
+/* Look at the skb's first bytes: from the MAC header when set and `l2` is asked for, else
+ * from the network header. Returns 0 when worth() says the packet cannot match. */
+static __always_inline int peek_skb(struct sk_buff *skb, int l2, u16 ethertype,
+                                    const struct nt_config *c, struct nt_peek *p)
+{
+    u64 meta[(NT_META_LEN + 7) / 8];
+    u8 peek[NT_PEEK_LEN];
+    unsigned char *head;
+    u16 mac, net, off;
+
+    if (bpf_probe_read_kernel(meta, sizeof(meta), (u8 *)skb + NT_META_FROM))
         return 0;
-    bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, start);
+    head = NT_META(meta, unsigned char *, head);
+    mac = NT_META(meta, u16, mac_header);
+    net = NT_META(meta, u16, network_header);
+    p->l2 = l2 && mac != 0xffff;
+    off = p->l2 ? mac : net;
+    p->start = head + off;
+    p->tail = NT_META(meta, u32, tail) > off ? NT_META(meta, u32, tail) - off : 0;
+    p->ethertype = ethertype ? ethertype : ntohs(NT_META(meta, u16, protocol));
+    if (bpf_probe_read_kernel(peek, sizeof(peek), p->start))
+        return 0;
+    return worth(c, peek, p->l2, p->ethertype);
+}
+
+/* Copy the headers worth a closer look into the event. */
+static __always_inline void read_skb(struct sk_buff *skb, struct nt_event *ev,
+                                     const struct nt_peek *p)
+{
+    bpf_probe_read_kernel(ev->hdr, NT_HDR_LEN, p->start);
     bpf_probe_read_kernel(&ev->len, sizeof(ev->len), &skb->len);
-    bpf_probe_read_kernel(&tail, sizeof(tail), &skb->tail);
     ev->skb = (u64)skb;
-    if (ev->l2)
-        ev->ethertype = be16_at(ev->hdr, 12);
-    ev->hdr_len = tail > (u32)(start - head) ? tail - (u32)(start - head) : 0;
-    if (ev->hdr_len > NT_HDR_LEN)
-        ev->hdr_len = NT_HDR_LEN;
-    return 1;
+    ev->l2 = p->l2;
+    ev->ethertype = ev->l2 ? be16_at(ev->hdr, 12) : p->ethertype;
+    ev->hdr_len = p->tail > NT_HDR_LEN ? NT_HDR_LEN : p->tail;
 }
 
 static __always_inline struct nt_config *get_config(void)
@@ -304,11 +355,13 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
                                   u64 location, u32 reason)
 {
     struct nt_config *c = get_config();
-    if (!skb || !c || !c->proto_mask)       /* idle tracer: one array lookup per packet */
+    struct nt_peek p;
+    if (!skb || !c || !c->proto_mask)       /* idle tracer: one inlined array lookup */
+        return 0;
+    if (!peek_skb(skb, 1, 0, c, &p))        /* not ours: two probe reads, a few lookups */
         return 0;
     struct nt_event ev = {};
-    if (!read_skb(skb, &ev, 1, c))
-        return 0;
+    read_skb(skb, &ev, &p);
     if (!dev)
         bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
     ev.point = point;
@@ -346,9 +399,9 @@ int tp_skb(struct bpf_raw_tracepoint_args *ctx)
     struct net_device *dev = NULL;
     u64 skb = 0, location = 0, reason = 0;
 
-    /* probe reads, not ctx->args[i]: the verifier refuses to attach a program that reads
+    /* probe reads for args[1..]: the verifier refuses to attach a program that reads
      * past the arguments of the tracepoint (most of these have one or two) */
-    bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->args[0]);
+    skb = ctx->args[0];     /* every one of these tracepoints has it */
     if (point == NT_P_START_XMIT)
         bpf_probe_read_kernel(&dev, sizeof(dev), &ctx->args[1]);
     else if (point == NT_P_DEV_XMIT)
@@ -382,18 +435,21 @@ int nf_hop(struct bpf_nf_ctx *ctx)
     struct net_device *in = NULL, *out = NULL;
     struct net *net = NULL;
     struct nt_config *c = get_config();
-    if (!c || !c->proto_mask)               /* idle tracer: one array lookup per packet */
+    struct nt_peek p;
+    u8 pf = 0;
+    if (!c || !c->proto_mask)               /* idle tracer: one inlined array lookup */
         return NF_ACCEPT;
-    struct nt_event ev = {};
 
     bpf_probe_read_kernel(&st, sizeof(st), &ctx->state);
     bpf_probe_read_kernel(&skb, sizeof(skb), &ctx->skb);
     if (!st || !skb)
         return NF_ACCEPT;
-    bpf_probe_read_kernel(&ev.pf, 1, &st->pf);
-    ev.ethertype = ev.pf == 10 ? ETH_P_IPV6 : ETH_P_IP;
-    if (!read_skb(skb, &ev, 0, c))
+    bpf_probe_read_kernel(&pf, 1, &st->pf);
+    if (!peek_skb(skb, 0, pf == 10 ? ETH_P_IPV6 : ETH_P_IP, c, &p))
         return NF_ACCEPT;
+    struct nt_event ev = {};
+    ev.pf = pf;
+    read_skb(skb, &ev, &p);
     bpf_probe_read_kernel(&net, sizeof(net), &st->net);
     if (net)
         bpf_probe_read_kernel(&ev.netns, sizeof(ev.netns), &net->ns.inum);
