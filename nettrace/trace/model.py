@@ -115,9 +115,16 @@ class Path:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     events_lost: int = 0              # ring-buffer losses while this path was traced
     probes_missing: list[str] = field(default_factory=list)
+    diagnosis: Any = None             # nettrace.diagnosis.Diagnosis: why, and what to do
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(dataclasses.asdict(self))
+        diagnosis, self.diagnosis = self.diagnosis, None
+        try:
+            d = _encode(dataclasses.asdict(self))
+        finally:
+            self.diagnosis = diagnosis
+        d["diagnosis"] = diagnosis.to_dict() if diagnosis is not None else None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Path":
@@ -125,6 +132,9 @@ class Path:
         d["hops"] = [_hop_from_dict(h) for h in d.get("hops", [])]
         d["verdict"] = Verdict(**{**d["verdict"], "rule": _rule(d["verdict"].get("rule"))})
         d["reply"] = cls.from_dict(d["reply"]) if d.get("reply") else None
+        if d.get("diagnosis"):
+            from nettrace.diagnosis.model import Diagnosis
+            d["diagnosis"] = Diagnosis.from_dict(d["diagnosis"])
         return cls(**d)
 
 
