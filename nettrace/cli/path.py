@@ -73,7 +73,7 @@ def path_cmd(args, proto, dport, count, size, df, as_json, expect, timeout, laye
     else:
         console = views_console()
         for p in paths:
-            render(console, p)
+            render(console, p, the_lab)
     if pcapng_file:
         from nettrace.capture.pcapng import write_paths
         written = write_paths(pcapng_file, paths, the_lab)
@@ -103,7 +103,7 @@ def trace_cmd(lab, expr, as_json, docker):
                    err=True)
         try:
             for p in tr.live(expr=text):
-                click.echo(json.dumps(p.to_dict()) if as_json else live_line(p))
+                click.echo(json.dumps(p.to_dict()) if as_json else live_line(p, the_lab))
         except KeyboardInterrupt:
             pass
         lost = tr.events_lost

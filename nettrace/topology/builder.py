@@ -148,6 +148,8 @@ def _build(ctx: BuildContext, drivers: dict) -> None:
     for host in lab.hosts.values():
         firewall.apply_host(lab, host)
         _host_settings(ctx, host)
+        if host.firewall:
+            firewall.reindex_host(lab, host)      # the lab's entries are the user's rules
     firewall.apply_sandboxes(lab)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from nettrace.topology.firewall.purposes import RulePurpose
+
 #: Every namespace a lab creates is named "<prefix>.<lab>.<...>" so that a lab's objects can
 #: always be found, even after a crash. The prefix may be changed for isolated test runs.
 NS_PREFIX = os.environ.get("NETTRACE_NS_PREFIX", "nt")
@@ -258,6 +260,21 @@ class Host:
 
 
 @dataclass
+class FwRule:
+    """One firewall rule in the kernel, as the rule index records it (firewall/index.py)."""
+
+    host: str                      # Docker host (or container, for its embedded DNS rules)
+    family: str                    # ip | ip6 | inet
+    table: str                     # filter | nat | raw | docker-bridges ...
+    chain: str
+    handle: int                    # nft handle: what `nft monitor trace` reports
+    number: int                    # 1-based position in its chain
+    text: str                      # in the profile's syntax: "-A DOCKER ! -i br0 -o br0 -j DROP"
+    purpose: RulePurpose           # why Docker installs it
+    network: str | None = None     # the network it was rendered for
+
+
+@dataclass
 class Lab:
     name: str
     hosts: dict[str, Host] = field(default_factory=dict)      # Docker hosts
@@ -273,6 +290,7 @@ class Lab:
     pid: int = 0                   # process that brought it up
     created: float = 0.0
     engine: EngineProfile = field(default_factory=EngineProfile)
+    rules: list[FwRule] = field(default_factory=list)   # the rule index, every host's rules
 
     # -- lookups ------------------------------------------------------------------------
     def network(self, name: str, host: str | None = None) -> Network:
@@ -301,6 +319,27 @@ class Lab:
                 return itf
         return None
 
+    def rule_for(self, host: str, family: str, table: str, chain: str,
+                 handle: int | None) -> FwRule | None:
+        """The indexed rule with this nft handle (None when unknown, e.g. a policy verdict)."""
+        if handle is None:
+            return None
+        for r in self.rules:
+            if (r.handle == handle and r.host == host and r.family == family
+                    and r.table == table and r.chain == chain):
+                return r
+        return None
+
+    def owner_of_netns(self, netns: str) -> str | None:
+        """The Docker host or container whose namespace this is (hosts first)."""
+        for h in self.hosts.values():
+            if h.netns == netns:
+                return h.name
+        for sb in self.sandboxes.values():
+            if sb.netns == netns:
+                return sb.name
+        return None
+
     # -- persistence --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_enum_value))
@@ -318,6 +357,8 @@ class Lab:
             k: Sandbox(**{**v, "endpoints": [Endpoint(**e) for e in v.get("endpoints", [])]})
             for k, v in d.get("sandboxes", {}).items()}
         d["interfaces"] = [Interface(**{**i, "role": Role(i["role"])}) for i in d.get("interfaces", [])]
+        d["rules"] = [FwRule(**{**r, "purpose": RulePurpose(r["purpose"])})
+                      for r in d.get("rules", [])]
         return cls(**d)
 
     def state_path(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 DELIVERED, DROPPED, LOST = "delivered", "dropped", "lost"
 
@@ -87,16 +87,20 @@ class Verdict:
     rule: NfRule | None = None        # the netfilter rule that dropped it, when known
     hop_index: int | None = None
 
-    def line(self) -> str:
+    def line(self, rule_text: Callable[[NfRule], str] | None = None) -> str:
+        """One line; `rule_text` names the rule (views.rule_text: in the profile's syntax)."""
         text = self.kind
         if self.where:
             text += f" at {self.where}"
         if self.reason:
             text += f" ({self.reason})"
         if self.rule:
-            text += f" by {self.rule.family} {self.rule.table} {self.rule.chain}"
-            if self.rule.rule:
-                text += f": {self.rule.rule}"
+            if rule_text is not None:
+                text += f" by {rule_text(self.rule)}"
+            else:
+                text += f" by {self.rule.family} {self.rule.table} {self.rule.chain}"
+                if self.rule.rule:
+                    text += f": {self.rule.rule}"
         return text
 
 

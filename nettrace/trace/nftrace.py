@@ -29,6 +29,7 @@ CHAIN_HOOKS = {"PREROUTING": "PRE_ROUTING", "INPUT": "LOCAL_IN", "FORWARD": "FOR
 _LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (.*)$")
 _RULE = re.compile(r"^rule (.*?) \(verdict ([^)]*)\)$")
 _IPID = re.compile(r"\bip id (\d+)\b")
+_HANDLE = re.compile(r"\s*# handle (\d+)$")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class NfTrace:
             except Exception as exc:            # no nft, or nf_tables refused: degrade
                 self.error = f"nft trace unavailable in {ns}: {exc}"
                 continue
-            proc = netns.popen(ns, ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
+            proc = netns.popen(ns, ["nft", "-a", "monitor", "trace"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
             self._procs.append(proc)
             # one interactive nft per namespace for the per-packet rules: a process per
@@ -219,7 +220,9 @@ def _verdict_rule(tl: TraceLine) -> NfRule | None:
         if verdict in ("continue",) or verdict.startswith(("jump", "goto", "return")):
             return None
         text = re.sub(r"counter packets \d+ bytes \d+ ", "", m.group(1))
-        return NfRule(tl.family, tl.table, tl.chain, text, None, verdict)
+        h = _HANDLE.search(text)           # `nft -a monitor trace`: "... # handle 12"
+        text = _HANDLE.sub("", text)
+        return NfRule(tl.family, tl.table, tl.chain, text, int(h.group(1)) if h else None, verdict)
     if tl.text.startswith("policy "):
         return NfRule(tl.family, tl.table, tl.chain, tl.text, None, tl.text.split()[1])
     return None

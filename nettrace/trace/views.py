@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from nettrace.trace.model import DELIVERED, DROPPED, Hop, Packet, Path
+from nettrace.trace.model import DELIVERED, DROPPED, Hop, NfRule, Packet, Path
 
 VERDICT_STYLE = {DELIVERED: "green", DROPPED: "red"}
 
@@ -50,7 +50,35 @@ def packet_summary(pkt: Packet | None) -> str:
     return text
 
 
-def hop_detail(hop: Hop) -> str:
+def rule_text(rule: NfRule, lab=None, netns: str | None = None) -> str:
+    """A traced rule as the user writes it: the one place rules are named.
+
+    When the lab's rule index (`Lab.rules`) knows the rule's handle in that namespace, the
+    text is the engine profile's own syntax: `DOCKER rule 3: -A DOCKER ! -i br0 -o br0 -j DROP`
+    (iptables-save, chain and number; other tables than filter are named first), or on the
+    nftables profile `ip docker-bridges raw-PREROUTING rule 1: ... comment "DROP DIRECT ACCESS"`.
+    Otherwise the nft translation the trace saw.
+    """
+    owner = lab.owner_of_netns(netns) if lab is not None and netns else None
+    fw = lab.rule_for(owner, rule.family, rule.table, rule.chain, rule.handle) if owner else None
+    if fw is None:
+        return f"{rule.family} {rule.table} {rule.chain}: {rule.rule or rule.verdict}"
+    if fw.text.startswith("-A "):
+        where = fw.chain if fw.table == "filter" else f"{fw.table} {fw.chain}"
+    else:
+        where = f"{fw.family} {fw.table} {fw.chain}"
+    return f"{where} rule {fw.number}: {fw.text}"
+
+
+def verdict_line(path: Path, lab=None) -> str:
+    """The verdict in one line, its rule named by `rule_text`."""
+    v = path.verdict
+    netns = path.hops[v.hop_index].netns if v.hop_index is not None and \
+        v.hop_index < len(path.hops) else None
+    return v.line(lambda r: rule_text(r, lab, netns))
+
+
+def hop_detail(hop: Hop, lab=None) -> str:
     """Verdict, rule, drop reason and header changes of one hop, in one cell."""
     parts = []
     if hop.point.startswith("nf:"):
@@ -58,8 +86,7 @@ def hop_detail(hop: Hop) -> str:
                                     f"out={hop.out_dev}" if hop.out_dev else "") if x)
         parts.append(f"{hop.verdict or '?'} {devs}".strip())
     if hop.rule is not None:
-        rule = hop.rule
-        parts.append(f"{rule.family} {rule.table} {rule.chain}: {rule.rule or rule.verdict}")
+        parts.append(rule_text(hop.rule, lab, hop.netns))
     if hop.drop_reason:
         parts.append(hop.drop_reason + (f" at {hop.location}" if hop.location else ""))
     elif hop.point == "consume" and hop.location:
@@ -68,7 +95,7 @@ def hop_detail(hop: Hop) -> str:
     return "; ".join(parts)
 
 
-def path_table(path: Path, *, title: str | None = None):
+def path_table(path: Path, *, title: str | None = None, lab=None):
     """A rich Table: one row per hop, times relative to the first hop."""
     from rich.table import Table
     from rich.text import Text
@@ -83,22 +110,22 @@ def path_table(path: Path, *, title: str | None = None):
         if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
             style = "green"
         cells = (str(i + 1), f"{(hop.ts_ns - t0) / 1000:.0f}", hop.place, hop.role or "",
-                 hop.point, packet_summary(hop.packet), hop_detail(hop))
+                 hop.point, packet_summary(hop.packet), hop_detail(hop, lab))
         table.add_row(*(Text(c) for c in cells), style=style)   # Text: no markup in data
     return table
 
 
-def verdict_text(path: Path):
+def verdict_text(path: Path, lab=None):
     from rich.text import Text
-    return Text(f"{path.direction} {path.verdict.line()}",
+    return Text(f"{path.direction} {verdict_line(path, lab)}",
                 style=VERDICT_STYLE.get(path.verdict.kind, "yellow"))
 
 
-def render(console, path: Path) -> None:
-    """Print a path, its reply and the verdict lines."""
+def render(console, path: Path, lab=None) -> None:
+    """Print a path, its reply and the verdict lines (rules named from `lab`'s rule index)."""
     for part in (path, path.reply) if path.reply else (path,):
-        console.print(path_table(part))
-        console.print(verdict_text(part))
+        console.print(path_table(part, lab=lab))
+        console.print(verdict_text(part, lab))
     if path.reply is None and path.proto in ("icmp", "tcp", "arp"):
         console.print("no reply seen", style="yellow")
     if path.events_lost:
@@ -117,11 +144,11 @@ def to_json_lines(paths: Iterable[Path]) -> str:
     return "\n".join(json.dumps(p.to_dict(), sort_keys=True) for p in paths)
 
 
-def live_line(path: Path) -> str:
+def live_line(path: Path, lab=None) -> str:
     """One line per observed packet for `nettrace trace`: where it went."""
     first = next((h.packet for h in path.hops if h.packet and h.packet.proto), None)
     places = []
     for hop in path.hops:
         if hop.device and (not places or places[-1] != hop.place):
             places.append(hop.place)
-    return f"{packet_summary(first)}  {' -> '.join(places)}  => {path.verdict.line()}"
+    return f"{packet_summary(first)}  {' -> '.join(places)}  => {verdict_line(path, lab)}"

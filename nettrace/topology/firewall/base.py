@@ -1,0 +1,140 @@
+"""What every engine profile shares: rendered rules with their purpose, the Profile
+interface, and an iptables-restore document builder for the iptables-syntax profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from nettrace.topology.firewall.purposes import RulePurpose
+
+if TYPE_CHECKING:
+    from nettrace.topology.model import FwRule, Host, Lab
+
+#: the iptables-nft tables as the kernel lists them (raw first: it runs first)
+IPT_TABLES = ("raw", "mangle", "filter", "nat")
+BUILTIN_CHAINS = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+
+
+@dataclass
+class RenderedRule:
+    """One rule as a profile renders it, in the profile's own syntax."""
+
+    table: str
+    chain: str
+    text: str                      # "-A DOCKER ! -i br0 -o br0 -j DROP" / nft rule text
+    purpose: RulePurpose
+    network: str | None = None     # the network it was rendered for
+
+
+@dataclass
+class Ruleset:
+    """A host's rules: the document that loads them and each rule with its purpose."""
+
+    syntax: str                    # "iptables" | "nft"
+    document: str                  # iptables-restore input, or an nft -f script
+    rules: list[RenderedRule] = field(default_factory=list)
+
+
+class Profile(Protocol):
+    """An engine profile: renders a Docker host's firewall and loads it in the host's namespace.
+
+    `load` loads it and returns the rule index of the host (every rule in the kernel, with its
+    nft handle, number in its chain, text in the profile's syntax and purpose); `read` indexes
+    again without loading.
+    """
+
+    name: str                      # docker2010 | docker29-iptables | docker29-nftables
+    syntax: str                    # iptables | nft
+
+    def render(self, lab: "Lab", host: "Host") -> Ruleset: ...
+
+    def load(self, lab: "Lab", host: "Host", ruleset: Ruleset) -> list["FwRule"]: ...
+
+    def read(self, lab: "Lab", host: "Host", ruleset: Ruleset) -> list["FwRule"]:
+        """Index what the host's namespace holds now (after the lab's own entries too)."""
+        ...
+
+
+class IptablesDoc:
+    """Builds an iptables-restore document table by table, each rule with its purpose.
+
+    Chains are declared in the order given; rules keep the order they are added in, which is
+    the order of their chain in the kernel (iptables-restore appends).
+    """
+
+    def __init__(self) -> None:
+        self.policies: dict[str, dict[str, str]] = {}
+        self.chains: dict[str, list[str]] = {}
+        self.rules: dict[str, list[RenderedRule]] = {}
+
+    def table(self, table: str, policies: dict[str, str], chains: list[str]) -> None:
+        self.policies[table] = dict(policies)
+        self.chains[table] = list(chains)
+        self.rules.setdefault(table, [])
+
+    def add(self, table: str, chain: str, spec: str, purpose: RulePurpose,
+            network: str | None = None) -> None:
+        self.rules[table].append(RenderedRule(table, chain, f"-A {chain} {spec}", purpose,
+                                              network))
+
+    def ruleset(self) -> Ruleset:
+        lines: list[str] = []
+        out: list[RenderedRule] = []
+        for table in IPT_TABLES:
+            if table not in self.policies:
+                continue
+            lines.append(f"*{table}")
+            lines += [f":{c} {p} [0:0]" for c, p in self.policies[table].items()]
+            lines += [f":{c} - [0:0]" for c in self.chains[table]]
+            lines += [r.text for r in self.rules[table]]
+            lines.append("COMMIT")
+            out += self.rules[table]
+        return Ruleset("iptables", "\n".join(lines) + "\n", out)
+
+
+def builtin_policies(table: str, **policy: str) -> dict[str, str]:
+    """ACCEPT for each built-in chain of `table`, except those given (FORWARD="DROP")."""
+    return {c: policy.get(c, "ACCEPT") for c in BUILTIN_CHAINS[table]}
+
+
+@dataclass
+class Published:
+    """One published port of a container, on the bridge network Docker maps it through."""
+
+    container: str
+    network: "object"              # nettrace.topology.model.Network
+    ip: str                        # the container's address on that network
+    proto: str                     # tcp | udp
+    host_port: int
+    port: int
+    host_ip: str | None            # "127.0.0.1" for -p 127.0.0.1:8080:80; None or 0.0.0.0: any
+
+
+def bridges(lab: "Lab", host: "Host") -> list:
+    """Bridge networks on `host`, oldest first (creation order)."""
+    return [n for n in lab.networks if n.driver == "bridge" and n.host == host.name]
+
+
+def published(lab: "Lab", host: "Host") -> list[Published]:
+    """Published ports on `host`, container by container, in publish order."""
+    out = []
+    for sb in lab.sandboxes.values():
+        if sb.host != host.name or not sb.published:
+            continue
+        nets = [lab.network(ep.network, host.name) for ep in sb.endpoints]
+        target = next((n for n in nets if n.driver == "bridge" and not n.internal), None)
+        if target is None:
+            continue                      # internal, macvlan or host mode: Docker ignores them
+        for port in sb.published:
+            addr, _, proto = port.partition("/")
+            bits = addr.split(":")
+            host_ip = bits[0] if len(bits) == 3 and bits[0] not in ("", "0.0.0.0") else None
+            out.append(Published(sb.name, target, sb.ip(target.name), proto or "tcp",
+                                 int(bits[-2]), int(bits[-1]), host_ip))
+    return out

@@ -1,0 +1,94 @@
+"""Docker 20.10's firewall (docker-drivers.md §7.1), iptables-nft in the host namespace.
+
+The userland proxy is off (hairpin mode): each network's FORWARD block is inserted above
+older ones, ICC-off drops are appended, internal networks get the two isolation drops, and
+a published port adds a DOCKER accept, a DNAT and a hairpin MASQUERADE.
+"""
+
+from __future__ import annotations
+
+from nettrace.topology.firewall import index
+from nettrace.topology.firewall.base import (IptablesDoc, Ruleset, bridges, builtin_policies,
+                                             published)
+from nettrace.topology.firewall.purposes import RulePurpose as P
+from nettrace.topology.model import FwRule, Host, Lab
+
+
+class Docker2010:
+    name = "docker2010"
+    syntax = "iptables"
+
+    def render(self, lab: Lab, host: Host) -> Ruleset:
+        nets = bridges(lab, host)
+        newest_first = list(reversed(nets))
+        doc = IptablesDoc()
+        doc.table("filter", builtin_policies("filter", FORWARD="DROP"),
+                  ["DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2", "DOCKER-USER"])
+        f = lambda chain, spec, purpose, net=None: doc.add("filter", chain, spec, purpose, net)
+        f("FORWARD", "-j DOCKER-USER", P.DOCKER_USER)
+        f("FORWARD", "-j DOCKER-ISOLATION-STAGE-1", P.ISOLATION)
+        for n in newest_first:
+            br = n.device
+            if n.internal:
+                if n.icc:
+                    f("FORWARD", f"-i {br} -o {br} -j ACCEPT", P.ICC, n.name)
+                continue
+            f("FORWARD", f"-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+              P.CONNTRACK_ESTABLISHED, n.name)
+            f("FORWARD", f"-o {br} -j DOCKER", P.DISPATCH, n.name)
+            f("FORWARD", f"-i {br} ! -o {br} -j ACCEPT", P.OUTGOING, n.name)
+            if n.icc:
+                f("FORWARD", f"-i {br} -o {br} -j ACCEPT", P.ICC, n.name)
+        for n in nets:
+            if not n.icc:
+                f("FORWARD", f"-i {n.device} -o {n.device} -j DROP", P.ICC, n.name)
+        ports = published(lab, host)
+        for p in ports:
+            br = p.network.device
+            f("DOCKER", f"-d {p.ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
+                        f"--dport {p.port} -j ACCEPT", P.PUBLISHED_PORT, p.network.name)
+        for n in newest_first:
+            if n.internal:
+                f("DOCKER-ISOLATION-STAGE-1", f"! -s {n.subnet} -o {n.device} -j DROP",
+                  P.INTERNAL, n.name)
+                f("DOCKER-ISOLATION-STAGE-1", f"! -d {n.subnet} -i {n.device} -j DROP",
+                  P.INTERNAL, n.name)
+            else:
+                f("DOCKER-ISOLATION-STAGE-1",
+                  f"-i {n.device} ! -o {n.device} -j DOCKER-ISOLATION-STAGE-2", P.ISOLATION, n.name)
+        f("DOCKER-ISOLATION-STAGE-1", "-j RETURN", P.ISOLATION)
+        for n in newest_first:
+            if not n.internal:
+                f("DOCKER-ISOLATION-STAGE-2", f"-o {n.device} -j DROP", P.ISOLATION, n.name)
+        f("DOCKER-ISOLATION-STAGE-2", "-j RETURN", P.ISOLATION)
+        f("DOCKER-USER", "-j RETURN", P.DOCKER_USER)
+
+        # nat: userland proxy off -> OUTPUT covers loopback too, and LOCAL sources are masqueraded
+        doc.table("nat", builtin_policies("nat"), ["DOCKER"])
+        t = lambda chain, spec, purpose, net=None: doc.add("nat", chain, spec, purpose, net)
+        t("PREROUTING", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
+        t("OUTPUT", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
+        for n in newest_first:
+            if not n.internal:
+                t("POSTROUTING", f"-o {n.device} -m addrtype --src-type LOCAL -j MASQUERADE",
+                  P.HAIRPIN, n.name)
+        for n in newest_first:
+            if n.masquerade and not n.internal:
+                t("POSTROUTING", f"-s {n.subnet} ! -o {n.device} -j MASQUERADE", P.MASQUERADE,
+                  n.name)
+        for p in ports:
+            t("POSTROUTING", f"-s {p.ip}/32 -d {p.ip}/32 -p {p.proto} -m {p.proto} "
+                             f"--dport {p.port} -j MASQUERADE", P.HAIRPIN, p.network.name)
+        # Hairpin mode: no `-i <br> -j RETURN` and no `! -i <br>` on the DNAT, so containers
+        # reach published ports through the host's address without a proxy.
+        for p in ports:
+            dst = f"-d {p.host_ip}/32 " if p.host_ip else ""
+            t("DOCKER", f"{dst}-p {p.proto} -m {p.proto} --dport {p.host_port} "
+                        f"-j DNAT --to-destination {p.ip}:{p.port}", P.DNAT, p.network.name)
+        return doc.ruleset()
+
+    def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
+        return index.load_iptables(host.name, host.netns, ruleset)
+
+    def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
+        return index.read_iptables(host.name, host.netns, ruleset.rules)
