@@ -131,10 +131,7 @@ def published(lab: "Lab", host: "Host") -> list[Published]:
         target = next((n for n in nets if n.driver == "bridge" and not n.internal), None)
         if target is None:
             continue                      # internal, macvlan or host mode: Docker ignores them
-        for port in sb.published:
-            addr, _, proto = port.partition("/")
-            bits = addr.split(":")
-            host_ip = bits[0] if len(bits) == 3 and bits[0] not in ("", "0.0.0.0") else None
-            out.append(Published(sb.name, target, sb.ip(target.name), proto or "tcp",
-                                 int(bits[-2]), int(bits[-1]), host_ip))
+        for port in sb.ports():
+            out.append(Published(sb.name, target, sb.ip(target.name), port.proto,
+                                 port.host_port, port.container_port, port.host_ip))
     return out
