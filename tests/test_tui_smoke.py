@@ -5,6 +5,7 @@ why there is no tracing."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -20,11 +21,15 @@ from nettrace.topology.model import ns_name, running_labs
 pytestmark = [needs_root, pytest.mark.skipif(not shutil.which("tmux"), reason="tmux missing")]
 
 
+_SERVERS = itertools.count()
+
+
 class Tmux:
     """A private tmux server (own socket) running one 80x24 window."""
 
     def __init__(self, command: str) -> None:
-        self.socket = f"nettrace-tui-smoke-{os.getpid()}"
+        # one server per window: a server still shutting down never meets the next test's
+        self.socket = f"nettrace-tui-smoke-{os.getpid()}-{next(_SERVERS)}"
         self.tmux("new-session", "-d", "-s", "smoke", "-x", "80", "-y", "24", command)
         self.tmux("set-option", "-g", "escape-time", "0")
 
