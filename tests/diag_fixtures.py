@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nettrace.topology.model import Endpoint, Host, Interface, Lab, Network, Role, Sandbox, Scope
 from nettrace.trace.model import Hop, NfRule, Packet, Path
-from nettrace.trace.paths import verdict
+from nettrace.trace.assemble import verdict
 
 HOST_IP, CLIENT_IP = "192.168.50.11", "192.168.50.100"
 

@@ -83,7 +83,7 @@ def veth_of(lab, container: str) -> str:
 
 
 def test_bridge_hop_sequence_and_reply(traced):
-    from nettrace.trace.paths import device_sequence
+    from nettrace.trace.assemble import device_sequence
     tr = traced("bridge")
     lab = tr.lab
     p = one(tr.path("c1", "c2", proto="icmp"))

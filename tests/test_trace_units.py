@@ -13,9 +13,8 @@ from nettrace.trace import expr
 from nettrace.trace.events import Event, Point, marker, parse_headers, tcp_flags
 from nettrace.trace.model import Path
 from nettrace.trace.names import Device, Names, Place
-from nettrace.trace.nftrace import NfTrace, TraceLine, rules_by_hook
-from nettrace.trace.paths import verdict
-from nettrace.trace.tracking import PacketTrack, classify
+from nettrace.trace.assemble import Assembly, Request, TraceLine, classify, rules_by_hook, verdict
+from nettrace.trace.nftrace import NfTrace
 
 
 def ipv4(src: str, dst: str, proto: int, ip_id: int, l4: bytes, ttl: int = 64) -> bytes:
@@ -93,14 +92,12 @@ def _ev(ts, point, netns=1, ifindex=2, hdr=b"", l2=False, **kw):
     return Event(SimpleNamespace(**raw))
 
 
-def test_hops_fold_transmit_events_and_see_a_hook_drop(monkeypatch):
-    from nettrace.trace import tracking
-    monkeypatch.setattr(tracking, "drop_reason", lambda code: {5: "NETFILTER_DROP"}[code])
-    monkeypatch.setattr(tracking, "symbolize", lambda addr: "nft_do_chain+0x46f" if addr else None)
+def test_hops_fold_transmit_events_and_see_a_hook_drop():
     names = Names({1: Place("ns.c1", "host", "c1"), 2: Place("ns.host", "host")},
-                  {(1, 2): Device("eth0", "container"), (2, 5): Device("docker0", "bridge")})
+                  {(1, 2): Device("eth0", "container"), (2, 5): Device("docker0", "bridge")},
+                  reasons={5: "NETFILTER_DROP"}, locations={1: "nft_do_chain+0x46f"})
     l3 = ipv4("172.17.0.2", "172.17.0.3", 1, 4242, icmp_echo(8, 99, 1))
-    track = PacketTrack(names, FP)
+    track = Assembly(names, Request("lab", "c1", "c2", FP))
     for ev in (_ev(1, Point.TC_EGRESS, hdr=eth(l3), l2=True),
                _ev(2, Point.DEV_QUEUE, hdr=eth(l3), l2=True),
                _ev(3, Point.START_XMIT, hdr=eth(l3), l2=True),

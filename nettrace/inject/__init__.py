@@ -1,6 +1,5 @@
-"""Packet injection: fingerprints, scapy frames, and sending from a namespace."""
+"""Packet injection: fingerprints (nettrace.inject.fingerprint, pure), scapy frames
+(nettrace.inject.frames) and sending from a namespace (nettrace.inject.injector).
 
-from nettrace.inject.fingerprint import Fingerprint, FingerprintFactory
-from nettrace.inject.injector import interface_mac, send_l2, send_l3
-
-__all__ = ["Fingerprint", "FingerprintFactory", "send_l2", "send_l3", "interface_mac"]
+Nothing is imported here, so the pure fingerprint module loads without the sender's
+namespace code (offline assembly of trace bundles imports it)."""

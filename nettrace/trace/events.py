@@ -31,18 +31,7 @@ class Point(IntEnum):
     TC_INGRESS = 10
     TC_EGRESS = 11
 
-    @property
-    def label(self) -> str:
-        return POINT_LABELS[self]
 
-
-POINT_LABELS = {
-    Point.DEV_QUEUE: "tp:net_dev_queue", Point.START_XMIT: "tp:net_dev_start_xmit",
-    Point.DEV_XMIT: "tp:net_dev_xmit", Point.NETIF_RX: "tp:netif_rx",
-    Point.RECEIVE_SKB: "tp:netif_receive_skb", Point.KFREE_SKB: "drop",
-    Point.CONSUME_SKB: "consume", Point.NF_FIRST: "nf", Point.NF_LAST: "nf",
-    Point.TC_INGRESS: "tc:ingress", Point.TC_EGRESS: "tc:egress",
-}
 #: raw tracepoints the one `tp_skb` program is attached to, with the point as cookie
 TRACEPOINTS = {
     "net_dev_queue": Point.DEV_QUEUE, "net_dev_start_xmit": Point.START_XMIT,

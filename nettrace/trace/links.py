@@ -13,6 +13,7 @@ import os
 import socket
 
 from nettrace.topology import netns
+from nettrace.trace.model import NF_HOOKS
 
 _libc = ct.CDLL(None, use_errno=True)
 SYS_BPF = 321                                  # x86_64
@@ -20,7 +21,6 @@ BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 17, 28
 BPF_NETFILTER, BPF_TCX_INGRESS, BPF_TCX_EGRESS = 45, 46, 47
 NF_PRIO_FIRST, NF_PRIO_LAST = -2**31 + 1, 2**31 - 2   # INT_MIN / INT_MAX give ERANGE
 PF_INET, PF_INET6 = 2, 10
-NF_HOOKS = ("PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING")
 
 
 class _NfLinkAttr(ct.Structure):                # bpf_attr.link_create, netfilter member

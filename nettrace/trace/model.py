@@ -12,9 +12,73 @@ from __future__ import annotations
 import base64
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Callable
 
-DELIVERED, DROPPED, LOST = "delivered", "dropped", "lost"
+
+#: netfilter hooks by number (NF_INET_*), as BPF netfilter links and probes number them
+NF_HOOKS = ("PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING")
+
+
+class Point(StrEnum):
+    """Where a hop was seen. A `str` (StrEnum): JSON and old `startswith("nf:")` code read
+    the value; new code asks `is_netfilter` / `is_device` / `hook`."""
+
+    DEV_QUEUE = "tp:net_dev_queue"
+    START_XMIT = "tp:net_dev_start_xmit"
+    DEV_XMIT = "tp:net_dev_xmit"
+    NETIF_RX = "tp:netif_rx"
+    RECEIVE_SKB = "tp:netif_receive_skb"
+    TC_INGRESS = "tc:ingress"
+    TC_EGRESS = "tc:egress"
+    NF_PRE_ROUTING = "nf:PRE_ROUTING"
+    NF_LOCAL_IN = "nf:LOCAL_IN"
+    NF_FORWARD = "nf:FORWARD"
+    NF_LOCAL_OUT = "nf:LOCAL_OUT"
+    NF_POST_ROUTING = "nf:POST_ROUTING"
+    DROP = "drop"                     # kfree_skb
+    CONSUME = "consume"               # consume_skb: a normal free
+
+    @property
+    def is_netfilter(self) -> bool:
+        return self.value.startswith("nf:")
+
+    @property
+    def is_device(self) -> bool:
+        """A device crossing (tracepoint or tc), as opposed to a hook or a free."""
+        return self.value.startswith(("tp:", "tc:"))
+
+    @property
+    def is_receive(self) -> bool:
+        return self in (Point.NETIF_RX, Point.RECEIVE_SKB, Point.TC_INGRESS)
+
+    @property
+    def hook(self) -> str | None:
+        """PRE_ROUTING | LOCAL_IN | FORWARD | LOCAL_OUT | POST_ROUTING for netfilter points."""
+        return self.value[3:] if self.is_netfilter else None
+
+    @classmethod
+    def of_hook(cls, hook: str) -> "Point":
+        return cls(f"nf:{hook}")
+
+
+class VerdictKind(StrEnum):
+    """How a packet's journey ended."""
+
+    DELIVERED = "delivered"
+    DROPPED = "dropped"
+    LOST = "lost"
+
+
+class HookVerdict(StrEnum):
+    """What one netfilter hook did with the packet (first and last probe of the hook)."""
+
+    ACCEPT = "accept"
+    DROP = "drop"                     # dropped in the hook (a kfree_skb NETFILTER_DROP follows)
+    STOLEN = "stolen"                 # seen first, never last, and not freed as a netfilter drop
+
+
+DELIVERED, DROPPED, LOST = VerdictKind.DELIVERED, VerdictKind.DROPPED, VerdictKind.LOST
 
 
 @dataclass
@@ -53,8 +117,7 @@ class Hop:
     """One place a watched packet was seen."""
 
     ts_ns: int                        # kernel monotonic clock
-    point: str                        # tp:net_dev_queue | tp:netif_receive_skb | nf:FORWARD |
-                                      # tc:ingress | tc:egress | drop | consume | nft
+    point: Point
     host: str | None = None           # Docker host (simulated) name
     sandbox: str | None = None        # container, overlay sandbox or client name
     netns: str | None = None
@@ -64,7 +127,7 @@ class Hop:
     family: str | None = None         # ipv4 | ipv6 | arp
     in_dev: str | None = None
     out_dev: str | None = None
-    verdict: str | None = None        # accept | drop | stolen
+    verdict: HookVerdict | None = None
     rule: NfRule | None = None
     drop_reason: str | None = None    # skb_drop_reason name, e.g. NETFILTER_DROP
     location: str | None = None       # symbolized kernel location, nft_do_chain+0x3e8
@@ -72,6 +135,11 @@ class Hop:
     changes: list[str] = field(default_factory=list)   # "dst 10.0.0.1:8080 -> 172.17.0.2:80 (DNAT)"
     skb: int | None = None            # kernel skb address: a short-lived hint only
     frame: bytes | None = None        # packet bytes from the L2/L3 header when captured
+
+    def __post_init__(self) -> None:   # hops built by hand may name points by their value
+        self.point = Point(self.point)
+        if self.verdict is not None:
+            self.verdict = HookVerdict(self.verdict)
 
     @property
     def place(self) -> str:
@@ -81,11 +149,14 @@ class Hop:
 
 @dataclass
 class Verdict:
-    kind: str                         # delivered | dropped | lost
+    kind: VerdictKind
     where: str | None = None          # hop.place of the deciding hop
     reason: str | None = None         # drop reason or delivery detail ("to socket", "to stack")
     rule: NfRule | None = None        # the netfilter rule that dropped it, when known
     hop_index: int | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = VerdictKind(self.kind)
 
     def line(self, rule_text: Callable[[NfRule], str] | None = None) -> str:
         """One line; `rule_text` names the rule (views.rule_text: in the profile's syntax)."""
@@ -134,7 +205,8 @@ class Path:
     def from_dict(cls, d: dict[str, Any]) -> "Path":
         d = dict(d)
         d["hops"] = [_hop_from_dict(h) for h in d.get("hops", [])]
-        d["verdict"] = Verdict(**{**d["verdict"], "rule": _rule(d["verdict"].get("rule"))})
+        v = d["verdict"]
+        d["verdict"] = Verdict(**{**v, "kind": VerdictKind(v["kind"]), "rule": _rule(v.get("rule"))})
         d["reply"] = cls.from_dict(d["reply"]) if d.get("reply") else None
         if d.get("diagnosis"):
             from nettrace.diagnosis.model import Diagnosis
@@ -159,6 +231,8 @@ def _hop_from_dict(d: dict[str, Any]) -> Hop:
 
 
 def _encode(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
     if isinstance(obj, bytes):
         return base64.b64encode(obj).decode()
     if isinstance(obj, dict):

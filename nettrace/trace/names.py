@@ -1,13 +1,17 @@
-"""Kernel numbers in the lab's words: netns inode -> host/sandbox, ifindex -> device/role.
+"""Kernel numbers in the lab's words: netns inode -> host/sandbox, ifindex -> device/role,
+drop reason code -> name, code address -> symbol.
 
 Built once per tracer from the `Lab` (plus one interface listing per namespace), and
-saved with recordings so a replay names hops the same way after the lab is gone.
+saved in trace bundles so offline assembly names hops the same way after the lab (and
+the kernel it ran on) is gone. Drop reasons and code addresses are looked up in the
+running kernel only when a `resolver` is set (live tracing); every answer is kept, so
+a bundle holds exactly the words its events needed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from nettrace.topology.model import Lab
 
@@ -29,18 +33,43 @@ class Device:
     kind: str | None = None            # veth | bridge | vxlan | macvlan (from the lab)
 
 
+class Resolver(Protocol):
+    """The running kernel's words for numbers (nettrace.trace.symbols)."""
+
+    drop_reason: Callable[[int], str]
+    symbolize: Callable[[int], "str | None"]
+
+
 @dataclass
 class Names:
     places: dict[int, Place] = field(default_factory=dict)                 # inode -> Place
     devices: dict[tuple[int, int], Device] = field(default_factory=dict)   # (inode, ifindex)
+    reasons: dict[int, str] = field(default_factory=dict)      # skb_drop_reason -> name
+    locations: dict[int, str | None] = field(default_factory=dict)   # address -> sym+off
+    resolver: Resolver | None = field(default=None, repr=False, compare=False)
+
+    def drop_reason(self, code: int) -> str:
+        if code not in self.reasons:
+            self.reasons[code] = (self.resolver.drop_reason(code) if self.resolver
+                                  else f"reason {code}")
+        return self.reasons[code]
+
+    def location(self, addr: int) -> str | None:
+        if not addr:
+            return None
+        if addr not in self.locations:
+            if self.resolver is None:
+                return None
+            self.locations[addr] = self.resolver.symbolize(addr)
+        return self.locations[addr]
 
     @classmethod
     def from_lab(cls, lab: Lab, *, interfaces=None) -> "Names":
         """`interfaces(ns) -> {ifindex: name}` lists a namespace (links.interfaces by default)."""
         from nettrace.topology import netns
-        from nettrace.trace import links
+        from nettrace.trace import links, symbols
         list_ifaces = interfaces or links.interfaces
-        names = cls()
+        names = cls(resolver=symbols)
         owners: dict[str, Place] = {}
         for ns in lab.namespaces or []:
             owners[ns] = Place(ns)
@@ -86,9 +115,13 @@ class Names:
 
     def to_dict(self) -> dict[str, Any]:
         return {"places": {str(k): vars(v) for k, v in self.places.items()},
-                "devices": [[k[0], k[1], vars(v)] for k, v in self.devices.items()]}
+                "devices": [[k[0], k[1], vars(v)] for k, v in self.devices.items()],
+                "reasons": {str(k): v for k, v in self.reasons.items()},
+                "locations": {str(k): v for k, v in self.locations.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Names":
         return cls({int(k): Place(**v) for k, v in d.get("places", {}).items()},
-                   {(a, b): Device(**v) for a, b, v in d.get("devices", [])})
+                   {(a, b): Device(**v) for a, b, v in d.get("devices", [])},
+                   {int(k): v for k, v in d.get("reasons", {}).items()},
+                   {int(k): v for k, v in d.get("locations", {}).items()})

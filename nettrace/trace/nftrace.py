@@ -16,31 +16,13 @@ import select
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 
 from nettrace.inject.fingerprint import Fingerprint
 from nettrace.topology import netns
-from nettrace.trace.model import NfRule
+from nettrace.trace.assemble import TraceLine
 
 TABLE_PREFIX = "nettrace_trace_"
-#: iptables-nft base chains -> the netfilter hook they run in
-CHAIN_HOOKS = {"PREROUTING": "PRE_ROUTING", "INPUT": "LOCAL_IN", "FORWARD": "FORWARD",
-               "OUTPUT": "LOCAL_OUT", "POSTROUTING": "POST_ROUTING"}
 _LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (.*)$")
-_RULE = re.compile(r"^rule (.*?) \(verdict ([^)]*)\)$")
-_IPID = re.compile(r"\bip id (\d+)\b")
-_HANDLE = re.compile(r"\s*# handle (\d+)$")
-
-
-@dataclass
-class TraceLine:
-    netns: str
-    trace_id: str
-    family: str
-    table: str
-    chain: str
-    text: str
-    ts: float
 
 
 def _table(pid: int | None = None) -> str:
@@ -182,47 +164,3 @@ def _remove_stale_tables(ns: str) -> None:
         table, pid = name
         if not os.path.exists(f"/proc/{pid}"):
             netns.run(ns, ["nft", "delete", "table", "inet", table], check=False)
-
-
-def rules_by_hook(lines: list[TraceLine], ip_ids: set[int]) -> dict[tuple[str, str], list[NfRule]]:
-    """(namespace, hook) -> rules with a verdict, for the traces of packets with `ip_ids`.
-
-    A trace id is one packet's walk through one namespace; its `packet:` line names the
-    IPv4 id. Lines of non-base chains belong to the hook of the base chain that jumped.
-    """
-    ours: set[tuple[str, str]] = set()
-    for tl in lines:
-        if tl.text.startswith("packet:"):
-            m = _IPID.search(tl.text)
-            if m and int(m.group(1)) in ip_ids:
-                ours.add((tl.netns, tl.trace_id))
-    out: dict[tuple[str, str], list[NfRule]] = {}
-    hook_of: dict[tuple[str, str], str] = {}
-    for tl in lines:
-        key = (tl.netns, tl.trace_id)
-        if key not in ours:
-            continue
-        if tl.chain in CHAIN_HOOKS:
-            hook_of[key] = CHAIN_HOOKS[tl.chain]
-        hook = hook_of.get(key)
-        if hook is None:
-            continue
-        rule = _verdict_rule(tl)
-        if rule is not None:
-            out.setdefault((tl.netns, hook), []).append(rule)
-    return out
-
-
-def _verdict_rule(tl: TraceLine) -> NfRule | None:
-    m = _RULE.match(tl.text)
-    if m:
-        verdict = m.group(2)
-        if verdict in ("continue",) or verdict.startswith(("jump", "goto", "return")):
-            return None
-        text = re.sub(r"counter packets \d+ bytes \d+ ", "", m.group(1))
-        h = _HANDLE.search(text)           # `nft -a monitor trace`: "... # handle 12"
-        text = _HANDLE.sub("", text)
-        return NfRule(tl.family, tl.table, tl.chain, text, int(h.group(1)) if h else None, verdict)
-    if tl.text.startswith("policy "):
-        return NfRule(tl.family, tl.table, tl.chain, tl.text, None, tl.text.split()[1])
-    return None

@@ -29,13 +29,13 @@ from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
 from nettrace.trace import symbols
 from nettrace.trace.endpoints import resolve_source, resolve_target
+from nettrace.trace.assemble import (Assembly, Request, TraceRecord, assemble_observed,
+                                     rules_by_hook)
 from nettrace.trace.events import Event, parse_headers
-from nettrace.trace.model import DELIVERED, DROPPED, Path, Verdict
+from nettrace.trace.model import DELIVERED, DROPPED, HookVerdict, Path
 from nettrace.trace.names import Names
-from nettrace.trace.nftrace import NfTrace, rules_by_hook
-from nettrace.trace.paths import attach_rules, verdict
+from nettrace.trace.nftrace import NfTrace
 from nettrace.trace.probes import Probes, ProbeStatus, check_environment
-from nettrace.trace.tracking import REPLY, REQUEST, PacketTrack, build_hops
 
 Progress = Callable[[str], None]
 #: devices whose receive no tracepoint sees (macvlan_handle_frame returns RX_HANDLER_ANOTHER):
@@ -73,6 +73,8 @@ class Tracer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nettrace-detach")
         self._detaching: Future | None = None
         self.timings: dict[str, float] = {}
+        #: when a list, every traced injection's TraceRecord is appended (trace bundles)
+        self.records: list[TraceRecord] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -237,8 +239,9 @@ class Tracer:
                                       size=size, df=df)
             else:
                 pkt = frames.build_l3(fp, size=size, df=df)
-            paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst,
-                                     timeout, target.netns))
+            paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer,
+                                     Request(self.lab.name, src, dst, fp, target.netns),
+                                     timeout))
         return paths
 
     def _next_hop(self, source, ip: str) -> str:
@@ -265,16 +268,18 @@ class Tracer:
             from scapy.layers.l2 import Ether
             pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
-        dst = fp.dst or "?"
-        return self._trace(fp, source.netns, source.ifname, pkt, layer, src, dst, timeout, None)
+        request = Request(self.lab.name, src, fp.dst or "?", fp)
+        return self._trace(fp, source.netns, source.ifname, pkt, layer, request, timeout)
 
-    def _trace(self, fp: Fingerprint, ns: str, ifname: str | None, pkt, layer: str, src: str,
-               dst: str, timeout: float, dst_ns: str | None) -> Path:
+    def _trace(self, fp: Fingerprint, ns: str, ifname: str | None, pkt, layer: str,
+               request: Request, timeout: float) -> Path:
+        src = request.src
         with self._lock:
-            track = PacketTrack(self.names, fp)
+            record = TraceRecord(request)
+            asm = Assembly(self.names, request)
             lost_before = self.events_lost
             self._settle()
-            self._attach(self.probes, self._bystanders(ns, dst_ns))   # ~3 ms; detached below
+            self._attach(self.probes, self._bystanders(ns, request.dst_netns))   # ~3 ms
             self.probes.watch_keys(fp.keys(), fp.trace_id)
             if self.nft:
                 self.nft.watch(fp)
@@ -288,21 +293,25 @@ class Tracer:
                     try:
                         injector.send_l3(ns, pkt)
                     except (injector.NoRoute, injector.TooBig) as exc:   # the sender refused it
-                        return Path(self.lab.name, src, dst, fp.proto, fingerprint=fp.to_dict(),
-                                    verdict=Verdict(DROPPED, where=src, reason=str(exc)))
-                path = self._collect(track, fp, src, dst, timeout, dst_ns, since)
+                        request.refused = str(exc)
+                if not request.refused:
+                    record.lines = self._collect(asm, fp, timeout, since)
+                record.events = asm.events
             finally:
                 self.probes.unwatch_keys(fp.keys())
                 # detaching waits for RCU (5-20 ms): do it behind the caller's back
                 self._detaching = self._pool.submit(self.probes.detach, ON_DEMAND)
                 if self.nft:
                     self.nft.unwatch()
-            path.events_lost = self.events_lost - lost_before
-            path.probes_missing = self.missing_probes()
-            return path
+            record.events_lost = self.events_lost - lost_before
+            record.probes_missing = self.missing_probes()
+            if self.records is not None:
+                self.records.append(record)
+            return record.path(self.names)     # what an offline reader of the record gets
 
-    def _collect(self, track: PacketTrack, fp: Fingerprint, src: str, dst: str, timeout: float,
-                 dst_ns: str | None, since: float) -> Path:
+    def _collect(self, asm: Assembly, fp: Fingerprint, timeout: float, since: float) -> list:
+        """Feed the packet's events to `asm` until its path is complete (or `timeout`);
+        then the nft trace lines that came for it."""
         deadline = time.monotonic() + timeout
         last_event = time.monotonic()
         done_at: float | None = None
@@ -310,13 +319,13 @@ class Tracer:
         def on_event(ev: Event) -> None:
             nonlocal last_event
             if ev.trace_id == fp.trace_id:
-                track.add(ev)
+                asm.add(ev)
                 last_event = time.monotonic()
 
-        path = self._assemble(track, fp, src, dst, dst_ns, [])
+        path = asm.path()
         while time.monotonic() < deadline:
             self.probes.poll(on_event, timeout_ms=5)
-            path = self._assemble(track, fp, src, dst, dst_ns, [])
+            path = asm.path()
             now = time.monotonic()
             if _complete(path, fp):
                 done_at = done_at or now
@@ -334,30 +343,7 @@ class Tracer:
                 if _has_verdicts(lines, path, fp.ip_id) or time.monotonic() >= wait_until:
                     break
                 time.sleep(0.005)
-        return self._assemble(track, fp, src, dst, dst_ns, lines)
-
-    def _assemble(self, track: PacketTrack, fp: Fingerprint, src: str, dst: str,
-                  dst_ns: str | None, lines) -> Path:
-        req_hops = track.hops(REQUEST)
-        rep_hops = track.hops(REPLY)
-        if lines:
-            attach_rules(req_hops, rules_by_hook(lines, {fp.ip_id}))
-            reply_ids = {p.ip_id for _, p in track.events[REPLY] if p.ip_id is not None}
-            attach_rules(rep_hops, rules_by_hook(lines, reply_ids))
-        arp_ns = dst_ns if fp.proto == "arp" else None
-        answer = next((h.packet for h in rep_hops if h.packet and h.packet.proto), None)
-        path = Path(self.lab.name, src, dst, fp.proto, hops=req_hops,
-                    verdict=verdict(req_hops, arp_target_ns=arp_ns,
-                                    answered=(answer.info or answer.proto) if answer else None),
-                    fingerprint=fp.to_dict())
-        if rep_hops:
-            src_ns = _first_netns(req_hops)
-            path.reply = Path(self.lab.name, dst, src, answer.proto if answer else fp.proto,
-                              hops=rep_hops,
-                              verdict=verdict(rep_hops,
-                                              arp_target_ns=src_ns if fp.proto == "arp" else None),
-                              direction="reply", fingerprint=fp.to_dict())
-        return path
+        return lines
 
     # -- live -----------------------------------------------------------------------------
     def live(self, expr: str | None = None, stop: Callable[[], bool] = lambda: False,
@@ -394,13 +380,7 @@ class Tracer:
                 probes.close()
 
     def _live_path(self, evs: list[Event], probes: Probes) -> Path:
-        pairs = [(ev, parse_headers(ev.hdr, ev.l2, ev.ethertype)) for ev in evs]
-        hops = build_hops(pairs, self.names)
-        pkt = next((p for _, p in pairs if p.src), None)
-        lost = probes.events_lost
-        return Path(self.lab.name, pkt.src if pkt else "?", pkt.dst if pkt else "?",
-                    pkt.proto if pkt else "?", hops=hops, verdict=verdict(hops),
-                    direction="observed", events_lost=lost)
+        return assemble_observed(evs, self.names, self.lab.name, probes.events_lost)
 
     def _ip_of(self, name: str) -> str | None:
         sb = self.lab.sandboxes.get(name)
@@ -431,16 +411,12 @@ def _complete(path: Path, fp: Fingerprint) -> bool:
 def _has_verdicts(lines, path: Path, ip_id: int | None) -> bool:
     """Whether nft trace lines name a rule for every netfilter hop that dropped the packet
     (the rule is what the user needs there); any line at all is enough otherwise."""
-    needed = {(h.netns, h.hook) for h in path.hops if h.point.startswith("nf:") and
-              h.verdict in ("drop", "stolen")}
+    needed = {(h.netns, h.hook) for h in path.hops if h.point.is_netfilter and
+              h.verdict in (HookVerdict.DROP, HookVerdict.STOLEN)}
     if not needed:
         return bool(lines) or not path.hops
     found = rules_by_hook(lines, {ip_id} if ip_id is not None else set())
     return all(any(r.verdict == "drop" for r in found.get(key, [])) for key in needed)
-
-
-def _first_netns(hops) -> str | None:
-    return hops[0].netns if hops else None
 
 
 def _neighbour_mac(source, ip: str) -> str:
