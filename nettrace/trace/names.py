@@ -11,9 +11,10 @@ a bundle holds exactly the words its events needed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from nettrace.topology.model import Lab
+if TYPE_CHECKING:
+    from nettrace.topology.model import Lab
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Names:
         return self.locations[addr]
 
     @classmethod
-    def from_lab(cls, lab: Lab, *, interfaces=None) -> "Names":
+    def from_lab(cls, lab: "Lab", *, interfaces=None) -> "Names":
         """`interfaces(ns) -> {ifindex: name}` lists a namespace (links.interfaces by default)."""
         from nettrace.topology import netns
         from nettrace.trace import links, symbols
