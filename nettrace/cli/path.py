@@ -42,8 +42,15 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               "the packet (and its router answers ICMP fragmentation-needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
               "nettrace.trace.views).")
-@click.option("--expect", type=click.Choice(["delivered", "dropped"]), default="delivered",
-              show_default=True, help="Exit 0 when every path ends like this, else 1.")
+@click.option("--expect", type=click.Choice(["delivered", "dropped"]), default=None,
+              help="Exit 0 when every path ends like this, else 1 (default: delivered, unless "
+              "--expect-cause is given).")
+@click.option("--expect-cause", "expect_cause", default=None, metavar="CODE",
+              help="Exit 0 only when every path's diagnosis has this cause code (ok, "
+              "network-isolation, icc-disabled, ...: see README), else 1; an unknown code "
+              "exits 2.")
+@click.option("--compact", is_flag=True, default=None,
+              help="Hop table in 100 columns (automatic on a narrow terminal).")
 @click.option("--timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for each packet and its reply.")
 @click.option("--l2", "layer2", is_flag=True, help="Inject a raw Ethernet frame on SRC's "
@@ -52,33 +59,46 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               default=None, help="Also write the packets, at every hop, to this pcapng file "
               "(one interface per lab device, the hop in each packet's comment).")
 @docker_option
-def path_cmd(args, proto, dport, count, size, df, as_json, expect, timeout, layer2, pcapng_file,
-             docker):
+def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause, compact,
+             timeout, layer2, pcapng_file, docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
     SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
     the external client). Example: nettrace path bridge c1 c2 --proto tcp --dport 80
 
     MTU: nettrace path overlay c1 c2 --size 1450 --df
+
+    Under the verdict, `why:` says in Docker's terms why the packet (or its reply) ended as
+    it did, naming the hop and the rule, and `fix:` the docker command(s) and the same
+    change to the lab file. Pin it in scripts: --expect-cause network-isolation
     """
+    from nettrace.diagnosis import Cause, attach
     from nettrace.trace import Tracer
     from nettrace.trace.views import outcome, render, to_json_lines
+    if expect_cause is not None and expect_cause not in {c.value for c in Cause}:
+        raise click.BadParameter(f"unknown cause code {expect_cause!r} (known: "
+                                 f"{', '.join(c.value for c in Cause)})",
+                                 param_hint="'--expect-cause'")
     lab, src, dst = _lab_src_dst(args, docker)
     the_lab = get_lab(lab, docker)
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
                         layer="l2" if layer2 else "l3", size=size, df=df)
+    attach(paths, the_lab)
     if as_json:
         click.echo(to_json_lines(paths))
     else:
         console = views_console()
         for p in paths:
-            render(console, p, the_lab)
+            render(console, p, the_lab, compact=compact)
     if pcapng_file:
         from nettrace.capture.pcapng import write_paths
         written = write_paths(pcapng_file, paths, the_lab)
         click.echo(f"nettrace: wrote {written} packets to {pcapng_file}", err=True)
-    ok = all(outcome(p) == expect for p in paths)
+    if expect is None and expect_cause is None:
+        expect = "delivered"
+    ok = all((expect is None or outcome(p) == expect) and
+             (expect_cause is None or p.diagnosis.cause.value == expect_cause) for p in paths)
     sys.exit(0 if ok else 1)
 
 

@@ -202,12 +202,12 @@ def _size(f: _Facts) -> int | None:
 
 def _entries(lab: Lab, host: str | None) -> list[str]:
     node = lab.hosts.get(host or "")
-    return list(getattr(node, "firewall", None) or []) if node else []
+    return list(node.firewall) if node else []
 
 
 def _sysctls(lab: Lab, host: str | None) -> dict:
     node = lab.hosts.get(host or "")
-    return dict(getattr(node, "sysctls", None) or {}) if node else {}
+    return dict(node.sysctls) if node else {}
 
 
 def _entry_chain(entry: str) -> tuple[str, str | None, str | None]:
@@ -471,8 +471,8 @@ def _candidates(lab: Lab, host: str | None, port: int | None, proto: str) -> lis
     """Containers on `host` that could serve PORT: those listening on it first."""
     sbs = [sb for sb in lab.sandboxes.values() if sb.host == host and
            any(not n.internal and n.driver == "bridge" for n in _nets(lab, sb))]
-    listening = [sb for sb in sbs if f"{proto}/{port}" in (getattr(sb, "listen", None) or [])]
-    return listening or [sb for sb in sbs if getattr(sb, "listen", None)] or sbs
+    listening = [sb for sb in sbs if f"{proto}/{port}" in (sb.listen)]
+    return listening or [sb for sb in sbs if sb.listen] or sbs
 
 
 def _not_published(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
@@ -483,7 +483,7 @@ def _not_published(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
     fixes = []
     cands = _candidates(lab, host, port, proto)
     for sb in cands[:2]:
-        listen = [x for x in (getattr(sb, "listen", None) or []) if x.startswith(proto + "/")]
+        listen = [x for x in (sb.listen) if x.startswith(proto + "/")]
         cport = int(listen[0].split("/")[1]) if listen and f"{proto}/{port}" not in listen \
             else port
         spec = f"{port}:{cport}/{proto}"
@@ -599,7 +599,7 @@ def _kernel_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, reason: str
         return Diagnosis(
             Cause.ARP_UNRESOLVED,
             f"{pre}Nobody answered ARP for the next hop of {pkt.dst if pkt else f.dst_ip} "
-            f"({ref}): no container or host on that link owns the address (stopped "
+            f"at {ref}: no container or host on that link owns the address (stopped "
             f"container, wrong IP, or a link that does not carry it).", ev, [])
     if cause == Cause.RP_FILTER:
         return _rp_filter(f, hop, ev, pre, ref)
@@ -626,7 +626,7 @@ def _ip_forward(f: _Facts, host: str, ev: list[int], pre: str, ref: str) -> Diag
         Cause.IP_FORWARD_DISABLED,
         f"{pre}Host {host} does not forward IPv4 ({FORWARD_SYSCTL} is 0), so the packet from "
         f"{_name(f.src)} to {_name(f.dst)} was dropped when the host had to route it "
-        f"({ref}). Docker needs forwarding on (it turns it on at start; a later host change "
+        f"at {ref}. Docker needs forwarding on (it turns it on at start; a later host change "
         f"can turn it off).",
         ev, [Fix([f"sysctl -w {FORWARD_SYSCTL}=1"],
                  [LabEdit(EditOp.SET, f'hosts[name={host}].sysctls["{FORWARD_SYSCTL}"]', 1)])])
@@ -666,7 +666,9 @@ def _mtu(f, hop, ev, pre, ref) -> Diagnosis:
     if isinstance(f.src, Sandbox) and bottleneck:
         net = _net_of_ip(lab, f.src, f.path.hops[0].packet.src if f.path.hops and
                          f.path.hops[0].packet else None)
-        if net is not None and net.mtu > bottleneck:
+        if net is not None and net.mtu > bottleneck and net.name == "bridge":
+            fixes.append(Fix([f"dockerd --mtu {bottleneck}"], []))
+        elif net is not None and net.mtu > bottleneck:
             fixes.append(Fix(
                 _recreate(lab, net, [f"-o com.docker.network.driver.mtu={bottleneck}"]),
                 [LabEdit(EditOp.SET, f"networks[name={net.name}].mtu", bottleneck)]))
@@ -689,14 +691,14 @@ def _path_mtus(f: _Facts) -> dict[str, int]:
             for net in lab.networks:
                 if net.name == itf.network and net.host in (None, hop.host):
                     out[f"network {net.name}"] = net.mtu
-    under = getattr(lab, "underlay_mtu", None) or getattr(
-        getattr(lab, "underlay", None), "mtu", None)
-    if under and any(h.packet and h.packet.outer for h in f.path.hops):
-        out["underlay"] = int(under)
+    leaves = isinstance(f.dst, Host) or (isinstance(f.dst, Sandbox) and isinstance(f.src, Sandbox)
+                                         and f.dst.host != f.src.host)
+    if lab.underlay_mtu and (leaves or any(h.packet and h.packet.outer for h in f.path.hops)):
+        out["underlay"] = int(lab.underlay_mtu)
     return out
 
 
-def _macvlan_host(f: _Facts) -> Diagnosis | None:
+def _macvlan_host(f: _Facts, seen: str = "ARP got no answer") -> Diagnosis | None:
     """A host talking to its own macvlan child (or the reverse): the kernel never lets it."""
     lab = f.lab
     pair = [(f.src, f.dst), (f.dst, f.src)]
@@ -711,7 +713,7 @@ def _macvlan_host(f: _Facts) -> Diagnosis | None:
                     f"{_name(b)} is on {net.driver} network {net.name} (parent "
                     f"{net.device}); the Linux kernel does not pass traffic between a "
                     f"{net.driver} child and its own parent, so host {a.name} cannot reach it "
-                    f"(ARP got no answer). Give the host its own {net.driver} interface on the "
+                    f"({seen}). Give the host its own {net.driver} interface on the "
                     f"parent, or reach the container through another network.",
                     [], [Fix([f"ip link add {net.name}-shim link {net.device} type macvlan "
                               f"mode bridge", f"ip link set {net.name}-shim up",
@@ -734,6 +736,9 @@ def _refused_at_sender(f: _Facts, part: Path, side: str) -> Diagnosis:
 def _no_route(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
     lab = f.lab
     src = f.src
+    mv = _macvlan_host(f, how)
+    if mv is not None:
+        return mv
     if isinstance(src, Sandbox):
         nets = _nets(lab, src)
         internal = [n for n in nets if n.internal]
@@ -823,7 +828,7 @@ def _delivered(f: _Facts) -> Diagnosis:
         return _dropped(f, path.reply, f.offset, "reply")
     if path.reply is None and f.proto in ("icmp", "tcp"):
         return _unknown(f"the request was delivered to {_name(f.dst)} "
-                        f"({_hop_ref(f, i)}) but no answer was seen", [i])
+                        f"at {_hop_ref(f, i)} but no answer was seen", [i])
     if path.reply is not None and path.reply.verdict.kind != DELIVERED:
         return _lost(f, path.reply, f.offset, "reply")
     return _ok(f, i)
@@ -838,26 +843,27 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
     port, proto = f.port, f.proto
     if isinstance(dst, Host) and dst.kind == "docker" and sent_to == dst.address and not dnat:
         published = [(sb, p) for sb in lab.sandboxes.values() if sb.host == dst.name
-                     for p in sb.published if _host_port(p) == (port, proto)]
+                     for p in sb.ports() if (p.host_port, p.proto) == (port, proto)]
         if published and isinstance(f.src, Sandbox) and f.src.host == dst.name:
             return _hairpin(f, ev, published[0][0])
         if not published:
             return _not_published(f, ev, "", f"the packet reached host {dst.name}'s own stack "
-                                  f"({_hop_ref(f, i)}) with no DNAT, and nothing listens there "
+                                  f"at {_hop_ref(f, i)} with no DNAT, and nothing listens there "
                                   f"({how})")
     # a container (or host service) got it and nothing listens on the port
     inner = next((h.packet for h in reversed(path.hops) if h.packet and h.packet.dport), None)
     cport = inner.dport if inner else port
     fixes = []
     if isinstance(dst, Sandbox):
-        listen = getattr(dst, "listen", None) or []
+        listen = dst.listen
         fixes.append(Fix([f"docker exec -d {dst.name} nc -l{'u' if proto == 'udp' else ''}k "
                           f"-p {cport}"],
                          [LabEdit(EditOp.ADD, f"containers[name={dst.name}].listen",
                                   f"{proto}/{cport}")]))
         others = [x for x in listen if x.startswith(proto + "/")]
         if dnat and others:
-            old = next((p for p in dst.published if _host_port(p) == (port, proto)), None)
+            old = next((str(p) for p in dst.ports() if (p.host_port, p.proto) == (port, proto)),
+                       None)
             right = f"{port}:{others[0].split('/')[1]}/{proto}"
             fixes.append(Fix([f"docker rm -f {dst.name}",
                               f"docker run -d --name {dst.name} -p {right} IMAGE"],
@@ -873,11 +879,6 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
         f"{_name(f.src)} reached {_name(dst)}{via} at {_hop_ref(f, i)}, but nothing listens on "
         f"{proto}/{cport} there: the answer was {how}. The network is fine; the service is not "
         f"running, or listens on another port or only on 127.0.0.1.", ev, fixes)
-
-
-def _host_port(published: str) -> tuple[int, str]:
-    addr, _, proto = published.partition("/")
-    return int(addr.split(":")[-2]), proto or "tcp"
 
 
 def _hairpin(f: _Facts, ev: list[int], target: Sandbox) -> Diagnosis:
@@ -944,7 +945,7 @@ def _ok(f: _Facts, i: int) -> Diagnosis:
         accepts.append((j, explain(lab, hop, r)))
     dnat = next(((j, explain(lab, h)) for j, h in enumerate(f.path.hops)
                  if any("(DNAT)" in c for c in h.changes) and h.rule is not None), None)
-    parts = [f"{_name(f.src)} reached {_name(f.dst)} ({_hop_ref(f, i)})"]
+    parts = [f"{_name(f.src)} reached {_name(f.dst)} at {_hop_ref(f, i)}"]
     if f.path.reply is not None:
         parts[0] += " and the answer came back"
     ev = [i]

@@ -2,9 +2,10 @@
 
 The lab's rule index (`Lab.rules`, `lab.rule_for(host, family, table, chain, handle)`,
 maintained by the firewall profiles) is the source: a traced `NfRule` keeps numbers and
-is looked up there. Until every traced rule carries a handle the index knows,
-`_purpose_20_10` reads Docker 20.10's chain layout from the rule text: it is the one
-place that knows chain names, and goes once the index covers every profile.
+is looked up there. For rules the index cannot know (a chain's policy verdict, a path
+recorded without handles, an engine whose rules were not indexed) `_purpose_20_10` reads
+Docker 20.10's chain layout from the rule text: it is the one place that knows chain
+names, and goes once the index covers every case.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.model import Lab
 from nettrace.trace.model import Hop, NfRule
 
-# RulePurpose values (the rule index's enum is a str Enum with these values)
-ISOLATION, ICC, INTERNAL = "isolation", "icc", "internal"
-PUBLISHED_PORT, UNPUBLISHED_PORT_DROP = "published-port", "unpublished-port-drop"
-DIRECT_ACCESS, CONNTRACK_ESTABLISHED = "direct-access", "conntrack-established"
-DOCKER_USER, USER_FIREWALL, POLICY = "docker-user", "user-firewall", "policy"
-MASQUERADE, DNAT, EGRESS = "masquerade", "dnat", "egress"
+ISOLATION, ICC, INTERNAL = RulePurpose.ISOLATION, RulePurpose.ICC, RulePurpose.INTERNAL
+PUBLISHED_PORT = RulePurpose.PUBLISHED_PORT
+UNPUBLISHED_PORT_DROP = RulePurpose.UNPUBLISHED_PORT_DROP
+DIRECT_ACCESS = RulePurpose.DIRECT_ACCESS
+CONNTRACK_ESTABLISHED = RulePurpose.CONNTRACK_ESTABLISHED
+DOCKER_USER, USER_FIREWALL = RulePurpose.DOCKER_USER, RulePurpose.USER_FIREWALL
+POLICY, MASQUERADE, DNAT = RulePurpose.POLICY, RulePurpose.MASQUERADE, RulePurpose.DNAT
+EGRESS = RulePurpose.OUTGOING
 
 
 @dataclass
@@ -29,33 +33,26 @@ class RuleInfo:
 
     purpose: str | None        # a RulePurpose value, None when nobody can tell
     network: str | None        # the Docker network the rule serves, when it serves one
-    text: str                  # the rule in the profile's own syntax
+    text: str                  # the rule in the profile's own syntax (else the nft trace's)
     chain: str
     table: str
-    number: int | None = None  # position in its chain, 1-based, when the index knows it
-
-    @property
-    def named(self) -> str:
-        """`filter FORWARD rule 3: -A FORWARD -i br0 -o br0 -j DROP` (what a user greps for)."""
-        where = f"{self.table} {self.chain}"
-        if self.number:
-            where += f" rule {self.number}"
-        return f"{where}: {self.text}"
+    named: str                 # as every view names it (nettrace.trace.views.rule_text)
 
 
 def explain(lab: Lab, hop: Hop, rule: NfRule | None = None) -> RuleInfo | None:
     """The purpose of the rule that decided at `hop` (or of `rule`)."""
+    from nettrace.trace.views import rule_text
     rule = rule or hop.rule
     if rule is None:
         return None
-    finder = getattr(lab, "rule_for", None)
-    if finder is not None and rule.handle is not None and hop.host:
-        fw = finder(hop.host, rule.family, rule.table, rule.chain, rule.handle)
-        if fw is not None:
-            purpose = getattr(fw.purpose, "value", fw.purpose)
-            return RuleInfo(purpose, fw.network, fw.text, fw.chain, fw.table, fw.number)
+    named = rule_text(rule, lab, hop.netns)
+    owner = lab.owner_of_netns(hop.netns) if hop.netns else None
+    fw = lab.rule_for(owner, rule.family, rule.table, rule.chain, rule.handle) if owner else None
+    if fw is not None:
+        return RuleInfo(fw.purpose.value, fw.network, fw.text, fw.chain, fw.table, named)
     purpose, network = _purpose_20_10(lab, hop, rule)
-    return RuleInfo(purpose, network, rule.rule or rule.verdict or "", rule.chain, rule.table)
+    return RuleInfo(purpose, network, rule.rule or rule.verdict or "", rule.chain, rule.table,
+                    named)
 
 
 def _bridge_network(lab: Lab, host: str | None, device: str) -> str | None:

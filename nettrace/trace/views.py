@@ -11,7 +11,16 @@ JSON schema (`nettrace path --json`, one object per line, one per injected packe
      "reply": <same object with "direction": "reply", "reply": null> | null,
      "fingerprint": {"trace_id", "proto", "src", "dst", "ip_id", "sport", "dport",
                      "icmp_id", "icmp_seq", "marker"}   (absent keys: not applicable),
-     "events_lost": int, "probes_missing": [str]}
+     "events_lost": int, "probes_missing": [str],
+     "diagnosis": Diagnosis|null (on the request; null on the reply)}
+    Diagnosis = {"cause": "ok|network-isolation|icc-disabled|... (nettrace.diagnosis.Cause)",
+                 "summary": str (why, in Docker's terms, naming the evidence hop and rule),
+                 "evidence": [int] (hop indexes: the request's hops, then the reply's counted
+                                    on: reply hop j is len(hops) + j),
+                 "fixes": [{"docker": [str] (commands to run),
+                            "lab": [{"op": "set|add|remove", "path": str, "value": any}]
+                                   (the same change to the lab file:
+                                    nettrace.diagnosis.apply_edits)}]}
     Hop   = {"ts_ns": int (kernel monotonic), "point": "tp:net_dev_queue|tp:netif_receive_skb|
              tp:netif_rx|tc:ingress|tc:egress|nf:<HOOK>|drop|consume",
              "host", "sandbox", "netns", "device", "role", "hook", "family", "in_dev",
@@ -115,19 +124,96 @@ def path_table(path: Path, *, title: str | None = None, lab=None):
     return table
 
 
+WHY_WIDTH = 80
+COMPACT_WIDTH = 100
+#: below this terminal width `nettrace path` prints the compact hop table
+WIDE_TABLE_MIN = 150
+SHORT_POINTS = {"tp:net_dev_queue": "tx", "tp:net_dev_start_xmit": "tx", "tp:net_dev_xmit": "tx",
+                "tp:netif_receive_skb": "rx", "tp:netif_rx": "rx", "tc:ingress": "tc-in",
+                "tc:egress": "tc-out", "drop": "DROP", "consume": "freed"}
+
+
+def diagnosis_lines(diagnosis, width: int = WHY_WIDTH) -> list[str]:
+    """The `why:` / `fix:` block under a verdict, wrapped to `width` columns."""
+    import textwrap
+    if diagnosis is None:
+        return []
+    pad = " " * 5
+
+    def wrap(head: str, text: str) -> list[str]:
+        return textwrap.wrap(text, width, initial_indent=head, subsequent_indent=pad,
+                             break_on_hyphens=False, break_long_words=True)
+
+    lines = wrap("why: ", f"[{diagnosis.cause.value}] {diagnosis.summary}")
+    for n, fix in enumerate(diagnosis.fixes):
+        head = "fix: " if n == 0 else " or: "
+        for k, cmd in enumerate(fix.docker):
+            lines += wrap(head if k == 0 else pad, cmd)
+        for k, edit in enumerate(fix.lab):
+            first = not fix.docker and k == 0
+            lines += wrap(head if first else pad, f"lab: {edit}")
+    return lines
+
+
+def short_detail(hop: Hop, lab=None) -> str:
+    """hop_detail in few words: verdict, the rule (unless a policy accept), reason, changes."""
+    parts = []
+    if hop.point.startswith("nf:"):
+        parts.append(hop.verdict or "?")
+    if hop.rule is not None and not (hop.rule.rule or "").startswith("policy accept"):
+        parts.append(rule_text(hop.rule, lab, hop.netns))
+    if hop.drop_reason:
+        parts.append(hop.drop_reason + (f" at {hop.location}" if hop.location else ""))
+    parts += hop.changes
+    return "; ".join(parts)
+
+
+def compact_table(path: Path, *, title: str | None = None, lab=None):
+    """The hop table in at most COMPACT_WIDTH columns: no times, roles or per-hop packet
+    (the packet is in the title; header changes stay in the detail)."""
+    from rich.table import Table
+    from rich.text import Text
+    first = next((h.packet for h in path.hops if h.packet and h.packet.proto), None)
+    head = title or f"{path.direction}: {path.src} -> {path.dst} ({path.proto})"
+    if first is not None:
+        head += f"  {packet_summary(first)}"
+    table = Table(title=head, title_justify="left", pad_edge=False, width=COMPACT_WIDTH,
+                  box=None, header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("where", no_wrap=True, max_width=28, overflow="ellipsis")
+    table.add_column("point", no_wrap=True, max_width=12)
+    table.add_column("detail", overflow="fold", ratio=1)
+    for i, hop in enumerate(path.hops):
+        style = "red" if hop.point == "drop" or hop.verdict in ("drop", "stolen") else None
+        if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
+            style = "green"
+        point = hop.hook if hop.point.startswith("nf:") else SHORT_POINTS.get(hop.point, hop.point)
+        table.add_row(*(Text(c) for c in (str(i + 1), hop.place, point or "", short_detail(hop, lab))),
+                      style=style)
+    return table
+
+
 def verdict_text(path: Path, lab=None):
     from rich.text import Text
     return Text(f"{path.direction} {verdict_line(path, lab)}",
                 style=VERDICT_STYLE.get(path.verdict.kind, "yellow"))
 
 
-def render(console, path: Path, lab=None) -> None:
-    """Print a path, its reply and the verdict lines (rules named from `lab`'s rule index)."""
+def render(console, path: Path, lab=None, *, compact: bool | None = None) -> None:
+    """Print a path, its reply, the verdict lines (rules named from `lab`'s rule index) and
+    the diagnosis (why / fix).
+
+    `compact`: the hop table in 100 columns; None picks it when the terminal is narrow."""
+    from rich.text import Text
+    if compact is None:
+        compact = console.width < WIDE_TABLE_MIN
     for part in (path, path.reply) if path.reply else (path,):
-        console.print(path_table(part, lab=lab))
-        console.print(verdict_text(part, lab))
+        console.print(compact_table(part, lab=lab) if compact else path_table(part, lab=lab))
+        console.print(verdict_text(part, lab), width=COMPACT_WIDTH if compact else None)
     if path.reply is None and path.proto in ("icmp", "tcp", "arp"):
         console.print("no reply seen", style="yellow")
+    for line in diagnosis_lines(path.diagnosis):
+        console.print(Text(line), style="bold" if line.startswith("why:") else None)
     if path.events_lost:
         console.print(f"warning: {path.events_lost} probe events were lost (ring buffer full)",
                       style="red")
