@@ -204,3 +204,52 @@ def test_cause_codes_are_the_issue_list():
         "mtu-blackhole", "vxlan-blocked", "macvlan-host-isolation", "no-route",
         "arp-unresolved", "hairpin", "conntrack-invalid", "rp-filter", "ttl-expired", "unknown"}
     assert str(Fix(["x"]).lab) == "[]"
+
+
+# -- views ----------------------------------------------------------------------------------
+
+def _icc_path():
+    L = lab(("noicc", "10.96.0", False, False), containers={"c1": ["noicc"], "c2": ["noicc"]})
+    br = L.network("noicc").device
+    hops = forward_drop(L, "c1", "10.96.0.3", br, br, rule(
+        "filter", "FORWARD", f'iifname "{br}" oifname "{br}" drop', "drop"))
+    p = path(L, "c1", "c2", hops)
+    p.diagnosis = diagnose(p, L)
+    return L, p
+
+
+def test_why_fix_block_fits_80_columns_and_lists_every_fix_command():
+    from nettrace.trace.views import diagnosis_lines
+    _, p = _icc_path()
+    lines = diagnosis_lines(p.diagnosis)
+    assert lines[0].startswith("why: [icc-disabled] ")
+    assert all(len(line) <= 80 for line in lines), [ln for ln in lines if len(ln) > 80]
+    text = "\n".join(lines)
+    assert "fix: docker network disconnect noicc c1" in text
+    assert "lab: set networks[name=noicc].icc true" in text
+    assert diagnosis_lines(None) == []
+
+
+def test_compact_render_fits_100_columns_and_wide_render_is_kept_for_pipes():
+    import io
+    from rich.console import Console
+    from nettrace.trace.views import render
+    _, p = _icc_path()
+    buf = io.StringIO()
+    render(Console(file=buf, width=100, no_color=True), p)      # narrow: compact by itself
+    out = buf.getvalue().splitlines()
+    assert max(len(line) for line in out) <= 100
+    assert any("why: [icc-disabled]" in line for line in out)
+    assert not any("+us" in line for line in out)               # compact: no timing column
+    wide = io.StringIO()
+    render(Console(file=wide, width=250, no_color=True), p)
+    assert any("+us" in line for line in wide.getvalue().splitlines())
+
+
+def test_the_engine_imports_nothing_from_the_kernel_side():
+    import subprocess
+    import sys
+    code = ("import sys, nettrace.diagnosis, nettrace.trace.views; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bcc', 'pyroute2', 'scapy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
