@@ -99,7 +99,8 @@ def test_gateway_mode_host_ipv4_and_string_options_reach_the_spec():
               "      com.docker.network.bridge.enable_icc: '0'\n"
               "      com.docker.network.bridge.enable_ip_masquerade: 'False'\n"
               "      com.docker.network.driver.mtu: '1400'\n"
-              "  - name: c\n    com.docker.network.bridge.gateway_mode_ipv4: isolated\n")
+              "  - name: c\n    com.docker.network.bridge.gateway_mode_ipv4: isolated\n"
+              "containers: []\n")
     a, b, c = s.network("a"), s.network("b"), s.network("c")
     assert (a.gateway_mode, a.host_ipv4) == (GatewayMode.ROUTED, "192.168.50.11")
     assert (b.gateway_mode, b.icc, b.masquerade, b.mtu) == (GatewayMode.NAT_UNPROTECTED, False,

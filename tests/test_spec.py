@@ -75,7 +75,7 @@ def test_unknown_lab_reference_lists_embedded():
 def test_docker_option_aliases(tmp_path):
     s, _ = load_text(tmp_path, "networks:\n  - name: n\n    options:\n"
                      "      com.docker.network.bridge.enable_icc: 'false'\n"
-                     "      com.docker.network.driver.mtu: 1400\n")
+                     "      com.docker.network.driver.mtu: 1400\ncontainers: []\n")
     net = s.network("n")
     assert net.icc is False and net.mtu == 1400
 

@@ -196,16 +196,11 @@ def _path_sig(raw: Any, file: str, where: str) -> PathSignature:
 
 def load_golden(file: str) -> GoldenCase:
     """Read and validate a golden file; errors name the file and the field."""
-    import yaml
-    try:
-        with open(file) as f:
-            doc = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SpecError("no such golden file", file=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
-                        line=mark.line + 1 if mark else None) from None
+    from nettrace.inputs import read_text, read_yaml
+
+    def error(message: str, line: int | None = None) -> SpecError:
+        return SpecError(message, file=file, line=line)
+    doc = read_yaml(read_text(file, "golden file", error), error)
     if not isinstance(doc, dict):
         raise SpecError("a golden file is a mapping with capture, lab, from and frames", file=file)
     for key in ("capture", "lab", "from"):
@@ -227,7 +222,8 @@ def load_golden(file: str) -> GoldenCase:
         raise SpecError("must be a list of 'NODE tcp/PORT' or 'NODE udp/PORT'", file=file,
                         field="listen")
     timeout = doc.get("timeout", 2.0)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout <= 3600:                      # also refuses .nan and .inf
         raise SpecError("must be a positive number of seconds", file=file, field="timeout")
     frames = []
     for i, raw in enumerate(doc.get("frames") or []):

@@ -88,14 +88,9 @@ class CaptureReader:
 
     def __init__(self, path: str):
         self.path = str(path)
-        try:
-            self._f: BinaryIO = open(self.path, "rb")
-        except FileNotFoundError:
-            raise CaptureError(self.path, "no such file") from None
-        except IsADirectoryError:
-            raise CaptureError(self.path, "is a directory, not a capture file") from None
-        except PermissionError:
-            raise CaptureError(self.path, "cannot be read (permission denied)") from None
+        from nettrace.inputs import open_regular       # a FIFO or device is refused unopened
+        self._f: BinaryIO = open_regular(self.path, "capture file",
+                                         lambda message, line=None: CaptureError(self.path, message))
         self.size = os.fstat(self._f.fileno()).st_size
         head = self._f.read(4)
         if not head:

@@ -161,10 +161,10 @@ def check_cmd(goldens: tuple[str, ...], update: bool, width: int, lab_name: str 
     """
     from nettrace.capture.check import run_case
     from nettrace.capture.golden import load_golden, side_by_side
+    cases = [load_golden(file) for file in goldens]     # every file is checked before root is
     require_root("nettrace check")
     failed = 0
-    for file in goldens:
-        case = load_golden(file)
+    for file, case in zip(goldens, cases):
         result = run_case(case, update=update, lab_name=lab_name,
                           say=lambda m: click.echo(f"  {m}", err=True))
         frames = len(result.actual)

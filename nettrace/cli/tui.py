@@ -19,11 +19,9 @@ from nettrace.errors import NettraceError
 def load_paths(filename: str) -> list:
     """Paths saved by `nettrace path --json`: one JSON object per line, or one JSON list."""
     from nettrace.trace.model import Path
-    try:
-        with open(filename) as f:
-            text = f.read()
-    except OSError as exc:
-        raise NettraceError(f"{filename}: cannot read: {exc.strerror}") from None
+    from nettrace.inputs import MAX_PATHS_BYTES, read_text
+    text = read_text(filename, "paths file", lambda message, line=None: NettraceError(
+        f"{filename}{f':{line}' if line else ''}: {message}"), max_bytes=MAX_PATHS_BYTES)
     stripped = text.strip()
     if stripped.startswith("["):
         try:

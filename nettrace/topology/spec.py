@@ -65,6 +65,7 @@ from typing import Any
 from nettrace.errors import SpecError
 from nettrace.topology.model import (EngineProfile, EngineVersion, FirewallBackend, GatewayMode,
                                      PublishedPort)
+from nettrace.inputs import LineList, LineMap, read_text, read_yaml
 
 DRIVERS = ("bridge", "host", "null", "macvlan", "overlay", "ipvlan")
 DRIVER_ALIASES = {"none": "null", "default": "bridge"}
@@ -73,6 +74,14 @@ MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 IFNAMSIZ = 15
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
 MAX_NAME = 24    # names end up in namespace names and Docker-style link names
+# Size limits of one lab (the file itself is capped at 1 MiB by nettrace.inputs). A Linux
+# bridge takes at most 1024 ports, so 1,000 containers fit on any one network.
+MAX_CONTAINERS = 1000
+MAX_NETWORKS = 256
+MAX_NODES = 64              # hosts + clients: each is a namespace and a port on the underlay
+# Interface names a host namespace already has (or nettrace gives to its own devices).
+RESERVED_IFNAMES = {"lo", "eth0", "lan0", "docker0", "docker_gwbridge", "mvparent", "br0",
+                    "vxlan0"}
 
 # Docker option names accepted as aliases of the short keys.
 OPTION_ALIASES = {
@@ -235,49 +244,18 @@ class LabSpec:
         return bool(self.clients) or len(self.hosts) > 1
 
 
-# -- YAML with line numbers -------------------------------------------------------------
+# -- YAML with line numbers (and input limits: nettrace.inputs) ---------------------------
 
-class _Map(dict):
-    """A mapping that remembers the line of each key (1-based)."""
-
-    line: int = 0
-    lines: dict
-
-
-class _List(list):
-    line: int = 0
-    lines: list
+_Map, _List = LineMap, LineList         # mappings/sequences with .line and .lines
 
 
 def _read_yaml(text: str, file: str) -> Any:
-    import yaml
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
-                        line=mark.line + 1 if mark else None) from None
-    if node is None:
+    def error(message: str, line: int | None = None) -> SpecError:
+        return SpecError(message, file=file, line=line)
+    doc = read_yaml(text, error)
+    if doc is None:
         raise SpecError("the file is empty", file=file)
-    return _construct(node)
-
-
-def _construct(node) -> Any:
-    import yaml
-    if isinstance(node, yaml.MappingNode):
-        out = _Map()
-        out.line, out.lines = node.start_mark.line + 1, {}
-        for key_node, value_node in node.value:
-            key = str(_construct(key_node))
-            out[key] = _construct(value_node)
-            out.lines[key] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        items = _List(_construct(v) for v in node.value)
-        items.line = node.start_mark.line + 1
-        items.lines = [v.start_mark.line + 1 for v in node.value]
-        return items
-    return yaml.SafeLoader("").construct_object(node, deep=True)   # scalar: int, bool, str...
+    return doc
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -292,23 +270,17 @@ def embedded_labs() -> dict[str, str]:
 def load(ref: str, *, name: str | None = None) -> LabSpec:
     """Load a lab from a file path or an embedded lab name, and validate it."""
     labs = embedded_labs()
-    if os.path.exists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
+    if os.path.lexists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
         path = ref
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as exc:
-            raise SpecError(f"cannot read lab file: {exc.strerror}", file=path) from None
         default_name = os.path.splitext(os.path.basename(path))[0]
     elif ref in labs:
-        path = labs[ref]
-        with open(path) as f:
-            text = f.read()
-        default_name = ref
+        path, default_name = labs[ref], ref
     else:
         raise SpecError(f"no lab file and no embedded lab called '{ref}' "
                         f"(embedded: {', '.join(labs)})", file=ref)
-    return parse(text, file=path, default_name=name or default_name, force_name=name)
+    text = read_text(path, "lab file", lambda message, line=None: SpecError(
+        message, file=path, line=line))
+    return parse(text, file=path, default_name=default_name, force_name=name)
 
 
 def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
@@ -319,12 +291,20 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
                         line=getattr(doc, "line", 1))
     top = Where(file, 1)
     _check_keys(doc, TOP_KEYS, file, "")
-    name = force_name or doc.get("name") or default_name
-    _check_name(name, Where(file, doc.lines.get("name", 1)), "name")
+    if force_name is not None:                   # --name: checked like the file's own name
+        name, name_where, name_field = force_name, Where("--name"), None
+    else:
+        name = doc["name"] if "name" in doc else default_name
+        name_where, name_field = Where(file, doc.lines.get("name", 1)), "name"
+    _check_name(name, name_where, name_field)
 
     hosts = _names(doc.get("hosts"), file, doc.lines.get("hosts"), "hosts") or ["host"]
     host_specs = {h.name: h for h in _host_specs(doc.get("hosts"), file, hosts)}
     clients = _names(doc.get("clients"), file, doc.lines.get("clients"), "clients")
+    if len(hosts) + len(clients) > MAX_NODES:
+        raise Where(file, doc.lines.get("hosts") or doc.lines.get("clients")).error(
+            "hosts", f"{len(hosts) + len(clients)} hosts and clients; a lab may have at most "
+                     f"{MAX_NODES}")
     seen: dict[str, str] = {}
     for kind, names, key in (("host", hosts, "hosts"), ("client", clients, "clients")):
         for n in names:
@@ -336,6 +316,9 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
     raw_nets = doc.get("networks") or []
     if not isinstance(raw_nets, list):
         raise Where(file, doc.lines.get("networks")).error("networks", "must be a list")
+    if len(raw_nets) > MAX_NETWORKS:
+        raise Where(file, doc.lines.get("networks")).error(
+            "networks", f"{len(raw_nets):,} networks; a lab may have at most {MAX_NETWORKS}")
     for i, raw in enumerate(raw_nets):
         networks.append(_network(raw, Where(file, raw_nets.lines[i]), i, hosts))
     user = [n for n in networks if not n.builtin]
@@ -347,9 +330,13 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
             if other.name == net.name:
                 raise net.where.error(f"networks[{i}].name", f"duplicate network name '{net.name}'")
 
-    raw_ctrs = doc.get("containers") or []
+    raw_ctrs = doc.get("containers") or _List()
     if not isinstance(raw_ctrs, list):
         raise Where(file, doc.lines.get("containers")).error("containers", "must be a list")
+    if len(raw_ctrs) > MAX_CONTAINERS:
+        raise Where(file, doc.lines.get("containers")).error(
+            "containers", f"{len(raw_ctrs):,} containers; a lab may have at most "
+                          f"{MAX_CONTAINERS:,}")
     containers = []
     for i, raw in enumerate(raw_ctrs):
         ctr = _container(raw, Where(file, raw_ctrs.lines[i]), i, hosts, networks)
@@ -363,9 +350,13 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
                    engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))),
                    host_specs=host_specs, underlay_mtu=_underlay(doc, file))
     _check_subnets(spec)
+    _check_addresses(spec)
     _check_ports(spec)
     spec.trace = _trace(doc, file, seen)
     spec.expect = _expect(doc, file)
+    if "containers" not in doc:                  # the format's one required key
+        raise top.error("containers", "missing: a lab file lists its containers "
+                        "(containers: [] for none)")
     return spec
 
 
@@ -670,16 +661,26 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
             setattr(net, key, str(opts[key]))
     if net.subnet:
         try:
-            ipaddress.IPv4Network(net.subnet, strict=True)
+            subnet = ipaddress.IPv4Network(net.subnet, strict=True)
         except ValueError as exc:
             raise at("subnet").error(f"{f}.subnet", f"bad CIDR '{net.subnet}': {exc}") from None
+        if subnet.prefixlen > 30:
+            raise at("subnet").error(f"{f}.subnet", f"{subnet} is too small: a network needs its "
+                                     f"network address, a gateway, a container and its broadcast "
+                                     f"address (/30 at most)")
     if net.gateway:
         try:
             gw = ipaddress.IPv4Address(net.gateway)
         except ValueError:
             raise at("gateway").error(f"{f}.gateway", f"bad IPv4 address '{net.gateway}'") from None
-        if net.subnet and gw not in ipaddress.IPv4Network(net.subnet):
-            raise at("gateway").error(f"{f}.gateway", f"{gw} is not in subnet {net.subnet}")
+        if net.subnet:
+            subnet = ipaddress.IPv4Network(net.subnet)
+            if gw not in subnet:
+                raise at("gateway").error(f"{f}.gateway", f"{gw} is not in subnet {net.subnet}")
+            if gw in (subnet.network_address, subnet.broadcast_address):
+                what = "network" if gw == subnet.network_address else "broadcast"
+                raise at("gateway").error(f"{f}.gateway", f"{gw} is the {what} address of "
+                                          f"{net.subnet}, not a host address")
     for key in ("icc", "internal", "masquerade", "ipv4", "ipv6"):
         if key in opts:
             try:
@@ -704,10 +705,11 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
             raise at("host_ipv4").error(f"{f}.host_ipv4",
                                         f"bad IPv4 address {opts['host_ipv4']!r}") from None
     if "mtu" in opts:
-        try:
-            net.mtu = int(opts["mtu"])
-        except (TypeError, ValueError):
-            raise at("mtu").error(f"{f}.mtu", f"must be a number, not {opts['mtu']!r}") from None
+        mtu = opts["mtu"]                    # an integer, or a string of digits (Docker options)
+        if isinstance(mtu, bool) or not (isinstance(mtu, int) or
+                                         (isinstance(mtu, str) and mtu.strip().isdigit())):
+            raise at("mtu").error(f"{f}.mtu", f"must be a whole number of bytes, not {mtu!r}")
+        net.mtu = int(mtu)
         if not 68 <= net.mtu <= 65535:
             raise at("mtu").error(f"{f}.mtu", f"{net.mtu} is outside 68..65535")
     _network_v6(net, opts, at, f)
@@ -719,6 +721,10 @@ def _network(raw: Any, where: Where, i: int, hosts: list[str]) -> NetworkSpec:
                                     f"Linux allows at most {IFNAMSIZ}")
             if not re.match(r"^[a-zA-Z0-9_.-]+$", val):
                 raise at(key).error(f"{f}.{key}", f"invalid interface name '{val}'")
+            if key == "bridge_name" and (val in RESERVED_IFNAMES or val.startswith("veth")):
+                raise at(key).error(f"{f}.{key}", f"'{val}' is an interface the Docker host "
+                                    f"already has (or nettrace names its own devices so); "
+                                    f"pick another bridge name")
             setattr(net, key, val)
     if "mode" in opts:
         if driver not in ("macvlan", "ipvlan"):
@@ -832,8 +838,17 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
                 addr = ipaddress.IPv4Address(str(ip))
             except ValueError:
                 raise Where(where.file, line).error(fj + ".ip", f"bad IPv4 address '{ip}'") from None
-            if net.subnet and addr not in ipaddress.IPv4Network(net.subnet):
-                raise Where(where.file, line).error(fj + ".ip", f"{addr} is not in {net.subnet}")
+            if net.subnet:
+                subnet = ipaddress.IPv4Network(net.subnet)
+                if addr not in subnet:
+                    raise Where(where.file, line).error(fj + ".ip", f"{addr} is not in {net.subnet}")
+                special = {subnet.network_address: "the network address",
+                           subnet.broadcast_address: "the broadcast address"}
+                if net.gateway:
+                    special[ipaddress.IPv4Address(net.gateway)] = "the gateway's address"
+                if addr in special:
+                    raise Where(where.file, line).error(fj + ".ip", f"{addr} is {special[addr]} "
+                                                        f"of {net.subnet}")
             ip = str(addr)
         if ip is not None and not net.ipv4:
             raise Where(where.file, line).error(fj + ".ip", f"network '{net_name}' is IPv6-only")
@@ -858,8 +873,15 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
     if len(ctr.networks) > 1 and {a.network for a in ctr.networks} & {"host", "none"}:
         raise at("networks").error(f"{f}.networks", "'host' and 'none' cannot be combined with "
                                    "other networks")
-    for j, item in enumerate(raw.get("publish") or []):
-        line = raw["publish"].lines[j]
+    publish = raw.get("publish") or []
+    if isinstance(publish, str):
+        publish = _List([publish])
+        publish.lines = [at("publish").line]
+    if not isinstance(publish, list):
+        raise at("publish").error(f"{f}.publish", f"must be a list of published ports such as "
+                                  f"[\"8080:80/tcp\"], not {publish!r}")
+    for j, item in enumerate(publish):
+        line = publish.lines[j]
         ctr.publish.append(_port(item, Where(where.file, line), f"{f}.publish[{j}]"))
     listen = raw.get("listen")
     if listen is not None:
@@ -914,3 +936,32 @@ def _check_subnets(spec: LabSpec) -> None:
                 if same_place and ipaddress.ip_network(sa).overlaps(ipaddress.ip_network(sb)):
                     raise a.where.error(f"networks.{a.name}.{key}",
                                         f"{sa} overlaps {sb} of network '{b.name}'")
+
+
+def _check_addresses(spec: LabSpec) -> None:
+    """Fixed container addresses are unique per network, and every network has room for its
+    containers (IPAM would otherwise run out half-way through building the lab)."""
+    for net in spec.networks:
+        places = [None] if net.scope == "swarm" else (
+            [net.host] if net.host else spec.hosts)
+        for place in places:
+            ctrs = [c for c in spec.containers if place is None or c.host == place]
+            used: dict[str, str] = {}
+            joined = 0
+            for c in ctrs:
+                for a in c.networks:
+                    if a.network != net.name:
+                        continue
+                    joined += 1
+                    if a.ip and a.ip in used:
+                        raise a.where.error(f"containers.{c.name}.networks.{net.name}.ip",
+                                            f"{a.ip} is already the address of '{used[a.ip]}'")
+                    if a.ip:
+                        used[a.ip] = c.name
+            if net.subnet:
+                room = ipaddress.IPv4Network(net.subnet).num_addresses - 3   # net, gw, broadcast
+                if joined > room:
+                    raise net.where.error(f"networks.{net.name}.subnet",
+                                          f"{joined} containers joined, but {net.subnet} has "
+                                          f"room for {room}")
+
