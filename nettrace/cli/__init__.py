@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "nettrace.cli.capture",
     "nettrace.cli.docker",
     "nettrace.cli.path",
+    "nettrace.cli.bundle",
     "nettrace.cli.demo",
 ]
 

@@ -102,20 +102,28 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
 @click.command("record")
 @click.argument("lab")
 @click.argument("expr", required=False, default="")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="pcapng file to write (one interface per lab device, a comment per hop).")
+@click.option("--save", "bundle_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Trace bundle to write (raw events and names; `nettrace show FILE` prints "
+              "the paths again offline). At least one of -o and --save.")
 @click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many paths.")
 @click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this many seconds.")
-def record_cmd(lab: str, expr: str, output: str, count: int | None,
-               duration: float | None) -> None:
-    """Trace LAB live and write every packet path to a pcapng file, until Ctrl-C.
+def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
+               count: int | None, duration: float | None) -> None:
+    """Trace LAB live and write every packet path to a pcapng file and/or a trace bundle,
+    until Ctrl-C.
 
     EXPR selects packets (see `nettrace path --help`; e.g. "icmp", "tcp port 80").
     """
+    from contextlib import nullcontext
     from nettrace.capture.pcapng import PcapngWriter
     from nettrace.trace import Tracer
+    from nettrace.trace import bundle
     from nettrace.trace import expr as live_expr
+    if not output and not bundle_file:
+        raise click.UsageError("give -o FILE (pcapng), --save FILE (trace bundle), or both")
     require_root("nettrace record")
     live = get_lab(lab)
     # a bad expression is refused before the file is created or a probe is loaded
@@ -128,21 +136,31 @@ def record_cmd(lab: str, expr: str, output: str, count: int | None,
                 or (deadline is not None and time.monotonic() >= deadline))
 
     interrupted = False
-    with PcapngWriter(output, lab=live) as writer:
+    targets = " and ".join(f for f in (output, bundle_file) if f)
+    with (PcapngWriter(output, lab=live) if output else nullcontext()) as writer:
         try:
             with Tracer(live) as tracer:
-                click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {output} "
+                tracer.observed = [] if bundle_file else None
+                click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {targets} "
                            f"(Ctrl-C to stop)", err=True)
-                for path in tracer.live(expr or None, stop):
-                    writer.write_path(path)
-                    written["paths"] += 1
-                    if stop():
-                        break
+                try:
+                    for path in tracer.live(expr or None, stop):
+                        if writer is not None:
+                            writer.write_path(path)
+                        written["paths"] += 1
+                        if stop():
+                            break
+                finally:
+                    if bundle_file:       # what was seen, also when interrupted
+                        saved = bundle.Bundle.of_lab(live, tracer.names)
+                        saved.observed = tracer.observed
+                        bundle.save(saved, bundle_file)
         except KeyboardInterrupt:
             interrupted = True
-    click.echo(f"{'interrupted: ' if interrupted else ''}wrote {writer.paths} paths "
-               f"({writer.packets} packets, {len(writer.interfaces)} interfaces) to {output}",
-               err=True)
+    what = (f" ({writer.packets} packets, {len(writer.interfaces)} interfaces)"
+            if writer is not None else "")
+    click.echo(f"{'interrupted: ' if interrupted else ''}wrote {written['paths']} paths{what} "
+               f"to {targets}", err=True)
 
 
 @click.command("check")

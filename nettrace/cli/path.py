@@ -58,9 +58,14 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
 @click.option("--pcapng", "pcapng_file", type=click.Path(dir_okay=False, writable=True),
               default=None, help="Also write the packets, at every hop, to this pcapng file "
               "(one interface per lab device, the hop in each packet's comment).")
+@click.option("--save", "bundle_file", type=click.Path(dir_okay=False, writable=True),
+              default=None, metavar="FILE",
+              help="Also write a trace bundle (the raw events, nft trace lines, names and lab; "
+              "gzip'd when FILE ends in .gz): `nettrace show FILE` prints these paths again "
+              "without root or the lab.")
 @docker_option
 def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause, compact,
-             timeout, layer2, pcapng_file, docker):
+             timeout, layer2, pcapng_file, bundle_file, docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
     SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
@@ -82,8 +87,16 @@ def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause,
     lab, src, dst = _lab_src_dst(args, docker)
     the_lab = get_lab(lab, docker)
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
+        tr.records = [] if bundle_file else None
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
                         layer="l2" if layer2 else "l3", size=size, df=df)
+    if bundle_file:
+        from nettrace.trace import bundle
+        saved = bundle.Bundle.of_lab(the_lab, tr.names)
+        saved.traces = tr.records
+        bundle.save(saved, bundle_file)
+        click.echo(f"nettrace: wrote a bundle of {len(saved.traces)} traces to {bundle_file}",
+                   err=True)
     attach(paths, the_lab)
     if as_json:
         click.echo(to_json_lines(paths))

@@ -73,8 +73,10 @@ class Tracer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nettrace-detach")
         self._detaching: Future | None = None
         self.timings: dict[str, float] = {}
-        #: when a list, every traced injection's TraceRecord is appended (trace bundles)
+        #: when lists, every traced injection's TraceRecord, and the events of every packet
+        #: live() yields, are appended (trace bundles)
         self.records: list[TraceRecord] | None = None
+        self.observed: list[list[Event]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -380,6 +382,8 @@ class Tracer:
                 probes.close()
 
     def _live_path(self, evs: list[Event], probes: Probes) -> Path:
+        if self.observed is not None:
+            self.observed.append(evs)
         return assemble_observed(evs, self.names, self.lab.name, probes.events_lost)
 
     def _ip_of(self, name: str) -> str | None:
