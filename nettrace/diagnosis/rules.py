@@ -49,10 +49,26 @@ def explain(lab: Lab, hop: Hop, rule: NfRule | None = None) -> RuleInfo | None:
     owner = lab.owner_of_netns(hop.netns) if hop.netns else None
     fw = lab.rule_for(owner, rule.family, rule.table, rule.chain, rule.handle) if owner else None
     if fw is not None:
-        return RuleInfo(fw.purpose.value, fw.network, fw.text, fw.chain, fw.table, named)
+        purpose = fw.purpose
+        if purpose == USER_FIREWALL and fw.chain in _user_chains(lab, fw):
+            purpose = DOCKER_USER            # the administrator's rule, where Docker wants it
+        return RuleInfo(purpose.value, fw.network, fw.text, fw.chain, fw.table, named)
     purpose, network = _purpose_20_10(lab, hop, rule)
     return RuleInfo(purpose, network, rule.rule or rule.verdict or "", rule.chain, rule.table,
                     named)
+
+
+def _user_chains(lab: Lab, fw) -> set[str]:
+    """Chains Docker jumps to for the administrator's rules (DOCKER-USER on iptables
+    profiles): targets of the index's DOCKER_USER-purpose jumps on that host and table."""
+    out = set()
+    for r in lab.rules:
+        if r.purpose == DOCKER_USER and (r.host, r.family, r.table) == (fw.host, fw.family,
+                                                                        fw.table):
+            m = re.search(r"(?:-j|-g|jump|goto) (\S+)$", r.text.strip())
+            if m and m.group(1) not in ("RETURN", "return", "ACCEPT", "DROP"):
+                out.add(m.group(1))
+    return out
 
 
 def _bridge_network(lab: Lab, host: str | None, device: str) -> str | None:

@@ -57,7 +57,7 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
         if not node.endpoints:
             raise NettraceError(f"SRC '{text}' has no network interface (network mode "
                                 f"{node.network_mode}): it cannot send")
-        ep = node.endpoints[0]
+        ep = _default_route_endpoint(node) or node.endpoints[0]
         if toward:                        # prefer the endpoint on the destination's subnet
             for cand in node.endpoints:
                 net = ipaddress.ip_network(f"{cand.ipv4}/{cand.prefixlen}", strict=False)
@@ -69,6 +69,17 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
     if not node.address:
         raise NettraceError(f"SRC '{text}' has no address on the underlay")
     return Source(text, node.netns, node.address, node.uplink)
+
+
+def _default_route_endpoint(sb: Sandbox):
+    """The endpoint of the container's default route: the source address the kernel picks
+    for a destination off every attached subnet (an internal network's is never it)."""
+    for route in sb.routes:
+        words = route.split()
+        if words[:1] == ["default"] and "dev" in words[:-1]:
+            dev = words[words.index("dev") + 1]
+            return next((ep for ep in sb.endpoints if ep.ifname == dev), None)
+    return None
 
 
 def _ip_in(text: str, ep_ip: str, default: str | None) -> str:
