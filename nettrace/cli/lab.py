@@ -156,11 +156,13 @@ def lab_show(name: str | None, docker: str | None, as_json: bool, no_firewall: b
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in CONTAINER's network namespace (e.g. -- ping -c1 c2's IP).
+    """Run COMMAND in CONTAINER as `docker exec` would: in its network namespace, with its
+    own /etc/resolv.conf, /etc/hosts and hostname (e.g. -- ping -c1 c2 on a user-defined
+    network, resolved by the lab's embedded DNS). CONTAINER may also be a lab host or client.
 
     The exit code is the command's.
     """
-    from nettrace.topology import netns
+    from nettrace.topology import netns, sandbox_files
     from nettrace.topology.model import load_lab
     lab = load_lab(name)
     try:
@@ -171,7 +173,11 @@ def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
                             f"(known: {', '.join(names)})") from None
     sys.stdout.flush()
     try:
-        proc = netns.popen(target, list(command))
+        if container in lab.sandboxes:
+            # the container's resolv.conf, /etc/hosts and hostname, as in `docker exec`
+            proc = sandbox_files.popen(lab, lab.sandbox(container), list(command))
+        else:
+            proc = netns.popen(target, list(command))
     except FileNotFoundError:
         raise NettraceError(f"command not found: {command[0]}") from None
     sys.exit(proc.wait())

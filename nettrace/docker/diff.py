@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from nettrace.errors import NettraceError
 from nettrace.topology import netns
 from nettrace.topology.model import Lab, Role, Sandbox
+from nettrace.topology.sandbox_files import uses_embedded_dns
 
 IGNORED_NETWORKS = ("host", "none", "ingress")          # built in, or routing mesh (no IPVS)
 IGNORED_ROLES = (Role.UPLINK, Role.UNDERLAY)            # the lab's simulated wire, not Docker's
@@ -153,7 +154,7 @@ class _Facts:
             out[f"{sb.name}.mode"] = sb.network_mode if sb.network_mode in ("host", "none") \
                 else "bridge"
             out[f"{sb.name}.published"] = ",".join(sorted(sb.published))
-            out[f"{sb.name}.dns"] = ("embedded" if "127.0.0.11" in sb.resolv_conf
+            out[f"{sb.name}.dns"] = ("embedded" if uses_embedded_dns(sb)
                                      else "host copy" if sb.network_mode != "none" else "none")
             if sb.network_mode == "host":
                 continue

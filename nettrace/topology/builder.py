@@ -108,9 +108,11 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     try:
         _build(ctx, DRIVERS)
         lab.save()
-        from nettrace.topology import dns, listeners
+        from nettrace.topology import dns, listeners, proxy, sandbox_files
+        sandbox_files.write(lab)             # resolv.conf, hosts, hostname per container
         dns.start(lab)                       # reads the saved state; stopped by down()
         listeners.start(lab)                 # `listen:` sockets, same lifetime as the DNS
+        proxy.start(lab)                     # docker-proxy per published port (userland proxy)
     except BaseException:
         ctx.close()
         down(spec.name, quiet=True)
@@ -291,6 +293,8 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     state = os.path.join(STATE_DIR, f"{name}.json")
     report.processes = _stop_lab_processes(name)
     namespaces = _lab_namespaces(name)
+    from nettrace.topology import proxy, sandbox_files
+    report.processes += proxy.stop_in(namespaces)   # proxies a pid file never recorded
     if not namespaces and not os.path.exists(state) and not quiet:
         raise NettraceError(f"no lab named '{name}' is up (see: nettrace lab ls)")
     # All of a lab's namespaces go together, so the kernel reaps their links (veth pairs,
@@ -302,6 +306,7 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     for path in (state, state + ".tmp"):
         if os.path.exists(path):
             os.unlink(path)
+    sandbox_files.remove(name)
     return report
 
 
@@ -338,15 +343,22 @@ def pidfile(lab: str, what: str) -> str:
 
 
 def _stop_lab_processes(name: str) -> int:
-    """End helper processes a lab started (embedded DNS), by the PID we recorded."""
+    """End helper processes a lab started (embedded DNS, listeners, docker-proxy), by the PID
+    we recorded: a pid file "PID" names one of our Python processes, "PID NETNS-INODE" a
+    binary (docker-proxy) that must still run in the namespace it was started in."""
     stopped = 0
     for path in _pidfiles():
         if not os.path.basename(path).startswith(name + "."):
             continue
         try:
-            pid = int(open(path).read().split()[0])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                ours = b"nettrace" in f.read()
+            with open(path) as f:
+                fields = f.read().split()
+            pid = int(fields[0])
+            if len(fields) > 1:
+                ours = os.stat(f"/proc/{pid}/ns/net").st_ino == int(fields[1])
+            else:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    ours = b"nettrace" in f.read()
             if ours:
                 os.kill(pid, signal.SIGTERM)
                 stopped += 1

@@ -23,6 +23,7 @@ import time
 from nettrace.topology import netns
 from nettrace.topology.firewall import DNS_IP, dns_ports
 from nettrace.topology.model import Lab, load_lab
+from nettrace.topology.sandbox_files import uses_embedded_dns
 
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
 TYPE_A, CLASS_IN = 1, 1
@@ -91,7 +92,7 @@ def serve(lab_name: str) -> None:
     udp: dict[socket.socket, dict] = {}
     tcp: dict[socket.socket, dict] = {}
     for sb in lab.sandboxes.values():
-        if not sb.resolv_conf.startswith(f"nameserver {DNS_IP}") or sb.network_mode == "host":
+        if not uses_embedded_dns(sb):
             continue
         uport, tport = dns_ports(sb)
         table = names_for(lab, sb.name)
@@ -134,7 +135,7 @@ def serve(lab_name: str) -> None:
 def start(lab: Lab) -> int | None:
     """Start the lab's DNS process if a container needs it; returns its PID."""
     import subprocess
-    if not any(sb.resolv_conf.startswith(f"nameserver {DNS_IP}") for sb in lab.sandboxes.values()):
+    if not any(uses_embedded_dns(sb) for sb in lab.sandboxes.values()):
         return None
     from nettrace.topology.builder import pidfile
     proc = subprocess.Popen([sys.executable, "-m", "nettrace.topology.dns", lab.name],

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nettrace.topology import netns
-from nettrace.topology.model import Interface, Role, Sandbox
+from nettrace.topology import netns, sandbox_files
+from nettrace.topology.model import EngineVersion, GatewayMode, Interface, Role, Sandbox
 from nettrace.topology.spec import ContainerSpec
 
 
@@ -20,13 +20,9 @@ class SandboxDriver:
         return Sandbox(name=ctr.name, host=ctr.host, netns=ns, network_mode=ctr.mode)
 
     def finish_sandbox(self, ctx, sandbox: Sandbox, ctr: ContainerSpec) -> None:
-        """Default route via the gateway network (first non-internal bridge/macvlan/gwbridge)."""
-        gateway_ep = None
-        for ep in sandbox.endpoints:
-            net = ctx.lab.network(ep.network, sandbox.host)
-            if net.driver in ("bridge", "macvlan", "ipvlan") and not net.internal and net.gateway:
-                gateway_ep, gw_net = ep, net
-                break
+        """Default route via the gateway network (first non-internal bridge/macvlan/gwbridge;
+        Docker 20.10 falls back to an internal bridge's gateway), DNS files, sysctls."""
+        gateway_ep, gw_net = _gateway_endpoint(ctx.lab, sandbox)
         if gateway_ep is not None and sandbox.network_mode != "host":
             ipr = ctx.ipr(sandbox.netns)
             if gw_net.driver == "ipvlan" and gw_net.options.get("mode") in ("l3", "l3s"):
@@ -45,10 +41,10 @@ class SandboxDriver:
             if ep.ipv6:
                 sandbox.routes.append(f"{net.subnet_v6} dev {ep.ifname} proto kernel metric 256")
         user_defined = any(a.network not in ("bridge", "host", "none") for a in ctr.networks)
-        if user_defined:
-            sandbox.resolv_conf = "nameserver 127.0.0.11\noptions ndots:0\n"
-        elif sandbox.network_mode != "none":
-            sandbox.resolv_conf = _host_resolv_conf()
+        if "host-resolv.conf" not in ctx.driver_state:
+            ctx.driver_state["host-resolv.conf"] = sandbox_files.read_host_resolv_conf()
+        sandbox_files.fill(ctx.lab, sandbox, embedded_dns=user_defined,
+                           host_text=ctx.driver_state["host-resolv.conf"])
         sandbox.published = [str(p) for p in ctr.publish]
         sandbox.listen = list(ctr.listen)
         if sandbox.network_mode != "host":
@@ -70,12 +66,27 @@ def _default_route_v6(ctx, sandbox: Sandbox) -> None:
             return
 
 
-def _host_resolv_conf() -> str:
-    """The machine's resolv.conf with localhost servers stripped, as Docker copies it."""
-    try:
-        with open("/etc/resolv.conf") as f:
-            lines = [ln for ln in f if not (ln.startswith("nameserver") and
-                                            (" 127." in ln or " ::1" in ln))]
-    except OSError:
-        lines = []
-    return "".join(lines)
+def _gateway_endpoint(lab, sandbox: Sandbox):
+    """(endpoint, network) giving the container its IPv4 default route, or (None, None).
+
+    Docker prefers a network that is not internal (and, from 28, an internal or isolated
+    network gives no default route at all). Docker 20.10's bridge driver sets its gateway on
+    internal networks too: a container only on internal networks gets `default via` the
+    first one's gateway (recorded on the real 20.10 engine; the firewall drops the traffic).
+    """
+    if sandbox.network_mode == "host":
+        return None, None
+    fallback = (None, None)
+    for ep in sandbox.endpoints:
+        net = lab.network(ep.network, sandbox.host)
+        if net.driver not in ("bridge", "macvlan", "ipvlan") or not net.gateway or not ep.ipv4:
+            continue
+        if net.internal:
+            if (lab.engine.version is EngineVersion.V20_10 and net.driver == "bridge"
+                    and fallback[0] is None):
+                fallback = (ep, net)
+            continue
+        if net.gateway_mode is GatewayMode.ISOLATED and lab.engine.version is EngineVersion.V29:
+            continue
+        return ep, net
+    return fallback

@@ -66,8 +66,8 @@ def apply_sandboxes(lab: "Lab") -> None:
     """DNS rules in every container of a user-defined network, loaded and indexed concurrently."""
     from nettrace.errors import NettraceError
     from nettrace.topology.firewall import index, sandbox_dns
-    todo = [sb for sb in lab.sandboxes.values()
-            if sb.resolv_conf.startswith(f"nameserver {DNS_IP}") and sb.network_mode != "host"]
+    from nettrace.topology.sandbox_files import uses_embedded_dns
+    todo = [sb for sb in lab.sandboxes.values() if uses_embedded_dns(sb)]
     procs = []
     for sb in todo:
         ruleset = sandbox_dns.render(sb)
