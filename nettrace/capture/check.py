@@ -1,4 +1,8 @@
-"""Run a golden case: bring its lab up (unless it runs already), replay, compare.
+"""Check a golden case: offline from its recorded trace bundle (default: no root, no lab,
+well under a second), or live (`--live`): bring its lab up (unless it runs already),
+replay, compare. Either way the paths are compared with the case's signatures (`frames:`)
+and its hand-written expectations (`expect:`, which `--update` never rewrites). `--update`
+replays live and rewrites the signatures and the bundle.
 
 A fresh lab is what makes paths repeatable: neighbour caches, conntrack entries and
 bridge FDBs start empty, so the first frame resolves ARP the same way on every run. A
@@ -14,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from nettrace.capture.golden import (Aliases, FrameDifference, FrameSignature, GoldenCase,
-                                     compare, frame_signature, save_golden)
+from nettrace.capture.golden import (GOLDEN_SUFFIX, Aliases, FrameDifference, FrameSignature,
+                                     GoldenCase, check_expectations, compare, frame_signature,
+                                     save_golden)
 from nettrace.capture.reader import CaptureError
 from nettrace.errors import SpecError
 from nettrace.capture.replay import FrameResult, ReplaySummary, replay
@@ -32,10 +37,12 @@ class CheckResult:
     summary: ReplaySummary | None = None
     reused_lab: bool = False
     seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)    # unmet `expect:` entries
+    live: bool = False
 
     @property
     def passed(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.problems
 
 
 def lab_ref(case: GoldenCase) -> str:
@@ -106,40 +113,102 @@ def listeners(lab: Lab, specs: list[str], file: str = "<case>") -> Iterator[None
 
 
 def replay_case(case: GoldenCase, lab: Lab, tracer=None,
-                on_frame: Callable[[FrameResult], None] | None = None
+                on_frame: Callable[[FrameResult], None] | None = None, bundle_out=None
                 ) -> tuple[list[FrameSignature], ReplaySummary]:
-    """Replay the case's capture into `lab`; a frame that cannot be sent ends the list."""
+    """Replay the case's capture into `lab`; a frame that cannot be sent ends the list.
+    `bundle_out`: a trace Bundle that receives every trace and the frame -> trace map."""
     alias = Aliases(lab)
     summary = ReplaySummary(case.capture, lab.name, case.source)
     out: list[FrameSignature] = []
-    frames = replay(lab, case.capture, case.source, rewrite=case.rewrite, layer=case.layer,
-                    timeout=case.timeout, tracer=tracer, summary_out=summary)
+    own = tracer is None and bundle_out is not None
+    if own:
+        from nettrace.trace import Tracer
+        tracer = Tracer(lab).__enter__()
+        tracer.records = []
+    frames_meta: list[dict] = []
     try:
-        for result in frames:
-            out.append(frame_signature(result.number, result.packet, result.path, lab, alias))
-            if on_frame:
-                on_frame(result)
-    except CaptureError as exc:
-        if exc.frame is None:
-            raise                              # the file itself is bad: not a path difference
-        out.append(FrameSignature(exc.frame, error=exc.reason))
+        frames = replay(lab, case.capture, case.source, rewrite=case.rewrite, layer=case.layer,
+                        timeout=case.timeout, tracer=tracer, summary_out=summary)
+        try:
+            for result in frames:
+                out.append(frame_signature(result.number, result.packet, result.path, lab, alias))
+                frames_meta.append({"frame": result.number, "packet": result.packet,
+                                    "trace": len(tracer.records) - 1 if own else None})
+                if on_frame:
+                    on_frame(result)
+        except CaptureError as exc:
+            if exc.frame is None:
+                raise                              # the file itself is bad: not a path difference
+            out.append(FrameSignature(exc.frame, error=exc.reason))
+            frames_meta.append({"frame": exc.frame, "error": exc.reason})
+    finally:
+        if own:
+            tracer.__exit__(None, None, None)
+    if own:
+        from nettrace.trace.bundle import Bundle
+        bundle_out.__dict__.update(vars(Bundle.of_lab(lab, tracer.names)))
+        bundle_out.traces = tracer.records
+        bundle_out.meta = {"golden": case.name, "frames": frames_meta}
     return out, summary
 
 
+def offline_results(case: GoldenCase):
+    """(lab model, frame signatures, frame -> (path, error)) from the case's bundle."""
+    from nettrace.trace import bundle
+    if not case.bundle:
+        raise SpecError("no recorded bundle: check it --live, or record one with --update",
+                        file=case.file, field="bundle")
+    saved = bundle.load(case.bundle)
+    lab = saved.the_lab()
+    alias = Aliases(lab)
+    sigs: list[FrameSignature] = []
+    results: dict[int, tuple] = {}
+    for meta in saved.meta.get("frames", []):
+        n = meta["frame"]
+        if meta.get("error"):
+            sigs.append(FrameSignature(n, error=meta["error"]))
+            results[n] = (None, meta["error"])
+            continue
+        path = saved.traces[meta["trace"]].path(saved.names)
+        sigs.append(frame_signature(n, meta.get("packet", ""), path, lab, alias))
+        results[n] = (path, None)
+    return lab, sigs, results
+
+
 def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None,
-             lab_name: str | None = None) -> CheckResult:
-    """Replay `case` in its lab and compare with (or, with update, rewrite) its golden paths.
+             lab_name: str | None = None, live: bool = False) -> CheckResult:
+    """Check `case`: offline from its bundle (default), or replayed in its lab (`live`, and
+    always with `update`, which rewrites its signatures and bundle, never its `expect:`).
 
     `lab_name` brings the lab up under another name (tests do, so as not to meet a lab
     someone else has up under the embedded name)."""
+    start = time.perf_counter()
+    if not (live or update):
+        lab, actual, results = offline_results(case)
+        result = CheckResult(case, actual, compare(case.frames, actual), seconds=0.0)
+        result.problems = check_expectations(case.expect, results, lab)
+        result.seconds = time.perf_counter() - start
+        return result
     if not os.path.exists(case.capture):
         raise CaptureError(case.capture, f"no such file (named by {case.file}: capture)")
-    start = time.perf_counter()
+    from nettrace.trace.bundle import Bundle
+    from nettrace.trace.names import Names
+    recorded = Bundle("", Names())
     with case_lab(case, say, lab_name) as (lab, reused), listeners(lab, case.listen, case.file):
-        actual, summary = replay_case(case, lab)
-    result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start)
+        actual, summary = replay_case(case, lab, bundle_out=recorded)
+        results = {}
+        for meta in recorded.meta["frames"]:
+            results[meta["frame"]] = (
+                None, meta["error"]) if meta.get("error") else (
+                recorded.traces[meta["trace"]].path(recorded.names), None)
+        problems = check_expectations(case.expect, results, lab)
+    result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start,
+                         problems, live=True)
     if update:
+        from nettrace.trace import bundle
         case.frames = actual
+        case.bundle = case.bundle or case.file[:-len(GOLDEN_SUFFIX)] + ".bundle.json.gz"
+        bundle.save(recorded, case.bundle)
         save_golden(case)
     else:
         result.differences = compare(case.frames, actual)

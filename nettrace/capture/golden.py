@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
         text += f" [{rule_text(hop.rule, alias)}]"
     if hop.drop_reason:
         text += f" ({hop.drop_reason})"
+    for change in hop.changes:            # NAT, TTL, VXLAN; MACs vary (random bridge MACs)
+        if not change.startswith("MAC "):
+            text += f" {{{alias(change)}}}"
     return text
 
 
@@ -165,6 +169,8 @@ class GoldenCase:
     description: str = ""
     frames: list[FrameSignature] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)   # "web tcp/80": a server for the replay
+    bundle: str | None = None            # the recorded trace bundle, resolved like capture
+    expect: list[dict[str, Any]] = field(default_factory=list)   # hand-written; never updated
 
     @property
     def name(self) -> str:
@@ -181,6 +187,9 @@ class GoldenCase:
             "layer": self.layer,
             "timeout": self.timeout,
             **({"listen": list(self.listen)} if self.listen else {}),
+            **({"bundle": os.path.relpath(self.bundle, os.path.dirname(
+                os.path.abspath(self.file)))} if self.bundle else {}),
+            **({"expect": self.expect} if self.expect else {}),
             "frames": [f.to_yaml() for f in self.frames],
         }
 
@@ -207,7 +216,7 @@ def load_golden(file: str) -> GoldenCase:
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise SpecError("missing or not a string", file=file, field=key)
     unknown = set(doc) - {"description", "capture", "lab", "from", "rewrite", "layer", "timeout",
-                          "listen", "frames"}
+                          "listen", "frames", "bundle", "expect"}
     if unknown:
         raise SpecError(f"unknown key(s): {', '.join(sorted(unknown))}", file=file)
     rewrite = doc.get("rewrite") or []
@@ -234,9 +243,21 @@ def load_golden(file: str) -> GoldenCase:
         reply = _path_sig(raw["reply"], file, f"{where}.reply") if raw.get("reply") else None
         frames.append(FrameSignature(raw["frame"], str(raw.get("packet", "")), request, reply,
                                      raw.get("error")))
-    capture = os.path.join(os.path.dirname(os.path.abspath(file)), doc["capture"])
+    here = os.path.dirname(os.path.abspath(file))
+    capture = os.path.join(here, doc["capture"])
+    if doc.get("bundle") is not None and not isinstance(doc["bundle"], str):
+        raise SpecError("must be the file name of a trace bundle", file=file, field="bundle")
+    bundle = os.path.join(here, doc["bundle"]) if doc.get("bundle") else None
+    expect = doc.get("expect") or []
+    if not isinstance(expect, list):
+        raise SpecError("must be a list of per-frame expectations", file=file, field="expect")
+    for i, exp in enumerate(expect):
+        _check_expect_syntax(exp, file, f"expect[{i}]")
+    expect = json.loads(json.dumps(expect))       # plain lists and dicts (the YAML reader's
+                                                  # line-tracking types do not dump back)
     return GoldenCase(file, capture, doc["lab"], doc["from"], list(rewrite), layer,
-                      float(timeout), str(doc.get("description") or ""), frames, list(listen))
+                      float(timeout), str(doc.get("description") or ""), frames, list(listen),
+                      bundle, expect)
 
 
 def save_golden(case: GoldenCase) -> None:
@@ -245,7 +266,9 @@ def save_golden(case: GoldenCase) -> None:
     shown = os.path.relpath(case.file) if not os.path.relpath(case.file).startswith("..") \
         else case.file
     header = (f"# Golden paths for {os.path.basename(case.capture)}: what each frame must do.\n"
-              f"# Regenerate after an intended change: nettrace check {shown} --update\n")
+              f"# Regenerate after an intended change: nettrace check {shown} --update\n"
+              f"# (`expect:` is written by hand from the lab and Docker's rules: --update keeps\n"
+              f"# it and checks it; `frames:` and the bundle are what the tracer saw)\n")
     tmp = case.file + ".tmp"
     with open(tmp, "w") as f:
         f.write(header + text)
@@ -287,3 +310,101 @@ def side_by_side(diff: FrameDifference, width: int = 60) -> list[str]:
             lt = lt if len(lt) <= width else lt[:width - 1] + "…"
             rows.append(f"{mark} {lt:<{width}} | {rt}")
     return rows
+
+
+# -- hand-written expectations ---------------------------------------------------------------
+#: keys of one `expect:` entry (a frame) and of its `reply:` mapping
+EXPECT_KEYS = {"frame", "verdict", "at", "devices", "chain", "changes", "reply", "error", "note"}
+REPLY_KEYS = {"verdict", "at", "devices", "chain", "changes"}
+
+
+def _check_expect_syntax(exp: Any, file: str, where: str) -> None:
+    if not isinstance(exp, dict) or not isinstance(exp.get("frame"), int):
+        raise SpecError("each expectation is a mapping with an integer 'frame'", file=file,
+                        field=where)
+    unknown = set(exp) - EXPECT_KEYS
+    if unknown:
+        raise SpecError(f"unknown key(s): {', '.join(sorted(unknown))} (known: "
+                        f"{', '.join(sorted(EXPECT_KEYS))})", file=file, field=where)
+    reply = exp.get("reply")
+    if reply is not None and (not isinstance(reply, dict) or set(reply) - REPLY_KEYS):
+        raise SpecError(f"'reply' is null (no reply) or a mapping of {', '.join(sorted(REPLY_KEYS))}",
+                        file=file, field=f"{where}.reply")
+    for key in ("devices", "changes"):
+        for part in (exp, reply or {}):
+            if key in part and not (isinstance(part[key], list)
+                                    and all(isinstance(x, str) for x in part[key])):
+                raise SpecError(f"'{key}' must be a list of strings", file=file,
+                                field=f"{where}.{key}")
+
+
+def device_roles(path: Path, lab: "Lab | None", alias: Aliases) -> list[str]:
+    """`owner:device role` of every device crossing, once per crossing, stable names."""
+    out: list[str] = []
+    for hop in path.hops:
+        bridge_nf = hop.point.is_netfilter and hop.role == "bridge"
+        if (hop.point.is_device or bridge_nf) and hop.device:
+            text = f"{hop_owner(hop, lab)}:{alias(hop.device)} {hop.role or '?'}"
+            if not out or out[-1] != text:
+                out.append(text)
+    return out
+
+
+def deciding_chain(path: Path) -> str | None:
+    """The chain of the rule that decided: the verdict's (a drop), else the chain of the
+    last filter-table rule that accepted the packet (nat and policy lines do not decide)."""
+    if path.verdict.rule is not None:
+        return path.verdict.rule.chain
+    rules = [h.rule for h in path.hops if h.rule is not None and h.rule.table == "filter"
+             and not (h.rule.rule or "").startswith("policy ")]
+    return rules[-1].chain if rules else None
+
+
+def _check_path(exp: dict, path: Path | None, lab, alias: Aliases, what: str) -> list[str]:
+    if path is None:
+        return [f"{what}: expected a path, none was traced"]
+    bad = []
+    v = path.verdict
+    if "verdict" in exp and v.kind != exp["verdict"]:
+        bad.append(f"{what}: verdict {v.kind}, expected {exp['verdict']}")
+    where = alias(v.where) or ""
+    if "at" in exp and not where.startswith(str(exp["at"])):
+        bad.append(f"{what}: verdict at {where or '-'}, expected at {exp['at']}")
+    if "devices" in exp:
+        got = device_roles(path, lab, alias)
+        if got != exp["devices"]:
+            bad.append(f"{what}: devices {got}, expected {exp['devices']}")
+    if "chain" in exp and deciding_chain(path) != exp["chain"]:
+        bad.append(f"{what}: decided by chain {deciding_chain(path)}, expected {exp['chain']}")
+    changes = [alias(c) for h in path.hops for c in h.changes]
+    for want in exp.get("changes", []):
+        if not any(want in c for c in changes):
+            bad.append(f"{what}: no header change like {want!r} (seen: {changes})")
+    return bad
+
+
+def check_expectations(expect: list[dict], results: dict[int, tuple[Path | None, str | None]],
+                       lab: "Lab | None") -> list[str]:
+    """Problems of `results` (frame -> (path, error)) against hand-written expectations."""
+    alias = Aliases(lab)
+    bad: list[str] = []
+    for exp in expect:
+        n = exp["frame"]
+        what = f"frame {n}"
+        path, error = results.get(n, (None, None))
+        if "error" in exp:
+            if not error or str(exp["error"]) not in error:
+                bad.append(f"{what}: expected an error like {exp['error']!r}, got {error!r}")
+            continue
+        if error:
+            bad.append(f"{what}: {error}")
+            continue
+        bad += _check_path(exp, path, lab, alias, what)
+        if "reply" in exp:
+            if exp["reply"] is None:
+                if path is not None and path.reply is not None:
+                    bad.append(f"{what}: a reply was seen, none expected")
+            else:
+                bad += _check_path(exp["reply"], path.reply if path else None, lab, alias,
+                                   f"{what} reply")
+    return bad

@@ -165,39 +165,53 @@ def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
 
 @click.command("check")
 @click.argument("goldens", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--live", is_flag=True,
+              help="Replay each case in a real lab (root) instead of checking its recorded "
+                   "bundle offline.")
 @click.option("--update", is_flag=True,
-              help="Rewrite each golden file with the paths seen now (review the diff).")
+              help="Replay live and rewrite each case's signatures (frames:) and bundle; its "
+                   "hand-written expect: block is kept and checked (review the diff).")
 @click.option("--width", type=int, default=64, show_default=True,
               help="Column width of the side-by-side difference.")
 @click.option("--lab-name", metavar="NAME",
               help="Bring each case's lab up under NAME (default: the lab's own name).")
-def check_cmd(goldens: tuple[str, ...], update: bool, width: int, lab_name: str | None) -> None:
-    """Replay each golden case (captures/CASE.paths.yaml) and compare its paths.
+def check_cmd(goldens: tuple[str, ...], live: bool, update: bool, width: int,
+              lab_name: str | None) -> None:
+    """Check golden cases (captures/CASE.paths.yaml): each frame's path against the case's
+    signatures and its hand-written expectations.
 
-    Exits 1 when a frame took a different path, printing expected and actual side by
-    side. A case's lab is brought up for the run (and down after) unless it is up.
+    By default offline, from the trace bundle recorded with the case (no root, no lab);
+    --live replays the capture in a fresh lab (brought up and down here unless it is up).
+    Exits 1 when a frame took a different path or missed an expectation, printing
+    expected and actual side by side.
     """
     from nettrace.capture.check import run_case
     from nettrace.capture.golden import load_golden, side_by_side
-    cases = [load_golden(file) for file in goldens]     # every file is checked before root is
-    require_root("nettrace check")
+    if live or update:
+        require_root("nettrace check --live")
     failed = 0
+    cases = [load_golden(file) for file in goldens]      # every file valid before any work
     for file, case in zip(goldens, cases):
-        result = run_case(case, update=update, lab_name=lab_name,
+        result = run_case(case, update=update, lab_name=lab_name, live=live,
                           say=lambda m: click.echo(f"  {m}", err=True))
         frames = len(result.actual)
-        if update:
+        how = "live" if result.live else "offline"
+        if update and not result.problems:
             click.echo(f"updated {file}: {frames} frames ({result.seconds:.1f} s)")
         elif result.passed:
-            click.echo(f"ok      {case.name}: {frames} frames ({result.seconds:.1f} s)")
+            click.echo(f"ok      {case.name}: {frames} frames, {len(case.expect)} expectations "
+                       f"({how}, {result.seconds:.3f} s)")
         else:
             failed += 1
-            click.echo(f"FAILED  {case.name}: {len(result.differences)} of "
-                       f"{max(frames, len(case.frames))} frames differ")
+            click.echo(f"FAILED  {case.name} ({how}): {len(result.differences)} of "
+                       f"{max(frames, len(case.frames))} frames differ, "
+                       f"{len(result.problems)} expectations unmet")
+            for problem in result.problems:
+                click.echo(f"  expect: {problem}")
             for diff in result.differences:
                 for line in side_by_side(diff, width):
                     click.echo("  " + line)
-    if len(goldens) > 1 and not update:
+    if len(goldens) > 1:
         click.echo(f"{len(goldens)} cases: {len(goldens) - failed} ok, {failed} failed")
     if failed:
         click.get_current_context().exit(1)

@@ -17,7 +17,8 @@ A bundle is one JSON document (gzip-compressed when the file name ends in `.gz`)
                              "<header bytes, base64>"], ...],
                  "nft": [[netns, trace_id, family, table, chain, text, ts], ...],
                  "events_lost": int, "probes_missing": [str]}, ...],
-     "observed": [[<event row>, ...], ...]}       # `nettrace record`: one list per packet
+     "observed": [[<event row>, ...], ...],       # `nettrace record`: one list per packet
+     "meta": {...}}        # free-form: a golden case maps frames to traces here
 
 Events are numbers only (the columns of `struct nt_event`, bpf/event.h: `point` is
 NT_P_*, `netns` an inode, `hook` NF_INET_*, `pf` 2 or 10); every word comes from the
@@ -88,6 +89,7 @@ class Bundle:
     created: str = ""
     kernel: str = ""
     nettrace: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of_lab(cls, lab: "Lab", names: Names) -> "Bundle":
@@ -122,6 +124,7 @@ class Bundle:
                         "events_lost": r.events_lost, "probes_missing": list(r.probes_missing)}
                        for r in self.traces],
             "observed": [[event_row(ev) for ev in evs] for evs in self.observed],
+            "meta": self.meta,
         }
 
     @classmethod
@@ -152,7 +155,8 @@ class Bundle:
         lab = d.get("lab")
         lab_name = (lab or {}).get("name") or (traces[0].request.lab if traces else "?")
         return cls(lab_name, names, traces, observed, lab, d.get("spec"),
-                   d.get("created", ""), d.get("kernel", ""), d.get("nettrace", ""))
+                   d.get("created", ""), d.get("kernel", ""), d.get("nettrace", ""),
+                   d.get("meta") or {})
 
 
 def save(bundle: Bundle, file: str) -> None:

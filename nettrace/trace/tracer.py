@@ -270,7 +270,7 @@ class Tracer:
             from scapy.layers.l2 import Ether
             pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
-        request = Request(self.lab.name, src, fp.dst or "?", fp)
+        request = Request(self.lab.name, src, fp.dst or "?", fp, self._netns_of_ip(fp.dst))
         return self._trace(fp, source.netns, source.ifname, pkt, layer, request, timeout)
 
     def _trace(self, fp: Fingerprint, ns: str, ifname: str | None, pkt, layer: str,
@@ -385,6 +385,13 @@ class Tracer:
         if self.observed is not None:
             self.observed.append(evs)
         return assemble_observed(evs, self.names, self.lab.name, probes.events_lost)
+
+    def _netns_of_ip(self, ip: str | None) -> str | None:
+        """The namespace of the container that has `ip` (an ARP request is delivered there)."""
+        for sb in self.lab.sandboxes.values():
+            if ip and any(ep.ipv4 == ip for ep in sb.endpoints):
+                return sb.netns
+        return None
 
     def _ip_of(self, name: str) -> str | None:
         sb = self.lab.sandboxes.get(name)
