@@ -31,8 +31,12 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
 
 @click.command("path")
 @click.argument("args", nargs=-1, metavar="LAB SRC DST")
-@click.option("--proto", type=click.Choice(["icmp", "udp", "tcp", "arp"]), default=None,
-              help="Packet to inject (default icmp, or tcp when DST is HOST:PORT).")
+@click.option("--proto", type=click.Choice(["icmp", "udp", "tcp", "arp", "nd"]), default=None,
+              help="Packet to inject (default icmp, or tcp when DST is HOST:PORT). icmp is "
+              "ICMPv6 echo over IPv6; nd is IPv6 neighbour discovery (IPv6's ARP).")
+@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="Resolve container and host names "
+              "to their IPv6 addresses (an IPv6 DST such as fd00:40::3 or [fd00:40::3]:80 "
+              "implies it).")
 @click.option("--dport", type=click.IntRange(1, 65535), default=None, help="Destination port.")
 @click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
 @click.option("--size", type=click.IntRange(28, 65535), default=None, metavar="BYTES",
@@ -64,7 +68,7 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               "gzip'd when FILE ends in .gz): `nettrace show FILE` prints these paths again "
               "without root or the lab.")
 @docker_option
-def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause, compact,
+def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_cause, compact,
              timeout, layer2, pcapng_file, bundle_file, docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
@@ -72,6 +76,8 @@ def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause,
     the external client). Example: nettrace path bridge c1 c2 --proto tcp --dport 80
 
     MTU: nettrace path overlay c1 c2 --size 1450 --df
+
+    IPv6: nettrace path dual-stack c1 c2 -6   (or --proto nd for neighbour discovery)
 
     Under the verdict, `why:` says in Docker's terms why the packet (or its reply) ended as
     it did, naming the hop and the rule, and `fix:` the docker command(s) and the same
@@ -89,7 +95,8 @@ def path_cmd(args, proto, dport, count, size, df, as_json, expect, expect_cause,
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         tr.records = [] if bundle_file else None
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
-                        layer="l2" if layer2 else "l3", size=size, df=df)
+                        layer="l2" if layer2 else "l3", size=size, df=df,
+                        family=6 if ipv6 else 4)
     if bundle_file:
         from nettrace.trace import bundle
         saved = bundle.Bundle.of_lab(the_lab, tr.names)

@@ -15,9 +15,20 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-K_IPID, K_PORT, K_ICMP, K_ARP = 1, 2, 3, 4
+K_IPID, K_PORT, K_ICMP, K_ARP, K_FLOW, K_ND = 1, 2, 3, 4, 5, 6
 PROTO_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
-PROTOS = ("icmp", "udp", "tcp", "arp", "raw")
+PROTO_NUMBERS6 = {"icmp": 58, "tcp": 6, "udp": 17}          # IPv6 next header
+PROTOS = ("icmp", "udp", "tcp", "arp", "nd", "raw")
+#: IPv6 kinds: packets of these are looked at by the IPv6 branch of the kernel filter
+IPV6_KINDS = (K_FLOW, K_ND)
+
+
+def family_of(*addresses: str | None) -> int:
+    """4 or 6: the IP version of the first address given."""
+    for a in addresses:
+        if a:
+            return ipaddress.ip_address(a).version
+    return 4
 
 
 @dataclass(frozen=True)
@@ -32,9 +43,13 @@ class Fingerprint:
     icmp_id: int | None = None
     icmp_seq: int | None = None
     marker: str | None = None        # payload marker, "nettrace-<trace id>"
+    family: int = 4                  # 4 | 6
+    flow_label: int | None = None    # IPv6: the request's identity (what ip_id is to IPv4)
 
     def keys(self) -> list[tuple[int, int, int]]:
         """(kind, proto, value) entries of the in-kernel watch map."""
+        if self.family == 6:
+            return self._keys6()
         if self.proto == "arp":
             return [(K_ARP, 0, int(ipaddress.IPv4Address(self.dst)))]
         num = PROTO_NUMBERS.get(self.proto)
@@ -43,6 +58,19 @@ class Fingerprint:
             keys.append((K_IPID, num, self.ip_id))
         if self.proto == "icmp" and self.icmp_id is not None:
             keys.append((K_ICMP, 1, (self.icmp_id << 16) | (self.icmp_seq or 0)))
+        if self.proto in ("tcp", "udp") and self.sport:
+            keys.append((K_PORT, num, self.sport))
+        return keys
+
+    def _keys6(self) -> list[tuple[int, int, int]]:
+        if self.proto == "nd":           # solicitation and advertisement both carry the target
+            return [(K_ND, 0, int(ipaddress.IPv6Address(self.dst)) & 0xFFFFFFFF)]
+        num = PROTO_NUMBERS6.get(self.proto)
+        keys = []
+        if num is not None and self.flow_label is not None:
+            keys.append((K_FLOW, num, self.flow_label))
+        if self.proto == "icmp" and self.icmp_id is not None:
+            keys.append((K_ICMP, 58, (self.icmp_id << 16) | (self.icmp_seq or 0)))
         if self.proto in ("tcp", "udp") and self.sport:
             keys.append((K_PORT, num, self.sport))
         return keys
@@ -67,6 +95,8 @@ class FingerprintFactory:
         tid = self.trace_id()
         rng = self._rng
         common = dict(trace_id=tid, proto=proto, src=src, dst=dst, marker=f"nettrace-{tid}")
+        if family_of(dst, src) == 6:
+            return self._new6(common, proto, dport, seq)
         if proto == "arp":
             return Fingerprint(**{**common, "marker": None})
         ip_id = rng.randrange(1, 0xFFFF)
@@ -76,3 +106,22 @@ class FingerprintFactory:
             return Fingerprint(**common, ip_id=ip_id, sport=rng.randrange(33000, 60999),
                                dport=dport or (80 if proto == "tcp" else 53))
         return Fingerprint(**common, ip_id=ip_id)
+
+    def _new6(self, common: dict, proto: str, dport: int | None, seq: int) -> Fingerprint:
+        """IPv6: a random flow label is the identity; neighbour discovery replaces ARP."""
+        from nettrace.errors import NettraceError
+        rng = self._rng
+        if proto == "arp":
+            raise NettraceError("ARP is IPv4 only; IPv6 resolves neighbours with neighbour "
+                                "discovery: use --proto nd")
+        common = {**common, "family": 6}
+        if proto == "nd":
+            return Fingerprint(**{**common, "marker": None})
+        flow = rng.randrange(1, 1 << 20)
+        if proto == "icmp":
+            return Fingerprint(**common, flow_label=flow, icmp_id=rng.randrange(1, 0xFFFF),
+                               icmp_seq=seq)
+        if proto in ("tcp", "udp"):
+            return Fingerprint(**common, flow_label=flow, sport=rng.randrange(33000, 60999),
+                               dport=dport or (80 if proto == "tcp" else 53))
+        return Fingerprint(**common, flow_label=flow)

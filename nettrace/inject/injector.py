@@ -24,13 +24,20 @@ class TooBig(NettraceError):
 
 
 def send_l3(ns: str, packet: bytes | object, dst: str | None = None) -> None:
-    """Send an IPv4 packet (bytes or a scapy packet) through the IP stack of `ns`."""
+    """Send an IPv4 or IPv6 packet (bytes or a scapy packet) through the IP stack of `ns`.
+
+    IPPROTO_RAW sockets take the packet with its IP header as given (IPv6 too, since
+    Linux 4.5), so the IPv4 id or IPv6 flow label that identifies it survives."""
     data = bytes(packet)
-    if len(data) < 20 or data[0] >> 4 != 4:
-        raise NettraceError("only IPv4 packets can be injected at layer 3")
-    dst = dst or socket.inet_ntoa(data[16:20])
+    version = data[0] >> 4 if data else 0
+    if version == 4 and len(data) >= 20:
+        family, dst = socket.AF_INET, dst or socket.inet_ntoa(data[16:20])
+    elif version == 6 and len(data) >= 40:
+        family, dst = socket.AF_INET6, dst or socket.inet_ntop(socket.AF_INET6, data[24:40])
+    else:
+        raise NettraceError("only IPv4 and IPv6 packets can be injected at layer 3")
     with netns.entered(ns):
-        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
             try:
                 s.sendto(data, (dst, 0))
             except OSError as exc:

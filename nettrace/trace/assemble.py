@@ -28,6 +28,7 @@ Steps, in order:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -110,6 +111,8 @@ class Request:
 # -- 1. request or reply ----------------------------------------------------------------------
 def classify(pkt: Packet, fp: Fingerprint) -> str | None:
     """Is this header the injected packet, its answer, or unknown (None)?"""
+    if fp.family == 6:
+        return _classify6(pkt, fp)
     if fp.proto == "arp":
         if pkt.proto != "arp" or not pkt.info:
             return None
@@ -128,6 +131,38 @@ def classify(pkt: Packet, fp: Fingerprint) -> str | None:
     if pkt.proto == "icmp" and pkt.info in ("dest-unreach", "time-exceeded"):
         return REPLY                     # the kernel matched its quoted IPv4 id
     return None
+
+
+def _classify6(pkt: Packet, fp: Fingerprint) -> str | None:
+    """IPv6: the request by its flow label, answers as for IPv4; neighbour discovery by target."""
+    if fp.proto == "nd":
+        if pkt.proto != "ipv6-icmp" or not pkt.info:
+            return None
+        target = str(ipaddress.IPv6Address(fp.dst))
+        if pkt.info == f"neighbor-solicit {target}":
+            return REQUEST
+        if pkt.info == f"neighbor-advert {target}":
+            return REPLY
+        return None
+    wanted = "ipv6-icmp" if fp.proto == "icmp" else fp.proto
+    if pkt.flow_label and pkt.flow_label == fp.flow_label and pkt.proto == wanted:
+        return REQUEST
+    if fp.proto == "icmp" and pkt.proto == "ipv6-icmp":
+        if pkt.info == "echo-reply" and pkt.sport == fp.icmp_id:
+            return REPLY
+    elif pkt.proto in ("tcp", "udp") and pkt.proto == fp.proto and pkt.dport == fp.sport:
+        return REPLY
+    if pkt.proto == "ipv6-icmp" and pkt.info in ("dest-unreach", "packet-too-big",
+                                                 "time-exceeded", "param-problem"):
+        return REPLY                     # the kernel matched its quoted flow label
+    return None
+
+
+def identity(pkt: Packet | None) -> int | None:
+    """What nft trace shows of a packet to match it: IPv4 id, or IPv6 flow label."""
+    if pkt is None:
+        return None
+    return pkt.ip_id if pkt.ip_id is not None else pkt.flow_label
 
 
 class Assembly:
@@ -162,10 +197,11 @@ class Assembly:
         lines = list(lines)
         req_hops, rep_hops = self.hops(REQUEST), self.hops(REPLY)
         if lines:
-            attach_rules(req_hops, rules_by_hook(lines, {fp.ip_id}))
-            reply_ids = {p.ip_id for _, p in self.sides[REPLY] if p.ip_id is not None}
+            attach_rules(req_hops, rules_by_hook(lines, {fp.ip_id if fp.family == 4
+                                                         else fp.flow_label}))
+            reply_ids = {identity(p) for _, p in self.sides[REPLY] if identity(p) is not None}
             attach_rules(rep_hops, rules_by_hook(lines, reply_ids))
-        arp_ns = req.dst_netns if fp.proto == "arp" else None
+        arp_ns = req.dst_netns if fp.proto in ("arp", "nd") else None
         answer = next((h.packet for h in rep_hops if h.packet and h.packet.proto), None)
         path = Path(req.lab, req.src, req.dst, fp.proto, hops=req_hops,
                     verdict=verdict(req_hops, arp_target_ns=arp_ns,
@@ -176,7 +212,7 @@ class Assembly:
             path.reply = Path(req.lab, req.dst, req.src, answer.proto if answer else fp.proto,
                               hops=rep_hops,
                               verdict=verdict(rep_hops,
-                                              arp_target_ns=src_ns if fp.proto == "arp" else None),
+                                              arp_target_ns=src_ns if fp.proto in ("arp", "nd") else None),
                               direction="reply", fingerprint=fp.to_dict())
         return path
 
@@ -370,7 +406,7 @@ def _record_changes(states: list[_HopState], reply: bool) -> None:
 
 # -- 3. rules --------------------------------------------------------------------------------
 _RULE = re.compile(r"^rule (.*?) \(verdict ([^)]*)\)$")
-_IPID = re.compile(r"\bip id (\d+)\b")
+_IPID = re.compile(r"\b(?:ip id|ip6 flowlabel) (\d+)\b")      # IPv4 id, IPv6 flow label
 _HANDLE = re.compile(r"\s*# handle (\d+)$")
 
 

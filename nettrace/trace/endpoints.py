@@ -28,10 +28,21 @@ class Target:
 
 def _is_ip(text: str) -> bool:
     try:
-        ipaddress.IPv4Address(text)
+        ipaddress.ip_address(text)
         return True
     except ValueError:
         return False
+
+
+def _family(text: str | None) -> int | None:
+    try:
+        return ipaddress.ip_address(text).version if text else None
+    except ValueError:
+        return None
+
+
+def _ep_ip(ep, family: int) -> str | None:
+    return ep.ipv6 if family == 6 else ep.ipv4
 
 
 def _nodes(lab: Lab) -> dict[str, Sandbox | Host]:
@@ -40,11 +51,13 @@ def _nodes(lab: Lab) -> dict[str, Sandbox | Host]:
 
 def _sandbox_by_ip(lab: Lab, ip: str) -> Sandbox | None:
     return next((sb for sb in lab.sandboxes.values()
-                 if any(ep.ipv4 == ip for ep in sb.endpoints)), None)
+                 if any(ip in (ep.ipv4, ep.ipv6) for ep in sb.endpoints)), None)
 
 
 def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
-    """A container, client or host name, or a container's IP."""
+    """A container, client or host name, or a container's IP. The source address is of the
+    destination's family (IPv6 toward an IPv6 address)."""
+    family = _family(toward) or _family(text) or 4
     node = _nodes(lab).get(text)
     if node is None and _is_ip(text):
         node = _sandbox_by_ip(lab, text)
@@ -57,18 +70,26 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
         if not node.endpoints:
             raise NettraceError(f"SRC '{text}' has no network interface (network mode "
                                 f"{node.network_mode}): it cannot send")
-        ep = _default_route_endpoint(node) or node.endpoints[0]
+        candidates = [e for e in node.endpoints if _ep_ip(e, family)]
+        if not candidates:
+            raise NettraceError(f"SRC '{text}' has no IPv{family} address (is one of its "
+                                f"networks ipv6: true?)" if family == 6 else
+                                f"SRC '{text}' has no IPv4 address (IPv6-only: use -6)")
+        default = _default_route_endpoint(node)
+        ep = default if default in candidates else candidates[0]
         if toward:                        # prefer the endpoint on the destination's subnet
-            for cand in node.endpoints:
-                net = ipaddress.ip_network(f"{cand.ipv4}/{cand.prefixlen}", strict=False)
-                if _is_ip(toward) and ipaddress.IPv4Address(toward) in net:
+            for cand in candidates:
+                plen = cand.prefixlen6 if family == 6 else cand.prefixlen
+                net = ipaddress.ip_network(f"{_ep_ip(cand, family)}/{plen}", strict=False)
+                if _is_ip(toward) and ipaddress.ip_address(toward) in net:
                     ep = cand
                     break
-        ip = _ip_in(text, ep.ipv4, node.ip())
+        ip = text if _is_ip(text) else _ep_ip(ep, family)
         return Source(text, node.netns, ip, ep.ifname)
-    if not node.address:
-        raise NettraceError(f"SRC '{text}' has no address on the underlay")
-    return Source(text, node.netns, node.address, node.uplink)
+    address = node.address6 if family == 6 else node.address
+    if not address:
+        raise NettraceError(f"SRC '{text}' has no IPv{family} address on the underlay")
+    return Source(text, node.netns, address, node.uplink)
 
 
 def _default_route_endpoint(sb: Sandbox):
@@ -82,47 +103,57 @@ def _default_route_endpoint(sb: Sandbox):
     return None
 
 
-def _ip_in(text: str, ep_ip: str, default: str | None) -> str:
-    return text if _is_ip(text) else (ep_ip or default or "")
+
+def _port(text: str, port_text: str) -> int:
+    try:
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        raise NettraceError(f"DST '{text}': the port after ':' must be 1-65535") from None
+    return port
 
 
-def resolve_target(lab: Lab, text: str, src: str | None = None) -> Target:
-    """A container or node name, an IPv4 address, or HOST:PORT / IP:PORT."""
+def resolve_target(lab: Lab, text: str, src: str | None = None, family: int = 4) -> Target:
+    """A container or node name, an IP address, or HOST:PORT / IP:PORT / [IPv6]:PORT.
+    A name resolves to its address of `family` (4, or 6 for `nettrace path -6`)."""
     port = None
     name = text
-    if ":" in text:
+    if text.startswith("[") and "]" in text:          # [fd00::2]:80
+        name, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise NettraceError(f"DST '{text}': write an IPv6 address with a port as [ADDR]:PORT")
+        port = _port(text, rest[1:]) if rest else None
+    elif text.count(":") == 1:                        # HOST:PORT, IPv4:PORT
         name, _, port_text = text.rpartition(":")
-        try:
-            port = int(port_text)
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
-            raise NettraceError(f"DST '{text}': the port after ':' must be 1-65535") from None
+        port = _port(text, port_text)
     if _is_ip(name):
         sb = _sandbox_by_ip(lab, name)
         return Target(text, name, port, sb.netns if sb else None)
     node = _nodes(lab).get(name)
     if node is None:
-        raise NettraceError(f"DST '{text}' is not a container, client, host or IPv4 address of "
+        raise NettraceError(f"DST '{text}' is not a container, client, host or IP address of "
                             f"lab '{lab.name}'")
     if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
         node = lab.hosts[node.host]
     if isinstance(node, Sandbox):
-        ip = _common_ip(lab, node, src)
+        ip = _common_ip(lab, node, src, family)
         if not ip:
-            raise NettraceError(f"DST '{text}' has no IPv4 address")
+            raise NettraceError(f"DST '{text}' has no IPv{family} address"
+                                + (" (IPv6-only: use -6)" if family == 4 and node.ip6() else ""))
         return Target(text, ip, port, node.netns)
-    if not node.address:
-        raise NettraceError(f"DST '{text}' has no underlay address")
-    return Target(text, node.address, port, node.netns)
+    address = node.address6 if family == 6 else node.address
+    if not address:
+        raise NettraceError(f"DST '{text}' has no IPv{family} underlay address")
+    return Target(text, address, port, node.netns)
 
 
-def _common_ip(lab: Lab, dst: Sandbox, src: str | None) -> str | None:
-    """The destination's address on a network it shares with the source, if any."""
+def _common_ip(lab: Lab, dst: Sandbox, src: str | None, family: int = 4) -> str | None:
+    """The destination's address (of `family`) on a network it shares with the source."""
     src_node = lab.sandboxes.get(src or "")
     if src_node is not None:
-        nets = {ep.network for ep in src_node.endpoints}
+        nets = {ep.network for ep in src_node.endpoints if _ep_ip(ep, family)}
         for ep in dst.endpoints:
-            if ep.network in nets:
-                return ep.ipv4
-    return dst.ip()
+            if ep.network in nets and _ep_ip(ep, family):
+                return _ep_ip(ep, family)
+    return dst.ip6() if family == 6 else dst.ip()

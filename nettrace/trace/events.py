@@ -43,6 +43,9 @@ ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
 VXLAN_PORT = 4789
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
 ICMP_TYPES = {0: "echo-reply", 8: "echo-request", 3: "dest-unreach", 11: "time-exceeded"}
+ICMP6_TYPES = {128: "echo-request", 129: "echo-reply", 1: "dest-unreach", 2: "packet-too-big",
+               3: "time-exceeded", 4: "param-problem", 133: "router-solicit",
+               134: "router-advert", 135: "neighbor-solicit", 136: "neighbor-advert"}
 TCP_FLAGS = "FSRPAUEC"                  # bit 0 .. bit 7
 
 
@@ -104,11 +107,7 @@ def parse_headers(hdr: bytes, l2: bool, ethertype: int) -> Packet:
         pkt.info = f"who-has {tpa} tell {spa}" if op == 1 else f"{spa} is-at {_mac(hdr[off + 8:off + 14])}"
         return pkt
     if ethertype == ETH_P_IPV6 and len(hdr) >= off + 40:
-        pkt.src = socket.inet_ntop(socket.AF_INET6, hdr[off + 8:off + 24])
-        pkt.dst = socket.inet_ntop(socket.AF_INET6, hdr[off + 24:off + 40])
-        nh = hdr[off + 6]
-        pkt.proto, pkt.ttl = PROTO_NAMES.get(nh, str(nh)), hdr[off + 7]
-        return pkt
+        return _ipv6(pkt, hdr, off)
     if ethertype != ETH_P_IP or len(hdr) < off + 20:
         pkt.proto = f"0x{ethertype:04x}"
         return pkt
@@ -133,6 +132,30 @@ def parse_headers(hdr: bytes, l2: bool, ethertype: int) -> Packet:
         pkt.info = ICMP_TYPES.get(itype, f"icmp type {itype}")
         if itype in (0, 8):
             pkt.sport, pkt.dport = struct.unpack_from("!HH", hdr, l4 + 4)
+    return pkt
+
+
+def _ipv6(pkt: Packet, hdr: bytes, off: int) -> Packet:
+    """IPv6 (no extension headers): addresses, flow label, ports, ICMPv6 type and echo id/seq,
+    the target of neighbour discovery."""
+    pkt.src = socket.inet_ntop(socket.AF_INET6, hdr[off + 8:off + 24])
+    pkt.dst = socket.inet_ntop(socket.AF_INET6, hdr[off + 24:off + 40])
+    nh = hdr[off + 6]
+    pkt.proto, pkt.ttl = PROTO_NAMES.get(nh, str(nh)), hdr[off + 7]
+    pkt.flow_label = int.from_bytes(hdr[off + 1:off + 4], "big") & 0xFFFFF
+    pkt.length = struct.unpack_from("!H", hdr, off + 4)[0] + 40
+    l4 = off + 40
+    if nh in (6, 17) and len(hdr) >= l4 + 4:
+        pkt.sport, pkt.dport = struct.unpack_from("!HH", hdr, l4)
+        if nh == 6 and len(hdr) >= l4 + 14:
+            pkt.info = tcp_flags(hdr[l4 + 13])
+    elif nh == 58 and len(hdr) >= l4 + 8:
+        itype = hdr[l4]
+        pkt.info = ICMP6_TYPES.get(itype, f"icmpv6 type {itype}")
+        if itype in (128, 129):
+            pkt.sport, pkt.dport = struct.unpack_from("!HH", hdr, l4 + 4)
+        elif itype in (135, 136) and len(hdr) >= l4 + 24:
+            pkt.info += " " + socket.inet_ntop(socket.AF_INET6, hdr[l4 + 8:l4 + 24])
     return pkt
 
 

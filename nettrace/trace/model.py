@@ -98,6 +98,7 @@ class Packet:
     info: str | None = None           # "echo-request", "SYN", "who-has 10.0.0.2"
     outer: "Packet | None" = None     # VXLAN outer header when encapsulated
     vni: int | None = None
+    flow_label: int | None = None     # IPv6 flow label (the IPv6 request's identity)
 
 
 @dataclass

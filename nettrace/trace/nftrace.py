@@ -81,12 +81,17 @@ class NfTrace:
     @staticmethod
     def rules_for(fp: Fingerprint) -> list[str]:
         """nft rule bodies that mark the packet and its answer."""
-        if fp.proto == "arp" or fp.ip_id is None:
-            return []
-        rules = [f"ip id {fp.ip_id}"]
-        if fp.proto == "icmp" and fp.icmp_id is not None:
-            rules.append(f"icmp type echo-reply icmp id {fp.icmp_id}")
-        elif fp.proto in ("tcp", "udp") and fp.sport:
+        if fp.family == 6 and fp.flow_label is not None:     # the inet table sees both
+            rules = [f"ip6 flowlabel {fp.flow_label}"]
+            if fp.proto == "icmp" and fp.icmp_id is not None:
+                rules.append(f"icmpv6 type echo-reply icmpv6 id {fp.icmp_id}")
+        elif fp.proto == "arp" or fp.ip_id is None:
+            return []                                        # ARP, neighbour discovery
+        else:
+            rules = [f"ip id {fp.ip_id}"]
+            if fp.proto == "icmp" and fp.icmp_id is not None:
+                rules.append(f"icmp type echo-reply icmp id {fp.icmp_id}")
+        if fp.proto in ("tcp", "udp") and fp.sport:
             rules.append(f"meta l4proto {fp.proto} th dport {fp.sport}")
         return rules
 

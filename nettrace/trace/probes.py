@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from nettrace.errors import EnvironmentProblem, NettraceError
-from nettrace.inject.fingerprint import K_ARP, K_ICMP
+from nettrace.inject.fingerprint import IPV6_KINDS, K_ARP, K_ICMP
 from nettrace.topology import netns
 from nettrace.trace import links
 from nettrace.trace.bcc_headers import BPF_DIR, configure_bcc
@@ -70,6 +70,7 @@ class Probes:
 
     def __init__(self, *, live: bool = False, tc: bool = True) -> None:
         self.live = live                         # build for the live expression, not fingerprints
+        self.ipv6 = False                        # attach IPv6 netfilter hooks too (IPv6 paths)
         self.tc = tc                             # build the tcx program too
         self.bpf = None
         self.prog_fds: dict[str, int] = {}
@@ -145,7 +146,8 @@ class Probes:
             self.status[name] = ProbeStatus(name, True)
 
     def _attach_nf_here(self, ns: str | None, errors: list[str]) -> None:
-        for pf in (links.PF_INET, links.PF_INET6) if self.live else (links.PF_INET,):
+        both = self.live or self.ipv6
+        for pf in (links.PF_INET, links.PF_INET6) if both else (links.PF_INET,):
             for hook in range(5):
                 # one program at both ends of the hook (it tells first from last itself)
                 for edge, prio, step in (("first", links.NF_PRIO_FIRST, 1),
@@ -211,15 +213,24 @@ class Probes:
             return ALL_PROTOS if not proto else 1 if proto == 0x0806 else 1 << proto
         mask = 0
         for (kind, proto, _val) in self._watched:
+            if kind in IPV6_KINDS or proto >= 32:
+                continue                  # IPv6 (ICMPv6 is 58): the `ipv6` flag covers it
             # an IP fingerprint's answer may be an ICMP error: always look at ICMP too
             mask |= 1 if kind == K_ARP else (1 << proto) | (1 << 1)
         return mask
+
+    def _ipv6_watched(self) -> int:
+        """1 when a watched fingerprint is IPv6 (or the live expression may match IPv6)."""
+        if self._conf.get("live"):
+            return 1
+        return int(any(kind in IPV6_KINDS for (kind, _p, _v) in self._watched))
 
     def _write_conf(self) -> None:
         conf = self.bpf[b"nt_conf"]
         c = self._conf
         conf[ct.c_int(0)] = conf.Leaf(c["live"], c["netns_filter"], c["proto"], c["port"],
-                                      c["host"], c["src"], c["dst"], self._proto_mask())
+                                      c["host"], c["src"], c["dst"], self._proto_mask(),
+                                      self._ipv6_watched())
 
     def watch_namespaces(self, inodes: Iterable[int]) -> None:
         nset = self.bpf[b"netns_set"]
@@ -264,7 +275,7 @@ class Probes:
         """The 16-bit value of a watched key in the kernel's pre-filter bitmap (`hot` in
         bpf/hops.c): IPv4 id, port, ICMP echo id. ARP keys need none (ARP is rare)."""
         kind, _proto, val = key
-        if kind == K_ARP:
+        if kind == K_ARP or kind in IPV6_KINDS:
             return None
         return (val >> 16) & 0xFFFF if kind == K_ICMP else val & 0xFFFF
 

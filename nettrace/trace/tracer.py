@@ -216,24 +216,27 @@ class Tracer:
     # -- tracing injected packets -----------------------------------------------------------
     def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
              count: int = 1, timeout: float = 2.0, layer: str = "l3", size: int | None = None,
-             df: bool = False) -> list[Path]:
+             df: bool = False, family: int = 4) -> list[Path]:
         """Inject `count` packets from SRC to DST and trace each, with its reply.
 
-        `size` is the IP packet's length in bytes, `df` sets Don't Fragment (MTU faults)."""
+        `size` is the IP packet's length in bytes, `df` sets Don't Fragment (MTU faults);
+        `family` 6 resolves names to IPv6 addresses (an IPv6 DST implies it)."""
         if not self.watch:
             raise NettraceError("this Tracer was opened with watch=False: it only traces live")
-        target = resolve_target(self.lab, dst, src)
+        if proto == "nd":
+            family = 6
+        target = resolve_target(self.lab, dst, src, family=family)
         source = resolve_source(self.lab, src, toward=target.ip)
         proto = proto or ("tcp" if target.port else "icmp")
-        if proto not in ("icmp", "udp", "tcp", "arp"):
-            raise NettraceError(f"--proto must be icmp, udp, tcp or arp (not {proto!r})")
+        if proto not in ("icmp", "udp", "tcp", "arp", "nd"):
+            raise NettraceError(f"--proto must be icmp, udp, tcp, arp or nd (not {proto!r})")
         port = dport or target.port
-        if proto == "arp":
+        if proto in ("arp", "nd"):
             layer = "l2"
         paths = []
         for n in range(1, count + 1):
             fp = self.fingerprints.new(proto, source.ip, target.ip, port, seq=n)
-            if fp.proto == "arp":
+            if fp.proto in ("arp", "nd"):
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
             elif layer == "l2":
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
@@ -250,11 +253,14 @@ class Tracer:
         """The destination itself when on the sender's subnet, else its network's gateway."""
         sb = self.lab.sandboxes.get(source.name)
         for ep in sb.endpoints if sb else []:
-            if ep.ipv4 == source.ip:
-                net = ipaddress.ip_network(f"{ep.ipv4}/{ep.prefixlen}", strict=False)
-                if ipaddress.IPv4Address(ip) in net:
+            v6 = ep.ipv6 is not None and ep.ipv6 == source.ip
+            if ep.ipv4 == source.ip or v6:
+                net = ipaddress.ip_network(f"{source.ip}/{ep.prefixlen6 if v6 else ep.prefixlen}",
+                                           strict=False)
+                if ipaddress.ip_address(ip) in net:
                     return ip
-                gateway = self.lab.network(ep.network, sb.host).gateway
+                network = self.lab.network(ep.network, sb.host)
+                gateway = network.gateway_v6 if v6 else network.gateway
                 if gateway:
                     return gateway
         return ip
@@ -281,6 +287,7 @@ class Tracer:
             asm = Assembly(self.names, request)
             lost_before = self.events_lost
             self._settle()
+            self.probes.ipv6 = fp.family == 6
             self._attach(self.probes, self._bystanders(ns, request.dst_netns))   # ~3 ms
             self.probes.watch_keys(fp.keys(), fp.trace_id)
             if self.nft:

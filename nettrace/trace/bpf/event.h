@@ -25,6 +25,8 @@
 #define NT_K_PORT   2           /* proto + one L4 port, matched as source or destination */
 #define NT_K_ICMP   3           /* ICMP echo id << 16 | seq */
 #define NT_K_ARP    4           /* ARP sender or target IPv4 address */
+#define NT_K_FLOW   5           /* next header + IPv6 flow label (IPv6 has no id; NAT66 keeps it) */
+#define NT_K_ND     6           /* neighbour discovery target, last 32 bits of the address */
 
 struct nt_key {
     u8 kind;
@@ -43,6 +45,7 @@ struct nt_config {
     u32 dst;
     u32 proto_mask;             /* IP protocols that can match (bit n: protocol n; bit 0: ARP);
                                  * 0: nothing is watched, ~0: everything may match */
+    u32 ipv6;                   /* 1: an IPv6 fingerprint is watched (IPv6 packets are looked at) */
 };
 
 struct nt_event {

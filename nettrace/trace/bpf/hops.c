@@ -27,6 +27,7 @@
 #endif
 #define NT_HOT_WORDS 1024         /* 65,536 bits: one per 16-bit value */
 #define NT_VXLAN_PORT 4789
+#define NT_ICMPV6 58              /* IPPROTO_ICMPV6 is a macro, not in the kernel's BTF */
 /* One header byte. The mask only reassures the verifier (callers check bounds, but the
  * compiler may drop a check it knows is redundant); NT_HDR_LEN is a power of two. */
 #define NT_B(h, o) ((u32)(h)[nt_mask(o)])
@@ -110,6 +111,47 @@ static __always_inline u32 match_ipv4(const u8 *h, u32 off, u32 *inner)
         if ((id = lookup(NT_K_PORT, proto, sport)))
             return id;
         return lookup(NT_K_PORT, proto, dport);
+    }
+    return 0;
+}
+
+static __always_inline u32 flow_label(const u8 *h, u32 off)
+{
+    return ((NT_B(h, off + 1) & 0xf) << 16) | (NT_B(h, off + 2) << 8) | NT_B(h, off + 3);
+}
+
+/* Trace id of the IPv6 packet at `off` (no extension headers: nettrace sends none), 0 when
+ * not watched: flow label, ports, ICMPv6 echo id/seq, the quoted packet of an ICMPv6 error,
+ * the target of a neighbour solicitation or advertisement. */
+static __always_inline u32 match_ipv6(const u8 *h, u32 off)
+{
+    u32 id, l4, q;
+    u8 nh, type;
+
+    if (off > NT_HDR_LEN - 48)
+        return 0;
+    nh = NT_B(h, off + 6);
+    if ((id = lookup(NT_K_FLOW, nh, flow_label(h, off))))
+        return id;
+    l4 = off + 40;
+    if (nh == NT_ICMPV6) {
+        type = NT_B(h, l4);
+        if (type == 128 || type == 129)
+            return lookup(NT_K_ICMP, nh, be32_at(h, l4 + 4));
+        if (type == 135 || type == 136)
+            return lookup(NT_K_ND, 0, be32_at(h, l4 + 20));
+        if (type >= 1 && type <= 4) {            /* an error quoting the watched packet */
+            q = l4 + 8;
+            if (q > NT_HDR_LEN - 40)
+                return 0;
+            return lookup(NT_K_FLOW, NT_B(h, q + 6), flow_label(h, q));
+        }
+        return 0;
+    }
+    if (nh == IPPROTO_TCP || nh == IPPROTO_UDP) {
+        if ((id = lookup(NT_K_PORT, nh, be16_at(h, l4))))
+            return id;
+        return lookup(NT_K_PORT, nh, be16_at(h, l4 + 2));
     }
     return 0;
 }
@@ -199,6 +241,10 @@ static __always_inline int want(struct nt_event *ev, const struct nt_config *c)
             ev->trace_id = match_arp(ev->hdr, off);
             return ev->trace_id != 0;
         }
+        if (et == ETH_P_IPV6) {
+            ev->trace_id = match_ipv6(ev->hdr, off);
+            return ev->trace_id != 0;
+        }
         if (et != ETH_P_IP)
             return 0;
         ev->trace_id = match_ipv4(ev->hdr, off, &inner);
@@ -250,7 +296,7 @@ static __always_inline int worth(const struct nt_config *c, const u8 *h, u32 l2,
     u32 off = l2 ? ETH_HLEN : 0, mask = c->proto_mask, proto, l4;
     if (mask == 0xffffffff)
         return 1;
-    if (!mask)
+    if (!mask && !c->ipv6)
         return 0;
     if (l2)
         ethertype = ((u32)h[12] << 8) | h[13];
@@ -258,6 +304,8 @@ static __always_inline int worth(const struct nt_config *c, const u8 *h, u32 l2,
         return 1;
     if (ethertype == ETH_P_ARP)
         return mask & 1;
+    if (ethertype == ETH_P_IPV6)
+        return c->ipv6;                     /* rare in labs: the full match decides */
     if (ethertype != ETH_P_IP)
         return 0;
     proto = h[off + 9];
@@ -356,7 +404,7 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
 {
     struct nt_config *c = get_config();
     struct nt_peek p;
-    if (!skb || !c || !c->proto_mask)       /* idle tracer: one inlined array lookup */
+    if (!skb || !c || !(c->proto_mask | c->ipv6))   /* idle tracer: one array lookup */
         return 0;
     if (!peek_skb(skb, 1, 0, c, &p))        /* not ours: two probe reads, a few lookups */
         return 0;
@@ -437,7 +485,7 @@ int nf_hop(struct bpf_nf_ctx *ctx)
     struct nt_config *c = get_config();
     struct nt_peek p;
     u8 pf = 0;
-    if (!c || !c->proto_mask)               /* idle tracer: one inlined array lookup */
+    if (!c || !(c->proto_mask | c->ipv6))   /* idle tracer: one array lookup */
         return NF_ACCEPT;
 
     bpf_probe_read_kernel(&st, sizeof(st), &ctx->state);
