@@ -2,7 +2,9 @@
 
 Each concern registers its commands from its own module (listed in COMMAND_MODULES);
 every command calls the same library API the TUI uses. Errors a user can act on
-(`NettraceError`) are printed without a traceback and exit with code 2.
+(`NettraceError`) are printed without a traceback and exit with code 2. SIGINT, SIGTERM
+and SIGHUP end every command through the same cleanup path (nettrace.cli.common) and exit
+128 + the signal number.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import click
 
 from nettrace import __version__
+from nettrace.cli.common import install_signal_handlers, interrupted_exit_code
 from nettrace.errors import NettraceError
 
 #: modules that each define `register(cli: click.Group)`
@@ -34,9 +37,17 @@ class NettraceGroup(click.Group):
         except NettraceError as exc:
             click.secho(f"nettrace: {exc}", fg="red", err=True, color=None)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("nettrace: interrupted, cleaned up", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:      # SIGINT, SIGTERM, SIGHUP: see cli.common
+            _say_interrupted(exc)
+            ctx.exit(interrupted_exit_code(exc))
+
+
+def _say_interrupted(exc: KeyboardInterrupt) -> None:
+    name = str(exc) or "SIGINT"
+    try:
+        click.echo(f"nettrace: interrupted ({name}), cleaned up", err=True)
+    except OSError:                       # the terminal is gone (SIGHUP)
+        pass
 
 
 @click.group(cls=NettraceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +73,11 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    cli(prog_name="nettrace")
+    install_signal_handlers()
+    try:
+        cli(prog_name="nettrace")
+    except KeyboardInterrupt as exc:      # a signal outside a command (parsing, exiting)
+        sys.exit(interrupted_exit_code(exc))
 
 
 if __name__ == "__main__":

@@ -135,28 +135,27 @@ def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
         return ((count is not None and written["paths"] >= count)
                 or (deadline is not None and time.monotonic() >= deadline))
 
-    interrupted = False
     targets = " and ".join(f for f in (output, bundle_file) if f)
-    with (PcapngWriter(output, lab=live) if output else nullcontext()) as writer:
-        try:
-            with Tracer(live) as tracer:
-                tracer.observed = [] if bundle_file else None
-                click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {targets} "
-                           f"(Ctrl-C to stop)", err=True)
-                try:
-                    for path in tracer.live(expr or None, stop):
-                        if writer is not None:
-                            writer.write_path(path)
-                        written["paths"] += 1
-                        if stop():
-                            break
-                finally:
-                    if bundle_file:       # what was seen, also when interrupted
-                        saved = bundle.Bundle.of_lab(live, tracer.names)
-                        saved.observed = tracer.observed
-                        bundle.save(saved, bundle_file)
-        except KeyboardInterrupt:
-            interrupted = True
+    from nettrace.cli.common import stop_on_signal
+    with (PcapngWriter(output, lab=live) if output else nullcontext()) as writer, \
+            stop_on_signal() as stopped:
+        with Tracer(live) as tracer:
+            tracer.observed = [] if bundle_file else None
+            click.echo(f"recording lab {live.name}{' ' + expr if expr else ''} to {targets} "
+                       f"(Ctrl-C to stop)", err=True)
+            try:
+                for path in tracer.live(expr or None, lambda: stop() or stopped() is not None):
+                    if writer is not None:
+                        writer.write_path(path)
+                    written["paths"] += 1
+                    if stop():
+                        break
+            finally:
+                if bundle_file:       # what was seen, also when interrupted
+                    saved = bundle.Bundle.of_lab(live, tracer.names)
+                    saved.observed = tracer.observed
+                    bundle.save(saved, bundle_file)
+        interrupted = stopped() is not None
     what = (f" ({writer.packets} packets, {len(writer.interfaces)} interfaces)"
             if writer is not None else "")
     click.echo(f"{'interrupted: ' if interrupted else ''}wrote {written['paths']} paths{what} "

@@ -1,10 +1,90 @@
-"""Pieces shared by CLI commands: finding the lab a command works on."""
+"""Pieces shared by CLI commands: finding the lab a command works on, and signals.
+
+Signals (one mechanism for every command, installed by `main()`): SIGINT, SIGTERM and
+SIGHUP all raise `Interrupted` (a KeyboardInterrupt) in the main thread, so every command
+unwinds through the same `finally`/`with` blocks that already clean up on Ctrl-C: a
+half-built lab is taken down, probes are detached, the nft trace table and child
+processes are removed. The command then exits 128 + the signal number (130, 143, 129).
+Once cleanup has started, further signals are reported and ignored, so a second Ctrl-C
+or a SIGTERM after SIGHUP (a closing terminal) cannot cut the cleanup short.
+
+Loops that stream until stopped (`nettrace trace`, `record`) ask for a cooperative stop
+instead (`stop_on_signal()`): the first signal only ends the loop, which then flushes
+what it holds and cleans up; a second signal raises as above.
+"""
 
 from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import click
 
 from nettrace.topology.model import Lab, load_lab
+
+#: the signals every command handles
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked nettrace to stop (raised in the main thread by the handler)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _SignalState:
+    stopping: list[int] | None = None     # set while a cooperative loop runs
+    raised: int | None = None             # the signal that started the cleanup
+
+
+def _on_signal(signum: int, frame) -> None:
+    state = _SignalState
+    if state.raised is not None:          # cleanup under way: never interrupt it
+        _note(f"{signal.Signals(signum).name} ignored: still cleaning up")
+        return
+    if state.stopping is not None and not state.stopping:
+        state.stopping.append(signum)     # the loop ends at its next check
+        return
+    state.raised = signum
+    raise Interrupted(signum)
+
+
+def _note(msg: str) -> None:
+    try:
+        os.write(2, f"nettrace: {msg}\n".encode())
+    except OSError:                       # no terminal any more (SIGHUP)
+        pass
+
+
+def install_signal_handlers() -> None:
+    """Route SIGINT, SIGTERM and SIGHUP through `Interrupted` (main thread only)."""
+    for sig in HANDLED:
+        signal.signal(sig, _on_signal)
+
+
+def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
+    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[Callable[[], int | None]]:
+    """Yield `stopped()`: the first signal makes it return the signal number instead of
+    raising; the caller's loop ends, flushes and cleans up. A second signal raises."""
+    state = _SignalState
+    saved = state.stopping
+    state.stopping = []
+    try:
+        yield lambda: state.stopping[0] if state.stopping else None
+    finally:
+        state.stopping = saved
 
 
 def docker_option(f):
@@ -23,3 +103,4 @@ def get_lab(name: str | None, docker: str | None = None) -> Lab:
     if not name:
         raise click.UsageError("name a lab (see: nettrace lab ls) or pass --docker")
     return load_lab(name)
+

@@ -125,29 +125,50 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_
 @click.command("trace")
 @click.argument("lab", required=False)
 @click.argument("expr", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per observed packet.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per observed packet, "
+              "then one {\"summary\": {...}} object with the counters.")
+@click.option("--max-events", type=click.IntRange(100, 10_000_000), default=100_000,
+              show_default=True, help="Events held for packets not shown yet (the memory "
+              "bound, ~400 bytes each); packets beyond it are counted as dropped by nettrace.")
 @docker_option
-def trace_cmd(lab, expr, as_json, docker):
-    """Stream the hops of LAB's traffic matching EXPR until Ctrl-C.
+def trace_cmd(lab, expr, as_json, max_events, docker):
+    """Stream the hops of LAB's traffic matching EXPR until Ctrl-C (or SIGTERM, SIGHUP).
 
     EXPR is a small tcpdump subset: icmp|udp|tcp|arp, host A, src A, dst A, port N,
     joined by 'and' (A: IPv4 or container name). 'or', 'not', 'net' are refused.
+
+    \b
+    Ctrl-C, SIGTERM or SIGHUP ends it (exit 0). Each packet is shown 50 ms after
+    its first event. Nothing is lost silently: at the end nettrace reports the
+    packets shown, the packets it saw but could not keep up with (dropped by
+    nettrace: at most --max-events events wait to be shown), and the events the
+    kernel could not hand over (ring buffer full). Packets still waiting when you
+    press Ctrl-C are shown before nettrace exits.
     """
     import json
+    from nettrace.cli.common import stop_on_signal
     from nettrace.trace import Tracer
     from nettrace.trace.views import live_line
     the_lab = get_lab(lab, docker)
     text = " ".join(expr) or None
-    with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr:
+    with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr, \
+            stop_on_signal() as stopped:
         click.echo(f"nettrace: tracing {the_lab.name} ({text or 'all traffic'}); Ctrl-C stops",
                    err=True)
-        try:
-            for p in tr.live(expr=text):
-                click.echo(json.dumps(p.to_dict()) if as_json else live_line(p, the_lab))
-        except KeyboardInterrupt:
-            pass
-        lost = tr.events_lost
-    click.echo(f"nettrace: detached; {lost} events lost", err=True)
+        for p in tr.live(expr=text, stop=stopped, max_events=max_events):
+            click.echo(json.dumps(p.to_dict()) if as_json else live_line(p, the_lab))
+    stats, lost = tr.live_stats, tr.live_lost
+    summary = {"packets_shown": stats.shown, "packets_dropped_by_nettrace": stats.dropped,
+               "events_lost_in_kernel": lost, "events": stats.events,
+               "events_discarded": stats.events_discarded, "late_events": stats.late_events,
+               "events_of_dropped_packets": stats.dropped_events,
+               "held_events_peak": stats.held_events_peak,
+               "memory_bound_bytes": stats.memory_bound_bytes}
+    if as_json:
+        click.echo(json.dumps({"summary": summary}))
+    click.echo(f"nettrace: detached; {stats.shown} packets shown, {stats.dropped} dropped by "
+               f"nettrace (could not keep up), {lost} events lost in the kernel (ring buffer "
+               f"full)", err=True)
 
 
 @click.command("probes")

@@ -6,7 +6,9 @@ namespace, and records every namespace and interface in the `Lab` it returns. If
 fails half-way, everything already created is removed before the error is raised.
 
 `down()` does not trust the state file alone: it finds the lab's namespaces by name, so it
-also cleans up after a process that was killed in the middle of `up()`.
+also cleans up after a process that was killed in the middle of `up()`, and it ends any
+process still living in those namespaces (an orphan of a killed nettrace would keep a
+namespace, with its links and rules, alive after its name is gone).
 """
 
 from __future__ import annotations
@@ -293,6 +295,10 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     state = os.path.join(STATE_DIR, f"{name}.json")
     report.processes = _stop_lab_processes(name)
     namespaces = _lab_namespaces(name)
+    # a process living in one of them keeps that namespace (and its bridge, rules, a trace
+    # table) alive after the mount is gone: an orphan of a killed nettrace, a `lab exec`,
+    # a docker-proxy (SIGTERM, then SIGKILL after a grace period)
+    report.processes += _kill_processes_in(namespaces)
     from nettrace.topology import proxy, sandbox_files
     report.processes += proxy.stop_in(namespaces)   # proxies a pid file never recorded
     if not namespaces and not os.path.exists(state) and not quiet:
@@ -366,6 +372,30 @@ def _stop_lab_processes(name: str) -> int:
             pass
         os.unlink(path)
     return stopped
+
+
+def _kill_processes_in(namespaces: list[str], grace: float = 1.0) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds, every process (by PID) whose network
+    namespace is one of the lab's. Only nettrace puts processes there (trace helpers,
+    `lab exec`, servers of golden cases): nothing else is ever signalled."""
+    pids = netns.processes_in(namespaces)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [pid for pid in alive if pid in netns.processes_in(namespaces)]
+    for pid in alive:                       # still there, still in the lab: the same process
+        _signal(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, device: str | None,

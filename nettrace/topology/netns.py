@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -140,6 +141,30 @@ def entered(name: str | None) -> Iterator[None]:
         os.close(orig)
 
 
+def processes_in(names: list[str]) -> list[int]:
+    """PIDs of processes whose network namespace is one of `names` (compared by inode).
+
+    Only the process's own (main thread's) namespace counts: a process merely holding a
+    socket there, or with another thread inside for a moment, is not one of them."""
+    inodes = set()
+    for name in names:
+        try:
+            inodes.add(inode(name))
+        except OSError:
+            pass
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc") if inodes else ():
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                found.append(int(entry))
+        except OSError:                      # gone meanwhile, or a kernel thread
+            pass
+    return found
+
+
 def iproute(name: str):
     """A pyroute2 IPRoute whose netlink socket lives in namespace `name`."""
     from pyroute2 import IPRoute
@@ -176,11 +201,34 @@ def run(name: str | None, argv: Sequence[str], *, input: str | bytes | None = No
     return proc
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None):
+    """A `preexec_fn` that makes the child get SIGKILL when the thread that started it
+    ends (with its process: exit, crash or kill -9), so no child outlives nettrace and keeps
+    a lab namespace (or an nft trace table) alive. Start the child from a thread that lives
+    as long as the child should (the CLI's main thread; the TUI's tracer thread)."""
+    parent = parent or os.getpid()
+
+    def preexec() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:           # the parent died before prctl: go now
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
 def popen(name: str | None, argv: Sequence[str], **kw) -> subprocess.Popen:
-    """Start a long-running command inside namespace `name`."""
+    """Start a long-running command inside namespace `name`.
+
+    The child dies with its parent (PR_SET_PDEATHSIG), unless it is started in a session
+    of its own (`start_new_session=True`): that is how a daemon meant to outlive the
+    command is started (a private Docker engine)."""
+    if not kw.get("start_new_session") and "preexec_fn" not in kw:
+        kw["preexec_fn"] = die_with_parent()
     with entered(name):
         return subprocess.Popen(list(argv), **kw)
 
 
 __all__ = ["create", "remove", "exists", "list_all", "inode", "entered", "iproute",
-           "sysctl_write", "sysctl_read", "run", "popen"]
+           "sysctl_write", "sysctl_read", "run", "popen", "die_with_parent", "processes_in"]

@@ -1,11 +1,17 @@
 """Rule-level netfilter attribution with `nft monitor trace` (text: nft 1.0.6 has no JSON).
 
 While a Tracer is open, each namespace holding firewall rules gets a table
-`inet nettrace_trace_<pid>` with two chains hooked before everything else (prerouting
+`inet nettrace_trace_<pid>_<n>` (n counts the tracers of one process, so two Tracers in
+one process never share a table) with two chains hooked before everything else (prerouting
 and output, priority -350). For each watched packet they get rules that set
 `meta nftrace 1` on it and its answer; an `nft monitor trace` process in the namespace
-then prints every rule the packet met, with its verdict. The table is removed on close
-(also on Ctrl-C and exceptions), and stale tables of dead tracers are removed at start.
+then prints every rule the packet met, with its verdict.
+
+The table is created by the tracer's interactive `nft -i` shell with `flags owner`: the
+kernel deletes it when that shell's netlink socket closes. The shell and the monitor die
+with nettrace (PR_SET_PDEATHSIG, see netns.popen), so even a `kill -9` leaves no table
+and no process behind; close() removes them at once (also on signals and exceptions).
+Tables of older versions' dead tracers (no owner flag) are removed at start.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import select
 import subprocess
 import threading
 import time
+from itertools import count
 
 from nettrace.inject.fingerprint import Fingerprint
 from nettrace.topology import netns
@@ -25,8 +32,12 @@ TABLE_PREFIX = "nettrace_trace_"
 _LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (.*)$")
 
 
-def _table(pid: int | None = None) -> str:
-    return f"{TABLE_PREFIX}{pid or os.getpid()}"
+_serial = count(1)
+
+
+def _table() -> str:
+    """A table name of its own for each tracer: pid and a per-process counter."""
+    return f"{TABLE_PREFIX}{os.getpid()}_{next(_serial)}"
 
 
 class NfTrace:
@@ -43,24 +54,29 @@ class NfTrace:
         self.error: str | None = None
 
     def start(self) -> None:
-        script = (f"add table inet {self.table}\n"
+        script = (f"add table inet {self.table} {{ flags owner; }}\n"
                   f"add chain inet {self.table} pre {{ type filter hook prerouting priority -350; }}\n"
                   f"add chain inet {self.table} out {{ type filter hook output priority -350; }}\n")
         for ns in self.namespaces:
             _remove_stale_tables(ns)
+            # one interactive nft per namespace: it owns the table (gone when it exits) and
+            # takes the per-packet rules (a process per rule change would cost each path
+            # ~20 ms of CPU per namespace)
             try:
-                netns.run(ns, ["nft", "-f", "-"], input=script)
-            except Exception as exc:            # no nft, or nf_tables refused: degrade
+                shell = netns.popen(ns, ["nft", "-i"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+            except Exception as exc:            # no nft: degrade
                 self.error = f"nft trace unavailable in {ns}: {exc}"
+                continue
+            self._shells[ns] = shell
+            self._send(ns, script)
+            if not self._sync(ns):              # nf_tables refused the table: degrade
+                self.error = f"nft trace unavailable in {ns}: the trace table was refused"
+                self._stop([self._shells.pop(ns)])
                 continue
             proc = netns.popen(ns, ["nft", "-a", "monitor", "trace"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
             self._procs.append(proc)
-            # one interactive nft per namespace for the per-packet rules: a process per
-            # rule change would cost each path ~20 ms of CPU per namespace
-            self._shells[ns] = netns.popen(ns, ["nft", "-i"], stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           bufsize=0)
             t = threading.Thread(target=self._read, args=(ns, proc), daemon=True,
                                  name=f"nft-monitor-{ns}")
             t.start()
@@ -118,21 +134,25 @@ class NfTrace:
         except (BrokenPipeError, OSError):
             self.error = f"nft -i in {ns} exited"
 
-    def _sync(self, ns: str, timeout: float = 2.0) -> None:
-        """Wait until the shell has run everything sent so far (it answers a listing)."""
+    def _sync(self, ns: str, timeout: float = 2.0) -> bool:
+        """Wait until the shell has run everything sent so far (it answers a listing);
+        False (and `error` set) if it did not answer."""
         fd = self._shells[ns].stdout.fileno()
         self._send(ns, f"list chain inet {self.table} out\n")
         deadline = time.monotonic() + timeout
         seen = b""
         while time.monotonic() < deadline:   # raw reads: a buffered reader hides lines from select
-            ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
             chunk = os.read(fd, 65536)
             seen = (seen + chunk)[-64:]
-            if not chunk or seen.endswith(b"\n}\n"):
-                return
+            if not chunk:
+                break
+            if seen.endswith(b"\n}\n"):
+                return True
         self.error = f"nft -i in {ns} did not answer"
+        return False
 
     def take(self, since: float) -> list[TraceLine]:
         """Trace lines received after `since` (time.monotonic())."""
@@ -142,30 +162,47 @@ class NfTrace:
         return out
 
     def close(self) -> None:
-        for shell in self._shells.values():
+        shells = list(self._shells.values())
+        self._shells.clear()
+        for shell in shells:
             try:
-                shell.stdin.close()
+                shell.stdin.close()             # the shell exits: the kernel drops its table
             except OSError:
                 pass
-        self._procs += list(self._shells.values())
-        self._shells.clear()
-        for proc in self._procs:
-            proc.terminate()
-        for proc in self._procs:
+        self._stop(shells + self._procs)
+        self._procs.clear()
+        for ns in self.namespaces:             # a table the kernel kept (no owner support)
+            if netns.exists(ns) and self.table in _tables(ns):
+                netns.run(ns, ["nft", "delete", "table", "inet", self.table], check=False)
+
+    @staticmethod
+    def _stop(procs: list[subprocess.Popen]) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self._procs.clear()
-        for ns in self.namespaces:
-            if netns.exists(ns):
-                netns.run(ns, ["nft", "delete", "table", "inet", self.table], check=False)
+                proc.wait()
+            for stream in (proc.stdout, proc.stdin):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+
+
+def _tables(ns: str) -> list[str]:
+    """Names of the inet tables in namespace `ns`."""
+    out = netns.run(ns, ["nft", "list", "tables", "inet"], check=False).stdout or ""
+    return re.findall(r"^table inet (\S+)$", out, re.M)
 
 
 def _remove_stale_tables(ns: str) -> None:
-    """Tables of tracers whose process is gone (killed with -9)."""
-    out = netns.run(ns, ["nft", "list", "tables"], check=False).stdout or ""
-    for name in re.findall(rf"table inet ({TABLE_PREFIX}(\d+))", out):
-        table, pid = name
-        if not os.path.exists(f"/proc/{pid}"):
+    """Trace tables whose tracer process is gone (left by versions without the owner flag)."""
+    for table in _tables(ns):
+        m = re.fullmatch(rf"{TABLE_PREFIX}(\d+)(?:_\d+)?", table)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
             netns.run(ns, ["nft", "delete", "table", "inet", table], check=False)

@@ -68,10 +68,14 @@ def check_environment(*, bcc: bool = True) -> None:
 class Probes:
     """The loaded program set. Use `compile()` (slow, ~1 s), then `attach_*`."""
 
-    def __init__(self, *, live: bool = False, tc: bool = True) -> None:
+    def __init__(self, *, live: bool = False, tc: bool = True,
+                 ring_pages: int = RINGBUF_PAGES) -> None:
+        if ring_pages < 1 or ring_pages & (ring_pages - 1):
+            raise NettraceError(f"ring buffer pages must be a power of two (not {ring_pages})")
         self.live = live                         # build for the live expression, not fingerprints
         self.ipv6 = False                        # attach IPv6 netfilter hooks too (IPv6 paths)
         self.tc = tc                             # build the tcx program too
+        self.ring_pages = ring_pages
         self.bpf = None
         self.prog_fds: dict[str, int] = {}
         self.status: dict[str, ProbeStatus] = {}
@@ -89,7 +93,7 @@ class Probes:
         configure_bcc()
         from bcc import BPF
         t0 = time.monotonic()
-        cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={RINGBUF_PAGES}", "-Wno-unused-function",
+        cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={self.ring_pages}", "-Wno-unused-function",
                   "-Wno-visibility", f"-DNT_LIVE={int(self.live)}", f"-DNT_TC={int(self.tc)}"]
         try:
             self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
@@ -103,7 +107,7 @@ class Probes:
         if self.tc:
             self.prog_fds["tc_hop"] = b.load_func(b"tc_hop", BPF.SCHED_CLS).fd
         self.compile_seconds = time.monotonic() - t0
-        self._ring = RingReader(b[b"events"], RINGBUF_PAGES * PAGE_SIZE)
+        self._ring = RingReader(b[b"events"], self.ring_pages * PAGE_SIZE)
         self._check_optional()
 
     def prog_ids(self) -> list[int]:

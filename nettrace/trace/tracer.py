@@ -27,15 +27,16 @@ from nettrace.inject.fingerprint import Fingerprint, FingerprintFactory
 from nettrace.topology import netns
 from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
+from nettrace.trace import live as live_mod
 from nettrace.trace import symbols
 from nettrace.trace.endpoints import resolve_source, resolve_target
 from nettrace.trace.assemble import (Assembly, Request, TraceRecord, assemble_observed,
                                      rules_by_hook)
-from nettrace.trace.events import Event, parse_headers
+from nettrace.trace.events import Event
 from nettrace.trace.model import DELIVERED, DROPPED, HookVerdict, Path
 from nettrace.trace.names import Names
 from nettrace.trace.nftrace import NfTrace
-from nettrace.trace.probes import Probes, ProbeStatus, check_environment
+from nettrace.trace.probes import RINGBUF_PAGES, Probes, ProbeStatus, check_environment
 
 Progress = Callable[[str], None]
 #: devices whose receive no tracepoint sees (macvlan_handle_frame returns RX_HANDLER_ANOTHER):
@@ -50,21 +51,27 @@ QUIET_S = 0.02           # a path is complete when terminal and no event came fo
 UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error sends one
 NFT_WAIT_S = 0.03         # for nft trace lines of an accepted packet
 NFT_DROP_WAIT_S = 0.5     # for the rule that dropped it: worth waiting for
+LIVE_SHOW_BUDGET_S = 0.1  # live: show packets this long, then read the ring buffer again
 
 
 class Tracer:
     """Probes attached to one lab; see the module docstring."""
 
     def __init__(self, lab: Lab, progress: Progress | None = None, *, nftrace: bool = True,
-                 watch: bool = True, tc_all: bool = False) -> None:
+                 watch: bool = True, tc_all: bool = False,
+                 ring_pages: int = RINGBUF_PAGES) -> None:
         """`watch=False`: only live() will be used (skips compiling the fingerprint probes).
-        `tc_all`: tcx probes on every lab interface, not only where tracepoints are blind."""
+        `tc_all`: tcx probes on every lab interface, not only where tracepoints are blind.
+        `ring_pages`: ring buffer size in 4 KiB pages (a power of two)."""
         self.lab = lab
         self.say = progress or (lambda msg: None)
         self.use_nftrace = nftrace and watch
         self.watch = watch
         self.tc_all = tc_all
-        self.probes = Probes(tc=self._needs_tc())
+        self.ring_pages = ring_pages
+        self.probes = Probes(tc=self._needs_tc(), ring_pages=ring_pages)
+        self.live_stats: live_mod.LiveStats | None = None   # of the last live() stream
+        self.live_lost = 0                       # kernel-counted loss of the last live()
         self.names = Names()
         self.nft: NfTrace | None = None
         self.fingerprints = FingerprintFactory()
@@ -356,36 +363,45 @@ class Tracer:
 
     # -- live -----------------------------------------------------------------------------
     def live(self, expr: str | None = None, stop: Callable[[], bool] = lambda: False,
-             quiet: float = 0.05) -> Iterator[Path]:
+             *, hold: float = live_mod.HOLD_NS / 1e9,
+             max_events: int = live_mod.MAX_EVENTS) -> Iterator[Path]:
         """Paths of observed traffic matching `expr` (see nettrace.trace.expr), until stop().
 
-        Live tracing uses its own probe build (NT_LIVE), compiled and attached here and
-        detached when the iterator ends (or is closed).
+        Each packet is shown `hold` seconds after its first event; at most `max_events`
+        events wait to be shown, and packets beyond that are counted, not kept (see
+        nettrace.trace.live; `live_stats` has the counters). When stop() turns true the
+        packets still waiting (and the events already in the ring buffer) are shown before
+        the iterator ends. Live tracing uses its own probe build (NT_LIVE), compiled and
+        attached here and detached when the iterator ends (or is closed).
         """
         flt = expr_mod.parse(expr, self._ip_of)
+        stream = live_mod.PacketStream(hold_ns=int(hold * 1e9), max_events=max_events)
+        self.live_stats = stream.stats
         with self._lock:
             self._settle()
-            probes = Probes(live=True, tc=self._needs_tc())
+            probes = Probes(live=True, tc=self._needs_tc(), ring_pages=self.ring_pages)
             try:
                 self.say("compiling live probes (bcc)")
                 probes.compile()
                 self._attach(probes, **flt.kernel_args())
                 self._live_probes = probes
-                flows: dict[tuple, tuple[list[Event], float]] = {}
                 while not stop():
-                    def on_event(ev: Event) -> None:
-                        key = _flow_key(ev)
-                        evs = flows[key][0] if key in flows else []
-                        evs.append(ev)
-                        flows[key] = (evs, time.monotonic())
-
-                    probes.poll(on_event, timeout_ms=20)
-                    now = time.monotonic()
-                    for key in [k for k, (_, t) in flows.items() if now - t >= quiet]:
-                        evs, _ = flows.pop(key)
+                    probes.poll(stream.add, timeout_ms=20)     # all that is there: drained
+                    now = time.monotonic_ns()                   # the kernel's clock too
+                    budget = time.monotonic() + LIVE_SHOW_BUDGET_S
+                    while time.monotonic() < budget:           # then read again: a slow
+                        evs = stream.pop_due(now)               # reader drops, and counts
+                        if evs is None:
+                            break
                         yield self._live_path(evs, probes)
+                probes.detach(ON_DEMAND)         # nothing new; what was seen is shown
+                while probes.poll(stream.add, timeout_ms=0):
+                    pass
+                for evs in stream.drain():
+                    yield self._live_path(evs, probes)
             finally:
                 self._live_probes = None
+                self.live_lost = probes.events_lost if probes.bpf is not None else 0
                 probes.close()
 
     def _live_path(self, evs: list[Event], probes: Probes) -> Path:
@@ -403,16 +419,6 @@ class Tracer:
     def _ip_of(self, name: str) -> str | None:
         sb = self.lab.sandboxes.get(name)
         return sb.ip() if sb else None
-
-
-def _flow_key(ev: Event) -> tuple:
-    """One observed packet: its IPv4 identity (or ARP operation), else its skb."""
-    pkt = parse_headers(ev.hdr, ev.l2, ev.ethertype)
-    if pkt.ip_id is not None:
-        return (pkt.proto, pkt.src, pkt.dst, pkt.ip_id, pkt.sport, pkt.dport)
-    if pkt.proto == "arp":
-        return ("arp", pkt.src, pkt.dst, pkt.info)
-    return ("skb", ev.skb)
 
 
 def _complete(path: Path, fp: Fingerprint) -> bool:
