@@ -302,15 +302,18 @@ def test_exception_inside_tracer_removes_nftrace_rules_and_probes(labs):
     with pytest.raises(RuntimeError):
         with Tracer(lab) as tr:
             prog_ids = tr.probes.prog_ids()
-            assert "nettrace_trace_" in _nft_tables(host_ns)
+            table = tr.nft.table
+            assert table in _nft_tables(host_ns)
             raise RuntimeError("boom")
-    assert "nettrace_trace" not in _nft_tables(host_ns)
+    # (another tracer of this module may hold a table of its own on the same lab)
+    assert table not in _nft_tables(host_ns)
     assert _progs_gone(prog_ids)
-    # a table left by a tracer killed with -9 (its pid is gone) is removed by the next one
+    # a table left by an older tracer killed with -9 (its pid is gone) is removed by the next
     netns.run(host_ns, ["nft", "add", "table", "inet", "nettrace_trace_999999"])
-    with Tracer(lab):
+    with Tracer(lab) as tr:
         assert "nettrace_trace_999999" not in _nft_tables(host_ns)
-    assert "nettrace_trace" not in _nft_tables(host_ns)
+        table = tr.nft.table
+    assert table not in _nft_tables(host_ns)
 
 
 def test_host_and_none_network_modes(traced, labs):
@@ -327,15 +330,27 @@ def test_host_and_none_network_modes(traced, labs):
 
 
 def test_two_tracers_share_the_netfilter_hooks(traced, labs):
-    """A second tracer (the TUI and a CLI at once) takes the next free hook priorities."""
+    """A second tracer (the TUI and a CLI at once) in the same process takes the next free
+    hook priorities and an nft trace table of its own: closing it leaves the first's."""
     from nettrace.trace import Tracer
     first = traced("bridge")
+    host_ns = first.lab.hosts["host"].netns
+    first_table = first.nft.table
     first._attach(first.probes)                 # as while it traces a packet
     try:
-        with Tracer(first.lab, nftrace=False) as second:
+        with Tracer(first.lab) as second:
+            assert second.nft.table != first_table
+            tables = _nft_tables(host_ns)
+            assert first_table in tables and second.nft.table in tables
             p = one(second.path("c1", "c2"))
             assert p.verdict.kind == "delivered"
             assert [h.verdict for h in p.hops if h.point == "nf:FORWARD"] == ["accept"]
+            assert any(h.rule for h in p.hops if h.point == "nf:FORWARD"), "no rule attributed"
             assert second.missing_probes() == []
+            second_table = second.nft.table
+        tables = _nft_tables(host_ns)
+        assert first_table in tables and second_table not in tables
     finally:
         first.probes.detach(("tp", "nf"))
+    again = one(first.path("c1", "c2"))         # the first still attributes rules
+    assert any(h.rule for h in again.hops if h.point == "nf:FORWARD"), "first lost its table"
