@@ -293,12 +293,13 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     require_root("taking a lab down")
     report = DownReport(name)
     state = os.path.join(STATE_DIR, f"{name}.json")
-    report.processes = _stop_lab_processes(name)
+    signalled = _stop_lab_processes(name)
+    report.processes = len(signalled)
     namespaces = _lab_namespaces(name)
     # a process living in one of them keeps that namespace (and its bridge, rules, a trace
     # table) alive after the mount is gone: an orphan of a killed nettrace, a `lab exec`,
     # a docker-proxy (SIGTERM, then SIGKILL after a grace period)
-    report.processes += _kill_processes_in(namespaces)
+    report.processes += _kill_processes_in(namespaces, signalled)
     from nettrace.topology import proxy, sandbox_files
     report.processes += proxy.stop_in(namespaces)   # proxies a pid file never recorded
     if not namespaces and not os.path.exists(state) and not quiet:
@@ -348,11 +349,11 @@ def pidfile(lab: str, what: str) -> str:
     return os.path.join(STATE_DIR, f"{lab}.{what}.pid")
 
 
-def _stop_lab_processes(name: str) -> int:
+def _stop_lab_processes(name: str) -> list[int]:
     """End helper processes a lab started (embedded DNS, listeners, docker-proxy), by the PID
     we recorded: a pid file "PID" names one of our Python processes, "PID NETNS-INODE" a
     binary (docker-proxy) that must still run in the namespace it was started in."""
-    stopped = 0
+    stopped = []
     for path in _pidfiles():
         if not os.path.basename(path).startswith(name + "."):
             continue
@@ -367,20 +368,23 @@ def _stop_lab_processes(name: str) -> int:
                     ours = b"nettrace" in f.read()
             if ours:
                 os.kill(pid, signal.SIGTERM)
-                stopped += 1
+                stopped.append(pid)
         except (ValueError, OSError):
             pass
         os.unlink(path)
     return stopped
 
 
-def _kill_processes_in(namespaces: list[str], grace: float = 1.0) -> int:
+def _kill_processes_in(namespaces: list[str], signalled: list[int] = (),
+                       grace: float = 1.0) -> int:
     """SIGTERM, then SIGKILL after `grace` seconds, every process (by PID) whose network
-    namespace is one of the lab's. Only nettrace puts processes there (trace helpers,
-    `lab exec`, servers of golden cases): nothing else is ever signalled."""
+    namespace is one of the lab's; returns how many, leaving out `signalled` (PIDs already
+    sent SIGTERM from a pid file). Only nettrace puts processes there (trace helpers,
+    docker-proxy, `lab exec`, servers of golden cases): nothing else is ever signalled."""
     pids = netns.processes_in(namespaces)
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        if pid not in signalled:
+            _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     alive = pids
     while alive and time.monotonic() < deadline:
@@ -388,7 +392,7 @@ def _kill_processes_in(namespaces: list[str], grace: float = 1.0) -> int:
         alive = [pid for pid in alive if pid in netns.processes_in(namespaces)]
     for pid in alive:                       # still there, still in the lab: the same process
         _signal(pid, signal.SIGKILL)
-    return len(pids)
+    return len(set(pids) - set(signalled))
 
 
 def _signal(pid: int, sig: int) -> None:
