@@ -302,6 +302,8 @@ def _dropped(f: _Facts, part: Path, base: int, side: str) -> Diagnosis:
         if rule is not None and (rule.verdict or "").startswith("drop"):
             return _rule_drop(f, part, base, i, hop, explain(f.lab, hop, rule), side)
         drop_at = _drop_event(part.hops, i)
+        if _is_vxlan(hop):
+            return _vxlan(f, hop, None, [base + i], _prefix(side, f))
         return _unknown(f"{side} dropped by netfilter at {_hop_ref(f, base + i)}, but the rule "
                         f"was not traced (nft trace gave no verdict for it)",
                         [base + i] + ([base + drop_at] if drop_at is not None else []))
@@ -328,22 +330,11 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
     pre = _prefix(side, f)
     src = f.src if side == "request" else f.dst
     dst = f.dst if side == "request" else f.src
-    vxlan = pkt is not None and (pkt.outer is not None or
-                                 (pkt.proto == "udp" and pkt.dport == VXLAN_PORT))
+    vxlan = _is_vxlan(hop)
     if "ct state invalid" in info.text or "INVALID" in info.text:
         return _conntrack_invalid(f, hop, info, ev, pre)
     if vxlan:
-        entry = _find_entry(lab, hop, info)
-        return Diagnosis(
-            Cause.VXLAN_BLOCKED,
-            f"{pre}The overlay's VXLAN packet (UDP {VXLAN_PORT}) between Docker hosts was "
-            f"dropped on {hop.host or hop.place} by {rule} at {ref}. Overlay networks carry "
-            f"container traffic between hosts inside UDP {VXLAN_PORT}; the hosts' firewalls "
-            f"must let it through.",
-            ev, [_remove_entry_fix(lab, hop.host, entry)] if entry else [
-                Fix([f"iptables -I INPUT -p udp --dport {VXLAN_PORT} -j ACCEPT"],
-                    [LabEdit(EditOp.ADD, f"hosts[name={hop.host}].firewall",
-                             f"-I INPUT -p udp --dport {VXLAN_PORT} -j ACCEPT")])])
+        return _vxlan(f, hop, info, ev, pre)
     if purpose == rp.ISOLATION:
         return _isolation(f, hop, info, ev, pre, src, dst)
     if purpose == rp.ICC:
@@ -369,6 +360,35 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
         return _host_firewall(f, hop, info, ev, pre)
     return _unknown(f"{pre}dropped at {ref} by {rule}, a rule whose purpose nettrace cannot "
                     f"tell (not in the lab's rule index)", ev)
+
+
+def _is_vxlan(hop: Hop) -> bool:
+    pkt = hop.packet
+    return pkt is not None and (pkt.outer is not None or
+                                (pkt.proto == "udp" and pkt.dport == VXLAN_PORT))
+
+
+def _vxlan(f: _Facts, hop: Hop, info: RuleInfo | None, ev: list[int], pre: str) -> Diagnosis:
+    """The overlay's outer UDP 4789 packet dropped by a host firewall on the underlay."""
+    lab = f.lab
+    entry = _find_entry(lab, hop, info) if info else None
+    if entry is None:          # the outer packet's rule is not traced: the entry that names it
+        cands = [e for e in _entries(lab, hop.host)
+                 if str(VXLAN_PORT) in e.split() and _entry_chain(e)[2] in ("DROP", "REJECT")]
+        entry = cands[0] if len(cands) == 1 else None
+    by = f"by {_rule_words(info)}" if info else "by netfilter (the outer packet's rule is " \
+        "not traced)"
+    allow = f"-I INPUT -p udp --dport {VXLAN_PORT} -j ACCEPT"
+    fixes = [_remove_entry_fix(lab, hop.host, entry)] if entry else [
+        Fix([f"iptables {allow}"], [LabEdit(EditOp.ADD, f"hosts[name={hop.host}].firewall", allow)])]
+    outer = hop.packet.outer if hop.packet else None
+    between = f" from {outer.src} to {outer.dst}" if outer else ""
+    return Diagnosis(
+        Cause.VXLAN_BLOCKED,
+        f"{pre}{_name(f.src)} and {_name(f.dst)} talk over an overlay network, carried between "
+        f"Docker hosts in VXLAN (UDP {VXLAN_PORT}){between}. Host {hop.host} dropped that "
+        f"outer packet {by} at {_hop_ref(f, ev[0])}: the hosts' firewalls must let UDP "
+        f"{VXLAN_PORT} through between the swarm's nodes.", ev, fixes)
 
 
 def _isolation(f, hop, info, ev, pre, src, dst) -> Diagnosis:
@@ -824,6 +844,9 @@ def _delivered(f: _Facts) -> Diagnosis:
     bnf = _bridge_nf_off(f)
     if bnf is not None:
         return bnf
+    skipped = _un_nat_skipped(f)
+    if skipped is not None:
+        return skipped
     if path.reply is not None and path.reply.verdict.kind == DROPPED:
         return _dropped(f, path.reply, f.offset, "reply")
     if path.reply is None and f.proto in ("icmp", "tcp"):
@@ -844,6 +867,16 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
     if isinstance(dst, Host) and dst.kind == "docker" and sent_to == dst.address and not dnat:
         published = [(sb, p) for sb in lab.sandboxes.values() if sb.host == dst.name
                      for p in sb.ports() if (p.host_port, p.proto) == (port, proto)]
+        if published and all(n.internal for n in _nets(lab, published[0][0])):
+            sb = published[0][0]
+            nets = _nets(lab, sb)
+            return Diagnosis(
+                Cause.INTERNAL_NETWORK,
+                f"{_name(sb)} publishes {published[0][1]}, but {_on(lab, sb)}, an internal "
+                f"network: Docker ignores published ports of containers with no other "
+                f"network, so {proto}/{port} reached host {dst.name}'s own stack at "
+                f"{_hop_ref(f, i)} with no DNAT ({how}).", ev,
+                _internal_fixes(lab, sb, nets[0] if nets else None))
         if published and isinstance(f.src, Sandbox) and f.src.host == dst.name:
             return _hairpin(f, ev, published[0][0])
         if not published:
@@ -930,6 +963,50 @@ def _bridge_nf_off(f: _Facts) -> Diagnosis | None:
         f"passing iptables: {what}, but no netfilter FORWARD hop was traced. Bridged traffic "
         f"only meets iptables when br_netfilter is loaded and {BRIDGE_NF_SYSCTL}=1.",
         [i for i, h in enumerate(path.hops) if h.device == net.device][:1],
+        [Fix(["modprobe br_netfilter", f"sysctl -w {BRIDGE_NF_SYSCTL}=1"],
+             [LabEdit(EditOp.SET, f'hosts[name={host}].sysctls["{BRIDGE_NF_SYSCTL}"]', 1)])])
+
+
+def _un_nat_skipped(f: _Facts) -> Diagnosis | None:
+    """The request was DNATed, but its answer reached the sender from the container's own
+    address (no un-DNAT on the way back): the sender has no socket for it. On one bridge
+    this is hairpin traffic answered over the bridge without conntrack (br_netfilter off)."""
+    path, lab = f.path, f.lab
+    if path.reply is None or not path.reply.hops:
+        return None
+    dnat = next((j for j, h in enumerate(path.hops) if any("(DNAT)" in c for c in h.changes)),
+                None)
+    first = path.hops[0].packet if path.hops and path.hops[0].packet else None
+    if dnat is None or first is None:
+        return None
+    rep = path.reply.hops
+    if any("(un-DNAT)" in c for h in rep for c in h.changes):
+        return None
+    last = next((h.packet for h in reversed(rep) if h.packet and h.packet.src), None)
+    if last is None or last.src == first.dst:
+        return None
+    end = next((k for k in range(len(rep) - 1, -1, -1) if rep[k].point == "drop"), None)
+    if end is None or rep[end].drop_reason != "NO_SOCKET":
+        return None
+    src, target = f.src, f.dst
+    ev = [dnat, f.offset + end]
+    same_bridge = isinstance(src, Sandbox) and isinstance(target, Sandbox) and \
+        {n.name for n in _nets(lab, src) if n.driver == "bridge"} & \
+        {n.name for n in _nets(lab, target) if n.driver == "bridge"}
+    if not same_bridge:
+        return _unknown(f"the request was DNATed at {_hop_ref(f, dnat)} but its answer came "
+                        f"back from {last.src} without being un-NATed, and nettrace cannot "
+                        f"tell why", ev)
+    host = src.host
+    off = str(_sysctls(lab, host).get(BRIDGE_NF_SYSCTL, "1")) == "0"
+    why = (f"{BRIDGE_NF_SYSCTL}=0 on host {host}, so" if off else "so")
+    return Diagnosis(
+        Cause.HAIRPIN,
+        f"{_name(src)} reached {_name(target)} through the host's published port "
+        f"{first.dst}:{first.dport}, DNATed at {_hop_ref(f, dnat)}, but both are on one bridge: "
+        f"{target.name}'s answer went straight back over the bridge, {why} conntrack never "
+        f"undid the DNAT. {src.name} got it from {last.src}:{last.sport}, a peer it never "
+        f"called, and dropped it at {_hop_ref(f, f.offset + end)}.", ev,
         [Fix(["modprobe br_netfilter", f"sysctl -w {BRIDGE_NF_SYSCTL}=1"],
              [LabEdit(EditOp.SET, f'hosts[name={host}].sysctls["{BRIDGE_NF_SYSCTL}"]', 1)])])
 
