@@ -3,9 +3,18 @@
 
 from __future__ import annotations
 
-from nettrace.topology.model import Endpoint, Host, Interface, Lab, Network, Role, Sandbox, Scope
-from nettrace.trace.model import Hop, NfRule, Packet, Path
+from nettrace.topology.model import (
+    Endpoint,
+    Host,
+    Interface,
+    Lab,
+    Network,
+    Role,
+    Sandbox,
+    Scope,
+)
 from nettrace.trace.assemble import verdict
+from nettrace.trace.model import Hop, NfRule, Packet, Path
 
 HOST_IP, CLIENT_IP = "192.168.50.11", "192.168.50.100"
 
@@ -54,7 +63,7 @@ def pkt(src, dst, proto="icmp", sport=None, dport=None, info=None, ttl=64, lengt
 def out(L: Lab, sb: str, p: Packet, ts: int) -> list[Hop]:
     """A container sending: LOCAL_OUT, POST_ROUTING, the queue on eth0, the host's veth end."""
     ns = L.sandboxes[sb].netns if sb in L.sandboxes else L.netns_of(sb)
-    owner = dict(sandbox=sb, host="host") if sb in L.sandboxes else dict(host=sb)
+    owner = {"sandbox": sb, "host": "host"} if sb in L.sandboxes else {"host": sb}
     return [Hop(ts, "nf:LOCAL_OUT", netns=ns, device="eth0", hook="LOCAL_OUT", out_dev="eth0",
                 verdict="accept", packet=p, family="ipv4", **owner),
             Hop(ts + 50, "nf:POST_ROUTING", netns=ns, device="eth0", hook="POST_ROUTING",

@@ -7,13 +7,19 @@ import json
 
 import pytest
 import yaml
-
-from nettrace.diagnosis import Cause, Diagnosis, EditError, EditOp, Fix, LabEdit, apply_edits, \
-    diagnose
-from nettrace.trace.model import Path
-
 from diag_fixtures import CLIENT_IP, HOST_IP, drop, lab, nf, out, path, pkt, rule, rx
 
+from nettrace.diagnosis import (
+    Cause,
+    Diagnosis,
+    EditError,
+    EditOp,
+    Fix,
+    LabEdit,
+    apply_edits,
+    diagnose,
+)
+from nettrace.trace.model import Path
 
 # -- fixtures ----------------------------------------------------------------------------
 
@@ -232,7 +238,9 @@ def test_why_fix_block_fits_80_columns_and_lists_every_fix_command():
 
 def test_compact_render_fits_100_columns_and_wide_render_is_kept_for_pipes():
     import io
+
     from rich.console import Console
+
     from nettrace.trace.views import render
     _, p = _icc_path()
     buf = io.StringIO()

@@ -6,11 +6,9 @@ and the same flow traced again must be `ok`."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import yaml
-
 from conftest import needs_root, run_cli
 
 pytestmark = [needs_root, pytest.mark.slow]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from nettrace.diagnosis.model import EditOp, LabEdit
 from nettrace.errors import NettraceError

@@ -326,7 +326,6 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
     ref = _hop_ref(f, base + i)
     rule = _rule_words(info)
     purpose = info.purpose
-    pkt = hop.packet
     pre = _prefix(side, f)
     src = f.src if side == "request" else f.dst
     dst = f.dst if side == "request" else f.src
@@ -380,7 +379,8 @@ def _vxlan(f: _Facts, hop: Hop, info: RuleInfo | None, ev: list[int], pre: str) 
         "not traced)"
     allow = f"-I INPUT -p udp --dport {VXLAN_PORT} -j ACCEPT"
     fixes = [_remove_entry_fix(lab, hop.host, entry)] if entry else [
-        Fix([f"iptables {allow}"], [LabEdit(EditOp.ADD, f"hosts[name={hop.host}].firewall", allow)])]
+        Fix([f"iptables {allow}"],
+            [LabEdit(EditOp.ADD, f"hosts[name={hop.host}].firewall", allow)])]
     outer = hop.packet.outer if hop.packet else None
     between = f" from {outer.src} to {outer.dst}" if outer else ""
     return Diagnosis(
@@ -605,10 +605,11 @@ def _kernel_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, reason: str
     pre = _prefix(side, f)
     pkt = hop.packet
     host = hop.host if hop.host in lab.hosts and not hop.sandbox else None
-    if reason == "IP_INADDRERRORS" and host and (hop.location or "").startswith("ip_error"):
-        if str(_sysctls(lab, host).get(FORWARD_SYSCTL, "1")) == "0" or \
-                not _addressed_to(lab, host, pkt):
-            return _ip_forward(f, host, ev, pre, ref)
+    # ip_error() counts IP_INADDRERRORS only when the input device does not forward
+    if reason == "IP_INADDRERRORS" and host and (hop.location or "").startswith("ip_error") \
+            and (str(_sysctls(lab, host).get(FORWARD_SYSCTL, "1")) == "0" or
+                 not _addressed_to(lab, host, pkt)):
+        return _ip_forward(f, host, ev, pre, ref)
     if reason == "IP_INHDR" and pkt is not None and pkt.ttl is not None and pkt.ttl <= 1:
         return _ttl(f, hop, ev, pre, ref)
     cause = REASON_CAUSES.get(reason)
@@ -735,8 +736,8 @@ def _macvlan_host(f: _Facts, seen: str = "ARP got no answer") -> Diagnosis | Non
                     f"{net.driver} child and its own parent, so host {a.name} cannot reach it "
                     f"({seen}). Give the host its own {net.driver} interface on the "
                     f"parent, or reach the container through another network.",
-                    [], [Fix([f"ip link add {net.name}-shim link {net.device} type macvlan "
-                              f"mode bridge", f"ip link set {net.name}-shim up",
+                    [], [Fix([(f"ip link add {net.name}-shim link {net.device} type macvlan "
+                               f"mode bridge"), f"ip link set {net.name}-shim up",
                               f"ip route add {b.ip(net.name)}/32 dev {net.name}-shim"], []),
                          Fix([f"docker network connect {br} {b.name}"],
                              [LabEdit(EditOp.ADD, f"containers[name={b.name}].networks", br)])])
@@ -771,7 +772,7 @@ def _no_route(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
                 f"network is reachable ({how}).", ev, _internal_fixes(lab, src, net))
         dst = f.dst
         if isinstance(dst, Sandbox) and dst.host != src.host and \
-                not {n.name for n in nets} & {n.name for n in _nets(lab, dst)}:
+                not {n.id for n in nets} & {n.id for n in _nets(lab, dst)}:   # same name, two hosts
             name = "shared"
             return Diagnosis(
                 Cause.NO_ROUTE,
@@ -822,7 +823,7 @@ def _unknown(why: str, ev: list[int]) -> Diagnosis:
 # -- delivered -------------------------------------------------------------------------------
 
 def _delivered(f: _Facts) -> Diagnosis:
-    path, lab = f.path, f.lab
+    path = f.path
     v = path.verdict
     i = v.hop_index if v.hop_index is not None else len(path.hops) - 1
     ai, answer = _answer(f)
@@ -889,8 +890,8 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
     fixes = []
     if isinstance(dst, Sandbox):
         listen = dst.listen
-        fixes.append(Fix([f"docker exec -d {dst.name} nc -l{'u' if proto == 'udp' else ''}k "
-                          f"-p {cport}"],
+        fixes.append(Fix([(f"docker exec -d {dst.name} nc -l{'u' if proto == 'udp' else ''}k "
+                           f"-p {cport}")],
                          [LabEdit(EditOp.ADD, f"containers[name={dst.name}].listen",
                                   f"{proto}/{cport}")]))
         others = [x for x in listen if x.startswith(proto + "/")]
@@ -917,7 +918,7 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
 def _hairpin(f: _Facts, ev: list[int], target: Sandbox) -> Diagnosis:
     lab = f.lab
     src = f.src
-    shared = {n.name for n in _nets(lab, src)} & {n.name for n in _nets(lab, target)}
+    shared = {n.id for n in _nets(lab, src)} & {n.id for n in _nets(lab, target)}
     fixes = [Fix(["dockerd --userland-proxy=false"],
                  [LabEdit(EditOp.SET, "engine.userland_proxy", False)])]
     if not shared:
@@ -991,8 +992,8 @@ def _un_nat_skipped(f: _Facts) -> Diagnosis | None:
     src, target = f.src, f.dst
     ev = [dnat, f.offset + end]
     same_bridge = isinstance(src, Sandbox) and isinstance(target, Sandbox) and \
-        {n.name for n in _nets(lab, src) if n.driver == "bridge"} & \
-        {n.name for n in _nets(lab, target) if n.driver == "bridge"}
+        {n.id for n in _nets(lab, src) if n.driver == "bridge"} & \
+        {n.id for n in _nets(lab, target) if n.driver == "bridge"}
     if not same_bridge:
         return _unknown(f"the request was DNATed at {_hop_ref(f, dnat)} but its answer came "
                         f"back from {last.src} without being un-NATed, and nettrace cannot "

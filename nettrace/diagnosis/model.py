@@ -72,7 +72,7 @@ class LabEdit:
         return {"op": self.op.value, "path": self.path, "value": self.value}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LabEdit":
+    def from_dict(cls, d: dict[str, Any]) -> LabEdit:
         return cls(EditOp(d["op"]), d["path"], d.get("value"))
 
 
@@ -87,7 +87,7 @@ class Fix:
         return {"docker": list(self.docker), "lab": [e.to_dict() for e in self.lab]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Fix":
+    def from_dict(cls, d: dict[str, Any]) -> Fix:
         return cls(list(d.get("docker", [])), [LabEdit.from_dict(e) for e in d.get("lab", [])])
 
 
@@ -109,7 +109,7 @@ class Diagnosis:
                 "evidence": list(self.evidence), "fixes": [f.to_dict() for f in self.fixes]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Diagnosis":
+    def from_dict(cls, d: dict[str, Any]) -> Diagnosis:
         return cls(Cause(d["cause"]), d.get("summary", ""), list(d.get("evidence", [])),
                    [Fix.from_dict(f) for f in d.get("fixes", [])])
 
