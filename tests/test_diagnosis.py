@@ -225,7 +225,7 @@ def _icc_path():
 
 
 def test_why_fix_block_fits_80_columns_and_lists_every_fix_command():
-    from nettrace.trace.views import diagnosis_lines
+    from nettrace.views.paths import diagnosis_lines
     _, p = _icc_path()
     lines = diagnosis_lines(p.diagnosis)
     assert lines[0].startswith("why: [icc-disabled] ")
@@ -240,8 +240,7 @@ def test_compact_render_fits_100_columns_and_wide_render_is_kept_for_pipes():
     import io
 
     from rich.console import Console
-
-    from nettrace.trace.views import render
+    from nettrace.views.paths import render
     _, p = _icc_path()
     buf = io.StringIO()
     render(Console(file=buf, width=100, no_color=True), p)      # narrow: compact by itself
@@ -257,7 +256,7 @@ def test_compact_render_fits_100_columns_and_wide_render_is_kept_for_pipes():
 def test_the_engine_imports_nothing_from_the_kernel_side():
     import subprocess
     import sys
-    code = ("import sys, nettrace.diagnosis, nettrace.trace.views; "
+    code = ("import sys, nettrace.diagnosis, nettrace.views.paths; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bcc', 'pyroute2', 'scapy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ import os
 import pytest
 
 from conftest import run_cli
+from nettrace.views.paths import verdict_line
 
 pytest_plugins = ["conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -64,15 +65,15 @@ def test_same_path_shape_as_the_lab(lab_name, src, dst, proto, dport, expected, 
                                     docker_engine):
     from nettrace.docker.discover import discover
     from nettrace.docker.mirror import mirror
-    from nettrace.trace.views import outcome
+    from nettrace.views.paths import outcome
     lab = labs(lab_name)
     mirror(docker_engine, lab)
     docker = discover(docker_engine.url)
     before = firewall_state(docker_engine.netns)
     in_lab = trace(lab, src, dst, proto, dport)
     in_docker = trace(docker, src, dst, proto, dport)
-    assert outcome(in_lab) == expected, in_lab.verdict.line()
-    assert outcome(in_docker) == expected, in_docker.verdict.line()
+    assert outcome(in_lab) == expected, verdict_line(in_lab)
+    assert outcome(in_docker) == expected, verdict_line(in_docker)
     assert in_docker.verdict.kind == in_lab.verdict.kind
     assert shape(in_docker) == shape(in_lab)
     assert bool(in_docker.reply) == bool(in_lab.reply)

@@ -97,7 +97,7 @@ def test_lab_rules_round_trip_and_lookup():
 
 def test_views_name_indexed_rules_in_iptables_syntax():
     from rich.console import Console
-    from nettrace.trace import views
+    from nettrace.views import paths as views
     lab = _lab_with_rule()
     fwd = NfRule("ip", "filter", "DOCKER", 'iifname != "br0" oifname "br0" counter drop', 11, "drop")
     raw = NfRule("ip", "raw", "PREROUTING", "ip daddr 172.17.0.2 drop", 4, "drop")

@@ -133,7 +133,7 @@ def test_views_render_and_json_round_trip():
     import io
     import json
     from rich.console import Console
-    from nettrace.trace import views
+    from nettrace.views import paths as views
     from nettrace.trace.model import Hop, Packet, Verdict
     hop = Hop(10, "nf:PRE_ROUTING", host="host", device="eth0", hook="PRE_ROUTING",
               verdict="accept", packet=Packet(src="1.2.3.4", dst="5.6.7.8", proto="tcp", sport=1,

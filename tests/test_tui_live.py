@@ -9,6 +9,7 @@ import os
 import pytest
 
 from conftest import needs_root, our_namespaces
+from nettrace.views.paths import verdict_line
 from nettrace.topology.model import ns_name, running_labs
 from test_tui_pilot import pilot, until
 from tui.app import make_app
@@ -117,7 +118,7 @@ async def traced(lab, dst: str, check, src: str = "c1", proto: str = "icmp") -> 
 @needs_tracer
 def test_inject_c1_to_c2_on_the_bridge_lab_shows_the_delivered_path(labs):
     def check(app, path):
-        assert path.verdict.kind == "delivered", path.verdict.line()
+        assert path.verdict.kind == "delivered", verdict_line(path)
         places = [h.place for h in path.hops]
         assert places[0] == "c1:eth0" and "c2:eth0" in places
         assert any(h.device == "docker0" for h in path.hops)
@@ -131,7 +132,7 @@ def test_inject_c1_to_c2_on_the_bridge_lab_shows_the_delivered_path(labs):
 @needs_tracer
 def test_inject_across_isolated_bridges_shows_the_drop_and_its_rule(labs):
     def check(app, path):
-        assert path.verdict.kind == "dropped", path.verdict.line()
+        assert path.verdict.kind == "dropped", verdict_line(path)
         assert path.verdict.rule is not None and "ISOLATION" in path.verdict.rule.chain
         timeline = app.query_one(PathTimeline)
         text = "\n".join(e.text.plain for e in timeline.entries)
@@ -146,7 +147,7 @@ def test_inject_from_the_external_client_to_a_published_port_shows_the_dnat(labs
 
     def check(app, path):
         assert path.src == "client" and path.proto == "tcp"
-        assert path.verdict.kind == "delivered", path.verdict.line()
+        assert path.verdict.kind == "delivered", verdict_line(path)
         changes = [c for h in path.hops for c in h.changes]
         assert any("DNAT" in c and ":80" in c for c in changes), changes
         assert any(h.place == "web:eth0" for h in path.hops)

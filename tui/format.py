@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from nettrace.trace.model import DELIVERED, DROPPED, LOST, Hop, Path
+from nettrace.views.paths import verdict_line
 
 VERDICT_STYLE = {DELIVERED: "bold green", DROPPED: "bold red", LOST: "bold yellow"}
 VERDICT_MARK = {DELIVERED: "✓", DROPPED: "✗", LOST: "?"}
@@ -50,25 +51,13 @@ def kernel_point(hop: Hop) -> str:
     return text
 
 
-def rule_text(hop: Hop) -> str | None:
-    r = hop.rule
-    if r is None:
-        return None
-    text = f"{r.family} {r.table} {r.chain}"
-    if r.rule:
-        text += f": {r.rule}"
-    if r.verdict and not text.endswith(r.verdict):
-        text += f" → {r.verdict}"
-    return text
-
-
 def summary(path: Path) -> Text:
     """One line: c1 → c2 icmp · ✓ delivered at c2:eth0 (to socket) · 7 hops."""
     src, dst = endpoints(path)
     line = Text.assemble((f"{path.direction}: ", "dim"), (f"{src} → {dst} {path.proto}", "bold"),
                          " · ")
     line.append_text(verdict_text(path.verdict.kind))
-    rest = path.verdict.line()[len(path.verdict.kind):]
+    rest = verdict_line(path)[len(path.verdict.kind):]
     if rest:
         line.append(rest, style=VERDICT_STYLE.get(path.verdict.kind, ""))
     line.append(f" · {len(path.hops)} hops", style="dim")

@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from nettrace.capture.naming import hop_device, hop_owner, rule_text
 from nettrace.errors import SpecError
 from nettrace.trace.model import Hop, Path
+from nettrace.views.names import Aliases, hop_device, hop_owner
+from nettrace.views.paths import rule_text, verdict_words
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -30,36 +31,6 @@ _LISTEN = re.compile(r"^\S+ (tcp|udp)/\d{1,5}$")
 
 
 # -- signatures ------------------------------------------------------------------------------
-_HASHED_VETH = re.compile(r"^veth[0-9a-f]{7}$")
-_HASHED_BRIDGE = re.compile(r"^br-[0-9a-f]{12}$")
-
-
-class Aliases:
-    """Device names hashed from the lab's name -> stable aliases (veth(c1), br(mynet))."""
-
-    def __init__(self, lab: "Lab | None"):
-        self.names: dict[str, str] = {}
-        if lab is None:
-            return
-        from nettrace.topology.model import Role
-        by_netns = {sb.netns: sb.name for sb in lab.sandboxes.values()}
-        for itf in lab.interfaces:
-            if itf.role == Role.VETH_HOST and itf.peer and _HASHED_VETH.match(itf.ifname):
-                peer_ns, _, peer_if = itf.peer.rpartition("/")
-                owner = by_netns.get(peer_ns) or itf.sandbox or itf.network or "?"
-                suffix = "" if peer_if == "eth0" else f":{peer_if}"
-                self.names[itf.ifname] = f"veth({owner}{suffix})"
-            elif itf.role == Role.BRIDGE and _HASHED_BRIDGE.match(itf.ifname) and itf.network:
-                self.names[itf.ifname] = f"br({itf.network})"
-        self._re = (re.compile(r"\b(" + "|".join(map(re.escape, self.names)) + r")\b")
-                    if self.names else None)
-
-    def __call__(self, text: str | None) -> str | None:
-        if not text or self._re is None:
-            return text
-        return self._re.sub(lambda m: self.names[m.group(1)], text)
-
-
 def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
     """One stable line per hop: who, where, what the kernel did."""
     text = f"{hop_owner(hop, lab)}:{alias(hop_device(hop))} {hop.point}"
@@ -68,7 +39,7 @@ def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
     if hop.verdict:
         text += f" {hop.verdict}"
     if hop.rule:
-        text += f" [{rule_text(hop.rule, alias)}]"
+        text += f" [{rule_text(hop.rule, lab, hop.netns, alias)}]"
     if hop.drop_reason:
         text += f" ({hop.drop_reason})"
     for change in hop.changes:            # NAT, TTL, VXLAN; MACs vary (random bridge MACs)
@@ -81,12 +52,15 @@ def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
 _CODE_LOCATION = re.compile(r" at [\w.]+\+0x[0-9a-f]+")
 
 
-def verdict_signature(path: Path, alias: Aliases) -> str:
-    """The verdict as `Verdict.line()` says it, with stable names and no code offsets."""
+def verdict_signature(path: Path, alias: Aliases, lab: "Lab | None" = None) -> str:
+    """The verdict as every view says it (views.verdict_words), with stable names and no
+    code offsets."""
     v = path.verdict
-    return dataclasses.replace(
-        v, where=alias(v.where), reason=_CODE_LOCATION.sub("", v.reason) if v.reason else None,
-        rule=dataclasses.replace(v.rule, rule=alias(v.rule.rule)) if v.rule else None).line()
+    netns = path.hops[v.hop_index].netns if v.hop_index is not None and \
+        v.hop_index < len(path.hops) else None
+    stable = dataclasses.replace(
+        v, where=alias(v.where), reason=_CODE_LOCATION.sub("", v.reason) if v.reason else None)
+    return verdict_words(stable, lambda r: rule_text(r, lab, netns, alias))
 
 
 @dataclass
@@ -141,7 +115,7 @@ def path_signature(path: Path, lab: "Lab | None", alias: Aliases | None = None) 
     alias = alias or Aliases(lab)
     placed = [h for h in path.hops if h.device or (h.point != "consume" and
                                                    (h.netns or h.sandbox or h.host))]
-    return PathSignature(verdict_signature(path, alias),
+    return PathSignature(verdict_signature(path, alias, lab),
                          [hop_signature(h, lab, alias) for h in placed])
 
 

@@ -13,9 +13,10 @@ import struct
 import time
 from typing import TYPE_CHECKING, BinaryIO, Iterable
 
-from nettrace.capture.naming import hop_device, hop_owner, owner_name, rule_text
 from nettrace.capture.reader import LINKTYPE_ETHERNET
-from nettrace.trace.model import Hop, Path
+from nettrace.trace.model import Path
+from nettrace.views.names import hop_device, hop_owner, owner_name
+from nettrace.views.paths import hop_comment
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -61,32 +62,6 @@ def is_l3(frame: bytes) -> bool:
     if len(frame) >= 40 and frame[0] >> 4 == 6 and frame[12:14] not in _KNOWN_ETHERTYPES:
         return True
     return False
-
-
-def hop_comment(hop: Hop, index: int, count: int, path: Path, synthetic_l2: bool,
-                reused: bool) -> str:
-    """The hop in words, for Wireshark's packet comment."""
-    parts = [f"nettrace hop {index}/{count} {path.direction}: {hop.point}"]
-    if hop.hook:
-        parts.append(f"hook={hop.hook}")
-    if hop.in_dev or hop.out_dev:
-        parts.append(f"in={hop.in_dev or '-'} out={hop.out_dev or '-'}")
-    if hop.verdict:
-        parts.append(f"verdict={hop.verdict}")
-    if hop.rule:
-        parts.append(f"rule={rule_text(hop.rule)}")
-    if hop.drop_reason:
-        parts.append(f"drop_reason={hop.drop_reason}")
-    if hop.location:
-        parts.append(f"at={hop.location}")
-    if hop.changes:
-        parts.append("changes=" + "; ".join(hop.changes))
-    parts.append(f"path={path.src}->{path.dst} {path.proto}: {path.verdict.line()}")
-    if synthetic_l2:
-        parts.append("(seen without link header: Ethernet header zeroed)")
-    if reused:
-        parts.append("(bytes not captured at this hop: last bytes seen on this path)")
-    return " | ".join(parts)
 
 
 class PcapngWriter:
@@ -184,7 +159,7 @@ class PcapngWriter:
                 data = b"\x00" * 12 + ethertype + data
             iid = self.interface(f"{hop_owner(hop, self.lab)}/{hop_device(hop)}")
             self.write_packet(iid, hop.ts_ns + self._mono_to_epoch, data,
-                              hop_comment(hop, i, len(hops), path, synthetic, reused),
+                              hop_comment(hop, i, len(hops), path, synthetic, reused, self.lab),
                               direction=_DIRECTION.get(hop.point, 0))
         return len(hops)
 

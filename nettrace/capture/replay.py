@@ -20,6 +20,7 @@ from nettrace.capture.frames import (NodeAddress, Rewrite, apply_rewrite, link_p
 from nettrace.capture.reader import CaptureError, CaptureReader
 from nettrace.errors import NettraceError
 from nettrace.trace.model import DELIVERED, DROPPED, Path
+from nettrace.views.paths import rule_text
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -68,9 +69,7 @@ class ReplaySummary:
         elif v.kind == DROPPED:
             reason = v.reason or "no reason given"
             if v.rule:
-                reason += f", {v.rule.family} {v.rule.table} {v.rule.chain}"
-                if v.rule.rule:
-                    reason += f": {v.rule.rule}"
+                reason += f", {rule_text(v.rule)}"
             self.dropped[(v.where or "?", reason)] += 1
         else:
             self.lost += 1

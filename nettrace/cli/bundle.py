@@ -40,7 +40,7 @@ def show_cmd(bundle_file: str, as_json: bool, compact: bool | None) -> None:
       nettrace show c1-c2.bundle.json.gz            # same table, any machine
       nettrace show c1-c2.bundle.json.gz --json
     """
-    from nettrace.trace.views import render, to_json_lines
+    from nettrace.views.paths import render, to_json_lines
     saved, lab, paths = load_paths(bundle_file)
     if as_json:
         click.echo(to_json_lines(paths))

@@ -64,6 +64,7 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
       nettrace replay bridge dns.pcap --from c1 --rewrite auto --rewrite 10.0.0.53=c2
     """
     from nettrace.capture.replay import ReplaySummary, replay
+    from nettrace.views.paths import verdict_line
     require_root("nettrace replay")
     live = get_lab(lab)
     summary = ReplaySummary(capture, live.name, source)
@@ -84,7 +85,7 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
                     click.echo(json.dumps(result.to_dict()))
                 elif not quiet:
                     click.echo(f"{result.number:>6}  {result.packet}  ->  "
-                               f"{result.path.verdict.line()}")
+                               f"{verdict_line(result.path, live)}")
     except BaseException as exc:
         summary.error = summary.error or str(exc) or type(exc).__name__
         raise

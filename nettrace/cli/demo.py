@@ -26,7 +26,7 @@ def demo_cmd(keep: bool) -> None:
     from nettrace.topology import builder, spec
     from nettrace.topology.model import running_labs
     from nettrace.trace import Tracer
-    from nettrace.trace.views import render
+    from nettrace.views.paths import render
 
     require_root("nettrace demo")
     if "demo" in running_labs():

@@ -45,7 +45,7 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
 @click.option("--df", is_flag=True, help="Set Don't Fragment: a link with a smaller MTU drops "
               "the packet (and its router answers ICMP fragmentation-needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
-              "nettrace.trace.views).")
+              "nettrace.views.paths).")
 @click.option("--expect", type=click.Choice(["delivered", "dropped"]), default=None,
               help="Exit 0 when every path ends like this, else 1 (default: delivered, unless "
               "--expect-cause is given).")
@@ -85,7 +85,7 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_
     """
     from nettrace.diagnosis import Cause, attach
     from nettrace.trace import Tracer
-    from nettrace.trace.views import outcome, render, to_json_lines
+    from nettrace.views.paths import outcome, render, to_json_lines
     if expect_cause is not None and expect_cause not in {c.value for c in Cause}:
         raise click.BadParameter(f"unknown cause code {expect_cause!r} (known: "
                                  f"{', '.join(c.value for c in Cause)})",
@@ -148,7 +148,7 @@ def trace_cmd(lab, expr, as_json, max_events, docker):
     import json
     from nettrace.cli.common import stop_on_signal
     from nettrace.trace import Tracer
-    from nettrace.trace.views import live_line
+    from nettrace.views.paths import live_line
     the_lab = get_lab(lab, docker)
     text = " ".join(expr) or None
     with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr, \

@@ -36,12 +36,12 @@ class RuleInfo:
     text: str                  # the rule in the profile's own syntax (else the nft trace's)
     chain: str
     table: str
-    named: str                 # as every view names it (nettrace.trace.views.rule_text)
+    named: str                 # as every view names it (nettrace.views.paths.rule_text)
 
 
 def explain(lab: Lab, hop: Hop, rule: NfRule | None = None) -> RuleInfo | None:
     """The purpose of the rule that decided at `hop` (or of `rule`)."""
-    from nettrace.trace.views import rule_text
+    from nettrace.views.paths import rule_text
     rule = rule or hop.rule
     if rule is None:
         return None

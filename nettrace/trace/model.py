@@ -13,7 +13,7 @@ import base64
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any, Callable
+from typing import Any
 
 
 #: netfilter hooks by number (NF_INET_*), as BPF netfilter links and probes number them
@@ -158,22 +158,6 @@ class Verdict:
 
     def __post_init__(self) -> None:
         self.kind = VerdictKind(self.kind)
-
-    def line(self, rule_text: Callable[[NfRule], str] | None = None) -> str:
-        """One line; `rule_text` names the rule (views.rule_text: in the profile's syntax)."""
-        text = self.kind
-        if self.where:
-            text += f" at {self.where}"
-        if self.reason:
-            text += f" ({self.reason})"
-        if self.rule:
-            if rule_text is not None:
-                text += f" by {rule_text(self.rule)}"
-            else:
-                text += f" by {self.rule.family} {self.rule.table} {self.rule.chain}"
-                if self.rule.rule:
-                    text += f": {self.rule.rule}"
-        return text
 
 
 @dataclass

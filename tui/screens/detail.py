@@ -16,7 +16,8 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from nettrace.trace.model import Hop, Path
-from tui.format import kernel_point, rule_text, summary
+from nettrace.views.paths import rule_text
+from tui.format import kernel_point, summary
 from tui.widgets.keybar import KeyBar
 
 def dissect(frame: bytes) -> tuple[str, str]:
@@ -40,7 +41,7 @@ def header_text(path: Path, index: int) -> Text:
     text.append(f"\nhop {index + 1}/{len(path.hops)}: ", "dim")
     text.append(hop.place, "bold")
     text.append(f" {hop.role or ''} {kernel_point(hop)}", "cyan")
-    rule = rule_text(hop)
+    rule = rule_text(hop.rule, None, hop.netns) if hop.rule else None
     if rule:
         text.append(f"\nrule {rule}", "yellow")
     for change in hop.changes:

@@ -20,6 +20,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from nettrace.trace.model import Path
+from nettrace.views.paths import verdict_line
 from tui.format import VERDICT_MARK, VERDICT_STYLE, endpoints
 
 FIXED = (("#", 5), ("time", 9), ("proto", 6), ("verdict", 12), ("hops", 5))
@@ -27,7 +28,7 @@ FIXED = (("#", 5), ("time", 9), ("proto", 6), ("verdict", 12), ("hops", 5))
 
 def search_text(path: Path) -> str:
     """What a filter term is matched against: names, addresses, verdict, places, rules."""
-    parts = [path.src, path.dst, path.proto, path.direction, path.verdict.line()]
+    parts = [path.src, path.dst, path.proto, path.direction, verdict_line(path)]
     for p in (path, path.reply):
         if p is None:
             continue

@@ -20,7 +20,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from nettrace.trace.model import Hop, Path
-from tui.format import VERDICT_STYLE, drop_hop, kernel_point, rule_text, summary
+from nettrace.views.paths import rule_text
+from tui.format import VERDICT_STYLE, drop_hop, kernel_point, summary
 
 SPINE = "│"
 
@@ -53,7 +54,7 @@ def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None) -
             line += f" → {hop.verdict}"
         text.append(f"\n{pad}{SPINE} ", "dim")
         text.append(line, "bold red" if hop.verdict == "drop" else "")
-    rule = rule_text(hop)
+    rule = rule_text(hop.rule, None, hop.netns) if hop.rule else None
     if rule:
         text.append(f"\n{pad}{SPINE} ", "dim")
         text.append("rule ", "dim")

@@ -16,7 +16,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from textual.widget import Widget
 
-from nettrace.capture.pcapng import hop_device
+from nettrace.views.names import hop_device
 from nettrace.topology.model import Host, Lab, Role, Sandbox
 from nettrace.trace.model import DROPPED, Path
 from tui.format import drop_hop

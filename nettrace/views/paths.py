@@ -1,4 +1,6 @@
-"""How paths look to a person (rich tables) and to a program (JSON). No bcc, no kernel.
+"""How paths look to a person (rich tables, one-line verdicts, rule text, pcapng comments)
+and to a program (JSON). No bcc, no kernel. Every view names rules with `rule_text` and
+verdicts with `verdict_line`/`verdict_words`: the one place each is written.
 
 JSON schema (`nettrace path --json`, one object per line, one per injected packet) is
 `Path.to_dict()` of nettrace.trace.model:
@@ -35,9 +37,9 @@ JSON schema (`nettrace path --json`, one object per line, one per injected packe
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Callable, Iterable
 
-from nettrace.trace.model import DELIVERED, DROPPED, Hop, NfRule, Packet, Path
+from nettrace.trace.model import DELIVERED, DROPPED, Hop, NfRule, Packet, Path, Verdict
 
 VERDICT_STYLE = {DELIVERED: "green", DROPPED: "red"}
 
@@ -59,24 +61,47 @@ def packet_summary(pkt: Packet | None) -> str:
     return text
 
 
-def rule_text(rule: NfRule, lab=None, netns: str | None = None) -> str:
+def rule_text(rule: NfRule, lab=None, netns: str | None = None,
+              alias: Callable[[str | None], str | None] | None = None) -> str:
     """A traced rule as the user writes it: the one place rules are named.
 
     When the lab's rule index (`Lab.rules`) knows the rule's handle in that namespace, the
     text is the engine profile's own syntax: `DOCKER rule 3: -A DOCKER ! -i br0 -o br0 -j DROP`
     (iptables-save, chain and number; other tables than filter are named first), or on the
     nftables profile `ip docker-bridges raw-PREROUTING rule 1: ... comment "DROP DIRECT ACCESS"`.
-    Otherwise the nft translation the trace saw.
+    Otherwise the nft translation the trace saw, with its verdict when the text does not end
+    in it. `alias` renames hashed device names (views.names.Aliases) for stable text.
     """
     owner = lab.owner_of_netns(netns) if lab is not None and netns else None
     fw = lab.rule_for(owner, rule.family, rule.table, rule.chain, rule.handle) if owner else None
     if fw is None:
-        return f"{rule.family} {rule.table} {rule.chain}: {rule.rule or rule.verdict}"
-    if fw.text.startswith("-A "):
-        where = fw.chain if fw.table == "filter" else f"{fw.table} {fw.chain}"
+        text = f"{rule.family} {rule.table} {rule.chain}: {rule.rule or rule.verdict}"
+        if rule.rule and rule.verdict and not rule.rule.lower().endswith(rule.verdict.lower()):
+            text += f" -> {rule.verdict}"
     else:
-        where = f"{fw.family} {fw.table} {fw.chain}"
-    return f"{where} rule {fw.number}: {fw.text}"
+        if fw.text.startswith("-A "):
+            where = fw.chain if fw.table == "filter" else f"{fw.table} {fw.chain}"
+        else:
+            where = f"{fw.family} {fw.table} {fw.chain}"
+        text = f"{where} rule {fw.number}: {fw.text}"
+    return alias(text) if alias else text
+
+
+def verdict_words(v: Verdict, rule_text: Callable[[NfRule], str] | None = None) -> str:
+    """`dropped at host:br0 FORWARD (NETFILTER_DROP) by <rule>`: a verdict in one line."""
+    text = v.kind.value
+    if v.where:
+        text += f" at {v.where}"
+    if v.reason:
+        text += f" ({v.reason})"
+    if v.rule:
+        if rule_text is not None:
+            text += f" by {rule_text(v.rule)}"
+        else:
+            text += f" by {v.rule.family} {v.rule.table} {v.rule.chain}"
+            if v.rule.rule:
+                text += f": {v.rule.rule}"
+    return text
 
 
 def verdict_line(path: Path, lab=None) -> str:
@@ -84,7 +109,7 @@ def verdict_line(path: Path, lab=None) -> str:
     v = path.verdict
     netns = path.hops[v.hop_index].netns if v.hop_index is not None and \
         v.hop_index < len(path.hops) else None
-    return v.line(lambda r: rule_text(r, lab, netns))
+    return verdict_words(v, lambda r: rule_text(r, lab, netns))
 
 
 def hop_detail(hop: Hop, lab=None) -> str:
@@ -238,3 +263,29 @@ def live_line(path: Path, lab=None) -> str:
         if hop.device and (not places or places[-1] != hop.place):
             places.append(hop.place)
     return f"{packet_summary(first)}  {' -> '.join(places)}  => {verdict_line(path, lab)}"
+
+
+def hop_comment(hop: Hop, index: int, count: int, path: Path, synthetic_l2: bool,
+                reused: bool, lab=None) -> str:
+    """The hop in words, for Wireshark's packet comment (pcapng)."""
+    parts = [f"nettrace hop {index}/{count} {path.direction}: {hop.point}"]
+    if hop.hook:
+        parts.append(f"hook={hop.hook}")
+    if hop.in_dev or hop.out_dev:
+        parts.append(f"in={hop.in_dev or '-'} out={hop.out_dev or '-'}")
+    if hop.verdict:
+        parts.append(f"verdict={hop.verdict}")
+    if hop.rule:
+        parts.append(f"rule={rule_text(hop.rule, lab, hop.netns)}")
+    if hop.drop_reason:
+        parts.append(f"drop_reason={hop.drop_reason}")
+    if hop.location:
+        parts.append(f"at={hop.location}")
+    if hop.changes:
+        parts.append("changes=" + "; ".join(hop.changes))
+    parts.append(f"path={path.src}->{path.dst} {path.proto}: {verdict_line(path, lab)}")
+    if synthetic_l2:
+        parts.append("(seen without link header: Ethernet header zeroed)")
+    if reused:
+        parts.append("(bytes not captured at this hop: last bytes seen on this path)")
+    return " | ".join(parts)
