@@ -90,3 +90,12 @@ def make_lab():
     yield make
     for name in made:
         builder.down(name, quiet=True)
+
+
+def run_cli_unprivileged(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `nettrace` as uid 65534 (nobody) in a user namespace: no capability in the
+    machine's namespaces, as an ordinary user has (the venv stays readable)."""
+    proc = subprocess.run(["unshare", "--user", "--map-user=65534", "--map-group=65534",
+                           NETTRACE, *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ))
+    return proc

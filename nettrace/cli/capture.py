@@ -10,7 +10,7 @@ from typing import Iterator
 
 import click
 
-from nettrace.cli.common import get_lab
+from nettrace.cli.common import Seconds, check_output_file, get_lab, writing
 from nettrace.errors import require_root
 
 
@@ -44,7 +44,7 @@ def _progress(enabled: bool, what: str) -> Iterator:
 @click.option("--layer", type=click.Choice(["auto", "l2", "l3"]), default="auto",
               show_default=True,
               help="Send IP frames at layer 3 (the kernel routes them), others at layer 2.")
-@click.option("--timeout", type=float, default=2.0, show_default=True,
+@click.option("--timeout", type=Seconds(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for each frame's path to end.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per frame (with its path), then one with the summary.")
@@ -65,6 +65,8 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
     """
     from nettrace.capture.replay import ReplaySummary, replay
     from nettrace.views.paths import verdict_line
+    if pcapng_out:
+        check_output_file(pcapng_out, "'-o' / '--pcapng'")
     require_root("nettrace replay")
     live = get_lab(lab)
     summary = ReplaySummary(capture, live.name, source)
@@ -77,10 +79,12 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
                             rules=not no_rules)
             if pcapng_out:
                 from nettrace.capture.pcapng import PcapngWriter
-                writer = PcapngWriter(pcapng_out, lab=live)
+                with writing(pcapng_out, "-o"):
+                    writer = PcapngWriter(pcapng_out, lab=live)
             for result in frames:
                 if writer is not None:
-                    writer.write_path(result.path)
+                    with writing(pcapng_out, "-o"):
+                        writer.write_path(result.path)
                 if as_json:
                     click.echo(json.dumps(result.to_dict()))
                 elif not quiet:
@@ -92,7 +96,8 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
     finally:
         summary.seconds = time.perf_counter() - start
         if writer is not None:
-            writer.close()
+            with writing(pcapng_out, "-o"):
+                writer.close()
         if as_json:
             click.echo(json.dumps({"summary": summary.to_dict()}))
         elif summary.sent or summary.error is None:      # what was traced before an error
@@ -109,7 +114,7 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
               help="Trace bundle to write (raw events and names; `nettrace show FILE` prints "
               "the paths again offline). At least one of -o and --save.")
 @click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many paths.")
-@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True),
+@click.option("-d", "--duration", type=Seconds(0.001, 7 * 86400),
               help="Stop after this many seconds.")
 def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
                count: int | None, duration: float | None) -> None:
@@ -125,6 +130,9 @@ def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
     from nettrace.trace import expr as live_expr
     if not output and not bundle_file:
         raise click.UsageError("give -o FILE (pcapng), --save FILE (trace bundle), or both")
+    for file, option in ((output, "'-o' / '--output'"), (bundle_file, "'--save'")):
+        if file:
+            check_output_file(file, option)
     require_root("nettrace record")
     live = get_lab(lab)
     # a bad expression is refused before the file is created or a probe is loaded
@@ -147,7 +155,8 @@ def record_cmd(lab: str, expr: str, output: str | None, bundle_file: str | None,
             try:
                 for path in tracer.live(expr or None, lambda: stop() or stopped() is not None):
                     if writer is not None:
-                        writer.write_path(path)
+                        with writing(output, "-o"):
+                            writer.write_path(path)
                     written["paths"] += 1
                     if stop():
                         break

@@ -1,4 +1,5 @@
-"""Pieces shared by CLI commands: finding the lab a command works on, and signals.
+"""Pieces shared by CLI commands: finding the lab a command works on, checking arguments
+(durations, output files, the environment) before anything is traced, and signals.
 
 Signals (one mechanism for every command, installed by `main()`): SIGINT, SIGTERM and
 SIGHUP all raise `Interrupted` (a KeyboardInterrupt) in the main thread, so every command
@@ -15,6 +16,7 @@ what it holds and cleans up; a second signal raises as above.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from contextlib import contextmanager
@@ -104,3 +106,80 @@ def get_lab(name: str | None, docker: str | None = None) -> Lab:
         raise click.UsageError("name a lab (see: nettrace lab ls) or pass --docker")
     return load_lab(name)
 
+
+class Seconds(click.ParamType):
+    """A finite number of seconds within [low, high]: 'nan', 'inf', 0 and negatives are usage
+    errors (exit 2), not a trace that reports every frame lost."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not between {self.low:g} and {self.high:g} seconds",
+                      param, ctx)
+        return number
+
+
+def check_output_file(path: str, option: str) -> None:
+    """Refuse, before any tracing, an output file that cannot be written: a missing or
+    read-only directory, a directory, or an existing non-regular file such as /dev/full."""
+    import os
+    import stat
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise click.BadParameter(f"{path}: the directory {parent} does not exist",
+                                 param_hint=option)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if not os.access(parent, os.W_OK):
+            raise click.BadParameter(f"{path}: the directory {parent} is not writable",
+                                     param_hint=option) from None
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise click.BadParameter(f"{path}: not a regular file (a pcapng is written to a new or "
+                                 f"regular file)", param_hint=option)
+    if not os.access(path, os.W_OK):
+        raise click.BadParameter(f"{path}: not writable", param_hint=option)
+
+
+@contextmanager
+def writing(path: str, option: str) -> Iterator[None]:
+    """Turn an I/O error while writing `path` (disk full) into a clear error naming it."""
+    from nettrace.errors import NettraceError
+    try:
+        yield
+    except OSError as exc:
+        raise NettraceError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+
+
+def check_environment() -> None:
+    """NETTRACE_STATE_DIR and NETTRACE_NS_PREFIX, checked before any command runs."""
+    import os
+    import re
+    from nettrace.errors import NettraceError
+    from nettrace.topology.model import NS_PREFIX, STATE_DIR
+    if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,31}$", NS_PREFIX):
+        raise NettraceError(f"NETTRACE_NS_PREFIX={NS_PREFIX!r}: use 1-32 letters, digits, '-' "
+                            f"and '_' (it starts every namespace name)")
+    path = os.path.abspath(STATE_DIR)
+    while True:                       # the directory itself, or its first existing ancestor
+        if os.path.isdir(path):
+            return
+        if os.path.lexists(path):
+            what = "" if path == os.path.abspath(STATE_DIR) else f"{path} "
+            raise NettraceError(f"NETTRACE_STATE_DIR={STATE_DIR}: {what}is not a directory")
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent

@@ -141,6 +141,10 @@ def lab_ls(as_json: bool) -> None:
 @click.option("--no-firewall", is_flag=True, help="Leave out the hosts' iptables rules.")
 def lab_show(name: str | None, docker: str | None, as_json: bool, no_firewall: bool) -> None:
     """Show lab NAME as Docker's CNM tree, and each host's firewall as the kernel has it."""
+    if not (as_json or no_firewall):
+        from nettrace.errors import require_root
+        require_root("reading a lab's firewall (inside its namespaces; --no-firewall "
+                     "shows the rest without root)")
     lab = get_lab(name, docker)
     if as_json:
         click.echo(json.dumps(lab.to_dict(), indent=1))
@@ -162,8 +166,10 @@ def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
 
     The exit code is the command's.
     """
+    from nettrace.errors import require_root
     from nettrace.topology import netns, sandbox_files
     from nettrace.topology.model import load_lab
+    require_root("nettrace lab exec (entering a lab's namespace)")
     lab = load_lab(name)
     try:
         target = lab.netns_of(container)

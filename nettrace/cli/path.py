@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from nettrace.cli.common import docker_option, get_lab
+from nettrace.cli.common import Seconds, check_output_file, docker_option, get_lab, writing
 from nettrace.cli.views import console as views_console
 
 
@@ -55,7 +55,7 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               "exits 2.")
 @click.option("--compact", is_flag=True, default=None,
               help="Hop table in 100 columns (automatic on a narrow terminal).")
-@click.option("--timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+@click.option("--timeout", type=Seconds(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for each packet and its reply.")
 @click.option("--l2", "layer2", is_flag=True, help="Inject a raw Ethernet frame on SRC's "
               "interface instead of going through its IP stack.")
@@ -91,7 +91,13 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_
                                  f"{', '.join(c.value for c in Cause)})",
                                  param_hint="'--expect-cause'")
     lab, src, dst = _lab_src_dst(args, docker)
+    for file, option in ((pcapng_file, "'--pcapng'"), (bundle_file, "'--save'")):
+        if file:
+            check_output_file(file, option)
     the_lab = get_lab(lab, docker)
+    from nettrace.trace.endpoints import resolve_request
+    resolve_request(the_lab, src, dst, proto, dport,      # bad SRC/DST/port: before any probe
+                    family=6 if ipv6 else 4)
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         tr.records = [] if bundle_file else None
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
@@ -113,7 +119,8 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_
             render(console, p, the_lab, compact=compact)
     if pcapng_file:
         from nettrace.capture.pcapng import write_paths
-        written = write_paths(pcapng_file, paths, the_lab)
+        with writing(pcapng_file, "--pcapng"):
+            written = write_paths(pcapng_file, paths, the_lab)
         click.echo(f"nettrace: wrote {written} packets to {pcapng_file}", err=True)
     if expect is None and expect_cause is None:
         expect = "delivered"
@@ -151,6 +158,8 @@ def trace_cmd(lab, expr, as_json, max_events, docker):
     from nettrace.views.paths import live_line
     the_lab = get_lab(lab, docker)
     text = " ".join(expr) or None
+    from nettrace.trace import expr as live_expr           # a bad expression: before any probe
+    live_expr.parse(text, lambda n: the_lab.sandboxes[n].ip() if n in the_lab.sandboxes else None)
     with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr, \
             stop_on_signal() as stopped:
         click.echo(f"nettrace: tracing {the_lab.name} ({text or 'all traffic'}); Ctrl-C stops",

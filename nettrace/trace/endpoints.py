@@ -157,3 +157,36 @@ def _common_ip(lab: Lab, dst: Sandbox, src: str | None, family: int = 4) -> str 
             if ep.network in nets and _ep_ip(ep, family):
                 return _ep_ip(ep, family)
     return dst.ip6() if family == 6 else dst.ip()
+
+
+#: addresses a packet to which never leaves its sender (or is not one flow): refused as DST
+_SPECIAL = ((lambda a: a.is_unspecified, "the unspecified address"),
+            (lambda a: a.is_loopback, "a loopback address"),
+            (lambda a: a.is_multicast, "a multicast address"),
+            (lambda a: a == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"))
+
+
+def resolve_request(lab: Lab, src: str, dst: str, proto: str | None, dport: int | None,
+                    family: int = 4) -> tuple[Source, Target, str, int | None]:
+    """SRC, DST, protocol and port of `nettrace path`, checked before anything is traced:
+    (source, target, proto, port). SRC and DST must be different nodes, DST a unicast
+    address, and a port goes with tcp or udp only."""
+    if proto == "nd":
+        family = 6
+    target = resolve_target(lab, dst, src, family=family)
+    addr = ipaddress.ip_address(target.ip)
+    for test, what in _SPECIAL:
+        if test(addr):
+            raise NettraceError(f"DST '{dst}' is {what}: name a container, node or unicast "
+                                f"address of lab '{lab.name}'")
+    source = resolve_source(lab, src, toward=target.ip)
+    if source.netns == target.netns or source.ip == target.ip:
+        raise NettraceError(f"SRC '{src}' and DST '{dst}' are the same node: the packet would "
+                            f"never leave it (pick another destination)")
+    proto = proto or ("tcp" if target.port else "icmp")
+    if proto not in ("icmp", "udp", "tcp", "arp", "nd"):
+        raise NettraceError(f"--proto must be icmp, udp, tcp, arp or nd (not {proto!r})")
+    port = dport or target.port
+    if port and proto in ("icmp", "arp", "nd"):
+        raise NettraceError(f"{proto} has no ports: --dport {port} needs --proto tcp or udp")
+    return source, target, proto, port

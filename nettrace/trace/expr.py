@@ -58,6 +58,12 @@ def parse(expr: str | None, resolve: Callable[[str], str | None] | None = None) 
                                 f"kernel filter understands icmp|udp|tcp|arp, host A, src A, "
                                 f"dst A and port N joined by 'and'")
         if w == "and":
+            if i == 0 or words[i - 1].lower() == "and" or i == len(words) - 1:
+                where = ("the expression starts with it" if i == 0 else
+                         "the expression ends with it" if i == len(words) - 1
+                         else "the expression has it twice in a row")
+                raise NettraceError(f"expression {expr!r}: 'and' must join two primitives; "
+                                    f"{where}")
             i += 1
         elif w in PROTOS:
             if flt.proto and flt.proto != PROTOS[w]:

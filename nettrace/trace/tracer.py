@@ -29,7 +29,7 @@ from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
 from nettrace.trace import live as live_mod
 from nettrace.trace import symbols
-from nettrace.trace.endpoints import resolve_source, resolve_target
+from nettrace.trace.endpoints import resolve_request, resolve_source
 from nettrace.trace.assemble import (Assembly, Request, TraceRecord, assemble_observed,
                                      rules_by_hook)
 from nettrace.trace.events import Event
@@ -230,14 +230,7 @@ class Tracer:
         `family` 6 resolves names to IPv6 addresses (an IPv6 DST implies it)."""
         if not self.watch:
             raise NettraceError("this Tracer was opened with watch=False: it only traces live")
-        if proto == "nd":
-            family = 6
-        target = resolve_target(self.lab, dst, src, family=family)
-        source = resolve_source(self.lab, src, toward=target.ip)
-        proto = proto or ("tcp" if target.port else "icmp")
-        if proto not in ("icmp", "udp", "tcp", "arp", "nd"):
-            raise NettraceError(f"--proto must be icmp, udp, tcp, arp or nd (not {proto!r})")
-        port = dport or target.port
+        source, target, proto, port = resolve_request(self.lab, src, dst, proto, dport, family)
         if proto in ("arp", "nd"):
             layer = "l2"
         paths = []
