@@ -182,14 +182,17 @@ def test_bad_replay_arguments_are_refused_before_replaying(bridge_lab, args, wor
 @pytest.mark.parametrize("args, words", [
     (["-o", "/nonexistent-nt/r.pcapng"], "/nonexistent-nt does not exist"),
     (["-o", "/dev/full"], "/dev/full: not a regular file"),
-    (["icmp and", "-o", "/tmp/never-written.pcapng"], "must join two primitives"),
-    (["-o", "/tmp/never-written.pcapng", "-d", "nan"], "Invalid value for '-d' / '--duration'"),
+    (["icmp and", "-o", "OUT"], "must join two primitives"),
+    (["-o", "OUT", "-d", "nan"], "Invalid value for '-d' / '--duration'"),
+    (["-o", "OUT", "--save", "/nonexistent-nt/b.json"], "/nonexistent-nt does not exist"),
 ])
-def test_bad_record_arguments_are_refused_before_recording(bridge_lab, args, words):
-    proc = run_cli("record", bridge_lab.name, *args, timeout=30)
+def test_bad_record_arguments_are_refused_before_recording(bridge_lab, tmp_path, args, words):
+    out = tmp_path / "never-written.pcapng"
+    proc = run_cli("record", bridge_lab.name, *[str(out) if a == "OUT" else a for a in args],
+                   timeout=30)
     refused(proc, words)
     assert "recording" not in proc.stderr
-    assert not os.path.exists("/tmp/never-written.pcapng")
+    assert not out.exists()
 
 
 def test_seconds_type_and_expression_units():
