@@ -66,8 +66,8 @@ def cli() -> None:
       nettrace path bridge c1 c2      # every hop of c1 -> c2 and its reply
       nettrace lab down bridge
     """
-    from nettrace.cli.common import check_environment
-    check_environment()                    # NETTRACE_STATE_DIR / _NS_PREFIX, before any command
+    from nettrace.cli.common import check_env_vars
+    check_env_vars()                       # NETTRACE_STATE_DIR / _NS_PREFIX, before any command
 
 
 for _name in COMMAND_MODULES:

@@ -163,7 +163,7 @@ def writing(path: str, option: str) -> Iterator[None]:
         raise NettraceError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
 
 
-def check_environment() -> None:
+def check_env_vars() -> None:
     """NETTRACE_STATE_DIR and NETTRACE_NS_PREFIX, checked before any command runs."""
     import os
     import re
