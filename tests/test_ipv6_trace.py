@@ -128,3 +128,66 @@ def test_tcp_and_udp_over_ipv6_answered_by_the_kernel(tracer6):
     assert udp.verdict.kind == "delivered"
     assert udp.reply is not None and udp.reply.hops[0].packet.info == "dest-unreach"
     assert udp.reply.hops[0].packet.proto == "ipv6-icmp"
+
+
+OVERLAY_MACVLAN_V6 = """
+hosts: [host1, host2]
+networks:
+  - name: ov
+    driver: overlay
+    subnet: 10.0.9.0/24
+    ipv6: true
+    subnet_v6: "fd00:9::/64"
+  - name: mv
+    driver: macvlan
+    subnet: 192.168.60.0/24
+    ipv6: true
+    subnet_v6: "fd00:60::/64"
+    host: host1
+containers:
+  - {name: o1, host: host1, networks: [ov]}
+  - {name: o2, host: host2, networks: [ov]}
+  - {name: m1, host: host1, networks: [mv]}
+  - {name: m2, host: host1, networks: [mv]}
+"""
+
+
+@pytest.fixture(scope="module")
+def tracer_ov6():
+    from nettrace.topology import builder, spec
+    from nettrace.trace import Tracer
+    lab = builder.up(spec.parse(OVERLAY_MACVLAN_V6, default_name="ov6"))
+    try:
+        with Tracer(lab) as tr:
+            yield tr, lab
+    finally:
+        builder.down(lab.name, quiet=True)
+
+
+@needs_root
+def test_overlay_carries_ipv6_inside_vxlan(tracer_ov6):
+    """An IPv6 echo between hosts: inner IPv6 through br0, VXLAN (VNI) over the IPv4 underlay."""
+    tr, lab = tracer_ov6
+    (p,) = tr.path("o1", "o2", family=6)
+    assert p.verdict.kind == "delivered" and p.verdict.reason == "answered: echo-reply"
+    places = [(h.sandbox or h.host, h.device) for h in p.hops if h.role]
+    vni = lab.network("ov").vni
+    assert places[0] == ("o1", "eth0") and places[-1] == ("o2", "eth0")
+    assert ("ov-ov", "vxlan0") in places and ("host1", "eth0") in places and ("host2", "eth0") in places
+    wrapped = [h for h in p.hops if h.packet and h.packet.outer]
+    assert wrapped and all(h.packet.vni == vni for h in wrapped)
+    assert {h.packet.outer.src for h in wrapped} == {lab.hosts["host1"].address}
+    assert {(h.packet.src, h.packet.dst) for h in wrapped} == {("fd00:9::2", "fd00:9::3")}
+    assert p.reply is not None and p.reply.verdict.kind == "delivered"
+
+
+@needs_root
+def test_macvlan_ipv6_children_through_the_parent(tracer_ov6):
+    tr, _lab = tracer_ov6
+    (p,) = tr.path("m1", "m2", family=6)
+    assert p.verdict.kind == "delivered"
+    seq = [(h.sandbox or h.host, h.device, h.point.value) for h in p.hops if h.role]
+    assert seq[0] == ("m1", "eth0", "nf:LOCAL_OUT")
+    assert ("m2", "eth0", "tc:ingress") in seq             # the receive no tracepoint sees
+    assert seq[-1] == ("m2", "eth0", "nf:LOCAL_IN")
+    assert p.reply is not None and p.reply.verdict.kind == "delivered"
