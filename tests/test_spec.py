@@ -148,6 +148,22 @@ FAULT_FORMAT_CASES = {
                         6, "trace.dport", "no port"),
     "expect no cause": ("expect: {reason: x}\n", 1, "expect", "with a cause"),
     "expect bad cause": ("expect:\n  cause: Not A Code\n", 2, "expect.cause", "bad cause code"),
+    "expect unknown cause": ("expect:\n  cause: cosmic-rays\n", 2, "expect.cause",
+                             "unknown cause 'cosmic-rays'"),
+    "expect bad stage": ("expect:\n  cause: ok\n  stage: later\n", 3, "expect.stage",
+                         "unknown stage"),
+    "route bad form": ("hosts:\n  - name: h1\n    routes: ['10.0.0.0/8 h2']\n  - h2\n", 3,
+                       "hosts[0].routes[0]", "bad route"),
+    "route bad cidr": ("hosts:\n  - name: h1\n    routes: ['10.0.0.1/8 via h2']\n  - h2\n", 3,
+                       "hosts[0].routes[0]", "bad CIDR"),
+    "route unknown gateway": ("hosts:\n  - name: h1\n    routes: ['10.0.0.0/8 via h9']\n"
+                              "  - h2\n", 3, "hosts[0].routes[0]", "unknown gateway 'h9'"),
+    "route without underlay": ("hosts:\n  - name: h1\n    routes: ['10.0.0.0/8 via 1.2.3.4']\n",
+                               3, "hosts[0].routes[0]", "needs clients or a second host"),
+    "client route via itself": ("clients:\n  - name: cl\n    routes: ['10.0.0.0/8 via cl']\n",
+                                3, "clients[0].routes[0]", "via itself"),
+    "client unknown key": ("clients:\n  - name: cl\n    route: []\n", 3, "clients[0].route",
+                           "unknown field"),
 }
 
 
@@ -195,6 +211,27 @@ expect: {cause: ok}
     assert (t.src, t.dst, t.proto, t.dport, t.size, t.df) == \
         ("client", "192.168.50.12:8080", "tcp", None, 1400, True)
     assert s.expect.cause == "ok"
+
+
+def test_routes_and_fault_refs(tmp_path):
+    s, _ = load_text(tmp_path, "hosts:\n  - name: h1\n    routes: ['10.60.0.0/24   via h2']\n"
+                     "  - h2\nclients:\n  - name: cl\n    routes: ['172.17.0.0/16 via h1']\n"
+                     "expect: {cause: arp-unresolved, fixed: none, stage: reply}\n")
+    assert s.host_specs["h1"].routes == ["10.60.0.0/24 via h2"]
+    assert s.host_specs["cl"].routes == ["172.17.0.0/16 via h1"]
+    assert s.host_specs["cl"].field == "clients[0]"
+    assert (s.expect.cause, s.expect.fixed, s.expect.stage) == ("arp-unresolved", "none", "reply")
+    faults = spec.fault_labs()
+    assert "faults/icc-disabled" in faults and "faults/icc-disabled" not in spec.embedded_labs()
+    lab = spec.load("faults/icc-disabled")
+    assert lab.name == "icc-disabled" and lab.expect.cause == "icc-disabled"
+    assert spec.load("faults/icc-disabled", name="mine").name == "mine"
+    with pytest.raises(SpecError, match="no fault lab called 'faults/nope'"):
+        spec.load("faults/nope")
+    t = spec.TraceSpec(src="client", dst="host:8080", proto="tcp", size=1450, df=True)
+    assert t.path_args() == ["client", "host:8080", "--size", "1450", "--df"]
+    assert spec.TraceSpec(src="a", dst="b", proto="udp", dport=53).path_args() == \
+        ["a", "b", "--proto", "udp", "--dport", "53"]
 
 
 def test_iptables_args_split_like_a_shell():

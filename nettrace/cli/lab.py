@@ -101,10 +101,16 @@ def lab_down(name: str | None, all_: bool) -> None:
 
 @lab_group.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def lab_ls(as_json: bool) -> None:
+@click.option("--faults", is_flag=True, help="List the fault catalogue instead: one line per "
+              "lab (name, the cause it shows, what happens). Bring one up with "
+              "`nettrace lab up faults/NAME`.")
+def lab_ls(as_json: bool, faults: bool) -> None:
     """List running labs (and the embedded ones you can bring up)."""
     from nettrace.topology import netns, spec
     from nettrace.topology.model import NS_PREFIX, load_lab, running_labs
+    if faults:
+        _list_faults(as_json)
+        return
     rows = []
     for name in running_labs():
         lab = load_lab(name)
@@ -132,6 +138,31 @@ def lab_ls(as_json: bool) -> None:
     if stale:
         click.echo("leftovers of a crashed run: nettrace lab down --all", err=True)
     click.echo(f"embedded labs: {', '.join(spec.embedded_labs())}")
+
+
+def _list_faults(as_json: bool) -> None:
+    """The catalogue, one line each: name, expected cause, description."""
+    from nettrace.topology import spec
+    rows = []
+    for ref in spec.fault_labs():
+        s = spec.load(ref)
+        rows.append({"name": ref, "cause": s.expect.cause if s.expect else "",
+                     "stage": s.expect.stage if s.expect else "",
+                     "description": s.description,
+                     "trace": vars(s.trace) if s.trace else None})
+    if as_json:
+        click.echo(json.dumps({"faults": rows}, indent=1))
+        return
+    import shutil
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 10_000
+    name_w = max(len(r["name"]) for r in rows)
+    cause_w = max(len(r["cause"]) for r in rows)
+    for r in rows:
+        line = f"{r['name']:<{name_w}}  {r['cause']:<{cause_w}}  {r['description']}"
+        click.echo(line if len(line) <= width else line[:width - 3] + "...")
+    first = spec.load(rows[0]["name"])
+    click.echo(f"{len(rows)} fault labs. Try one: nettrace lab up {rows[0]['name']} && "
+               f"nettrace path {first.name} {' '.join(first.trace.path_args())}", err=True)
 
 
 @lab_group.command("show")

@@ -154,6 +154,10 @@ def _build(ctx: BuildContext, drivers: dict) -> None:
         _host_settings(ctx, host)
         if host.firewall:
             firewall.reindex_host(lab, host)      # the lab's entries are the user's rules
+    for client in lab.clients.values():
+        _host_settings(ctx, client)
+    for node in list(lab.hosts.values()) + list(lab.clients.values()):
+        _routes(ctx, node)
     firewall.apply_sandboxes(lab)
 
 
@@ -166,13 +170,13 @@ def _host_settings(ctx: BuildContext, host: Host) -> None:
     if hspec is None:
         return
     for key, value in hspec.sysctls.items():
-        field_name = f"hosts[{ctx.spec.hosts.index(host.name)}].sysctls.{key}"
+        field_name = f"{hspec.field}.sysctls.{key}"
         where = hspec.sysctls_where.get(key, hspec.where)
         try:
             netns.sysctl_write(host.netns, key, value)
         except FileNotFoundError:
-            raise where.error(field_name, f"no sysctl {key} in host {host.name}'s "
-                                    f"namespace (an interface name that does not exist?)") from None
+            raise where.error(field_name, f"no sysctl {key} in {host.name}'s namespace "
+                              f"(an interface name that does not exist?)") from None
         except OSError as exc:
             raise where.error(field_name, f"cannot set {key}={value}: {exc.strerror}") \
                 from None
@@ -183,8 +187,27 @@ def _host_settings(ctx: BuildContext, host: Host) -> None:
         if proc.returncode != 0:
             why = (proc.stderr.strip().splitlines() or ["failed"])[0]
             raise SpecError(f"iptables {entry}: {why}", file=where.file, line=where.line,
-                            field=f"hosts[{ctx.spec.hosts.index(host.name)}].firewall[{j}]")
+                            field=f"{hspec.field}.firewall[{j}]")
         host.firewall.append(entry)
+
+
+def _routes(ctx: BuildContext, node: Host) -> None:
+    """The lab's static routes of a host or client, via another node's underlay address."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    hspec = ctx.spec.host_specs.get(node.name)
+    if hspec is None:
+        return
+    lab = ctx.lab
+    for j, (route, where) in enumerate(zip(hspec.routes, hspec.routes_where)):
+        dst, via = route.split(" via ")
+        other = lab.hosts.get(via) or lab.clients.get(via)
+        gateway = other.address if other is not None else via
+        try:
+            ctx.ipr(node.netns).route("add", dst=dst, gateway=gateway)
+        except NetlinkError as exc:
+            raise where.error(f"{hspec.field}.routes[{j}]", f"cannot add route {dst} via "
+                              f"{gateway}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+        node.routes.append(route)             # as the lab file writes it ("via host2")
 
 
 def _ordered_networks(spec: LabSpec) -> list[NetworkSpec]:

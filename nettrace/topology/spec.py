@@ -14,11 +14,13 @@ Format (all keys but `containers` optional)::
     hosts: [host1, host2]          # simulated Docker hosts; default: one host called "host"
     # a host may also be a mapping: sysctls set in its namespace after Docker's own, and
     # firewall entries (the arguments of one `iptables` command each, `-t TABLE` allowed)
-    # applied in order after Docker's rules
+    # applied in order after Docker's rules, and static routes via another host or client
     #   hosts: [{name: h1, sysctls: {net.ipv4.ip_forward: 0},
-    #            firewall: ["-I DOCKER-USER -s 10.0.0.2 -j DROP"]}]
+    #            firewall: ["-I DOCKER-USER -s 10.0.0.2 -j DROP"],
+    #            routes: ["10.60.0.0/24 via h2"]}]
     underlay: {mtu: 1400}          # the link hosts and clients share (default 1500)
-    clients: [client]              # external machines on the hosts' uplink (underlay)
+    clients: [client]              # external machines on the hosts' uplink (underlay);
+                                   # mappings like hosts' ({name, routes, sysctls, firewall})
     networks:
       - name: unet
         driver: bridge             # bridge | macvlan | overlay | ipvlan (host, none are built in)
@@ -106,11 +108,13 @@ ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
 # strconv.ParseBool, which Docker uses for its string-valued options
 TRUE_STRINGS = ("1", "t", "T", "TRUE", "true", "True")
 FALSE_STRINGS = ("0", "f", "F", "FALSE", "false", "False")
-HOST_KEYS = {"name", "sysctls", "firewall"}
+HOST_KEYS = {"name", "sysctls", "firewall", "routes"}
+ROUTE_RE = re.compile(r"^(\S+)\s+via\s+(\S+)$")
 UNDERLAY_KEYS = {"mtu"}
 TRACE_KEYS = {"src", "dst", "proto", "dport", "size", "df"}
 TRACE_PROTOS = ("icmp", "udp", "tcp")
-EXPECT_KEYS = {"cause"}
+EXPECT_KEYS = {"cause", "fixed", "stage"}
+EXPECT_STAGES = ("request", "after-nat", "reply")
 CAUSE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 # per-namespace sysctls only: nettrace never writes the root namespace's
 SYSCTL_RE = re.compile(r"^net\.(ipv4|ipv6|bridge|core|netfilter|unix)(\.[A-Za-z0-9_*-]+)+$")
@@ -199,6 +203,9 @@ class HostSpec:
     firewall: list[str] = field(default_factory=list)       # iptables arguments, in order
     firewall_where: list[Where] = field(default_factory=list)
     sysctls_where: dict[str, Where] = field(default_factory=dict)
+    routes: list[str] = field(default_factory=list)         # "10.60.0.0/24 via host2"
+    routes_where: list[Where] = field(default_factory=list)
+    field: str = ""                                         # "hosts[1]" or "clients[0]"
 
 
 @dataclass
@@ -212,10 +219,27 @@ class TraceSpec:
     size: int | None = None           # IP packet size in bytes
     df: bool = False
 
+    def path_args(self) -> list[str]:
+        """`nettrace path LAB` arguments that trace this flow."""
+        args = [self.src, self.dst]
+        if self.proto != "icmp" and not (self.proto == "tcp" and ":" in self.dst):
+            args += ["--proto", self.proto]
+        if self.dport:
+            args += ["--dport", str(self.dport)]
+        if self.size:
+            args += ["--size", str(self.size)]
+        if self.df:
+            args.append("--df")
+        return args
+
 
 @dataclass
 class ExpectSpec:
     cause: str                        # a diagnosis cause code
+    fixed: str = "ok"                 # the cause once a fix is applied (a fix for
+                                      # bridge-netfilter-disabled restores the expected drop)
+    stage: str = "request"            # where it goes wrong: the request, the request after
+                                      # a NAT, or the reply (the request was fine)
 
 
 @dataclass
@@ -228,7 +252,7 @@ class LabSpec:
     containers: list[ContainerSpec] = field(default_factory=list)
     description: str = ""
     engine: EngineProfile = field(default_factory=EngineProfile)
-    host_specs: dict[str, HostSpec] = field(default_factory=dict)   # every host, by name
+    host_specs: dict[str, HostSpec] = field(default_factory=dict)   # hosts and clients by name
     underlay_mtu: int | None = None
     trace: TraceSpec | None = None    # fault labs: ignored by the builder
     expect: ExpectSpec | None = None
@@ -267,10 +291,32 @@ def embedded_labs() -> dict[str, str]:
             if f.endswith(".yaml")}
 
 
+FAULTS_PREFIX = "faults/"
+
+
+def fault_labs() -> dict[str, str]:
+    """The fault catalogue: "faults/<name>" -> YAML path (labs/faults/, shipped with the
+    package). Each names the flow to trace (`trace:`) and the cause it shows (`expect:`)."""
+    faults_dir = os.path.join(os.path.dirname(__file__), "labs", "faults")
+    try:
+        files = sorted(os.listdir(faults_dir))
+    except FileNotFoundError:
+        return {}
+    return {FAULTS_PREFIX + f[:-5]: os.path.join(faults_dir, f)
+            for f in sorted(files, key=lambda f: f[:-5]) if f.endswith(".yaml")}
+
+
 def load(ref: str, *, name: str | None = None) -> LabSpec:
-    """Load a lab from a file path or an embedded lab name, and validate it."""
+    """Load a lab from a file path, an embedded lab name or a catalogue fault
+    (faults/<name>), and validate it."""
     labs = embedded_labs()
-    if os.path.lexists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
+    faults = fault_labs()
+    if ref.startswith(FAULTS_PREFIX) and not os.path.lexists(ref):
+        if ref not in faults:
+            raise SpecError(f"no fault lab called '{ref}' (nettrace lab ls --faults lists them)",
+                            file=ref)
+        path, default_name = faults[ref], ref[len(FAULTS_PREFIX):]
+    elif os.path.lexists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
         path = ref
         default_name = os.path.splitext(os.path.basename(path))[0]
     elif ref in labs:
@@ -299,12 +345,14 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
     _check_name(name, name_where, name_field)
 
     hosts = _names(doc.get("hosts"), file, doc.lines.get("hosts"), "hosts") or ["host"]
-    host_specs = {h.name: h for h in _host_specs(doc.get("hosts"), file, hosts)}
+    host_specs = {h.name: h for h in _host_specs(doc.get("hosts"), file, hosts, "hosts")}
     clients = _names(doc.get("clients"), file, doc.lines.get("clients"), "clients")
     if len(hosts) + len(clients) > MAX_NODES:
         raise Where(file, doc.lines.get("hosts") or doc.lines.get("clients")).error(
             "hosts", f"{len(hosts) + len(clients)} hosts and clients; a lab may have at most "
                      f"{MAX_NODES}")
+    host_specs.update({c.name: c for c in _host_specs(doc.get("clients"), file, clients,
+                                                       "clients")})
     seen: dict[str, str] = {}
     for kind, names, key in (("host", hosts, "hosts"), ("client", clients, "clients")):
         for n in names:
@@ -352,6 +400,7 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
     _check_subnets(spec)
     _check_addresses(spec)
     _check_ports(spec)
+    _check_routes(spec)
     spec.trace = _trace(doc, file, seen)
     spec.expect = _expect(doc, file)
     if "containers" not in doc:                  # the format's one required key
@@ -413,18 +462,19 @@ def engine_version(value: Any, where: Where, field_name: str) -> EngineVersion:
     raise where.error(field_name, f"unknown engine version {value!r} (profiles: \"29\", \"20.10\")")
 
 
-def _host_specs(value: Any, file: str, hosts: list[str]) -> list[HostSpec]:
-    """One HostSpec per host; hosts written as mappings carry sysctls and firewall entries."""
+def _host_specs(value: Any, file: str, hosts: list[str], key: str) -> list[HostSpec]:
+    """One HostSpec per host (or client); those written as mappings carry sysctls, firewall
+    entries and static routes."""
     items = value if isinstance(value, list) else []
     out = []
     for i, name in enumerate(hosts):
         raw = items[i] if i < len(items) else name
         where = Where(file, items.lines[i] if i < len(items) else None)
-        host = HostSpec(name=name, where=where)
+        f = f"{key}[{i}]"
+        host = HostSpec(name=name, where=where, field=f)
         out.append(host)
         if not isinstance(raw, dict):
             continue
-        f = f"hosts[{i}]"
 
         def at(key: str, raw: dict = raw, where: Where = where) -> Where:
             return Where(file, raw.lines.get(key, where.line))
@@ -455,7 +505,43 @@ def _host_specs(value: Any, file: str, hosts: list[str]) -> list[HostSpec]:
                 check_iptables_args(entry, ew, f"{f}.firewall[{j}]")
                 host.firewall.append(str(entry))
                 host.firewall_where.append(ew)
+        routes = raw.get("routes")
+        if routes is not None:
+            if not isinstance(routes, list):
+                raise at("routes").error(f"{f}.routes", "must be a list like "
+                                         "[\"10.60.0.0/24 via host2\"]")
+            for j, entry in enumerate(routes):
+                rw = Where(file, routes.lines[j])
+                m = ROUTE_RE.match(str(entry).strip())
+                if not m:
+                    raise rw.error(f"{f}.routes[{j}]", f"bad route {entry!r} (form: "
+                                   f"CIDR via HOST|CLIENT|IPv4)")
+                try:
+                    ipaddress.IPv4Network(m.group(1), strict=True)
+                except ValueError as exc:
+                    raise rw.error(f"{f}.routes[{j}]", f"bad CIDR '{m.group(1)}': {exc}") \
+                        from None
+                host.routes.append(f"{m.group(1)} via {m.group(2)}")
+                host.routes_where.append(rw)
     return out
+
+
+def _check_routes(spec: LabSpec) -> None:
+    """A route's gateway is a host or client of the lab (or an address) on the underlay."""
+    for node in spec.host_specs.values():
+        for j, (route, where) in enumerate(zip(node.routes, node.routes_where)):
+            via = route.split(" via ")[1]
+            if not spec.needs_underlay:
+                raise where.error(f"{node.field}.routes[{j}]", "routes go through the underlay: "
+                                  "the lab needs clients or a second host")
+            if via == node.name:
+                raise where.error(f"{node.field}.routes[{j}]", "a route via itself")
+            if via not in spec.host_specs:
+                try:
+                    ipaddress.IPv4Address(via)
+                except ValueError:
+                    raise where.error(f"{node.field}.routes[{j}]", f"unknown gateway '{via}' "
+                                      f"(a host or client name, or an IPv4 address)") from None
 
 
 def check_iptables_args(entry: Any, where: Where, f: str) -> list[str]:
@@ -570,14 +656,25 @@ def _expect(doc: dict, file: str) -> ExpectSpec | None:
     if not isinstance(raw, dict) or "cause" not in raw:
         raise where.error("expect", "must be a mapping with a cause, e.g. {cause: icc-disabled}")
     _check_keys(raw, EXPECT_KEYS, file, "expect.", aliases=False)
-    cause = raw["cause"]
-    cw = Where(file, raw.lines.get("cause", where.line))
-    if not isinstance(cause, str) or not CAUSE_RE.match(cause):
-        raise cw.error("expect.cause", f"bad cause code {cause!r}")
-    known = _cause_codes()
-    if known and cause not in known:
-        raise cw.error("expect.cause", f"unknown cause '{cause}' (known: {', '.join(known)})")
-    return ExpectSpec(cause=cause)
+    out = ExpectSpec(cause="ok")
+    for key in ("cause", "fixed"):
+        if key not in raw:
+            continue
+        code = raw[key]
+        cw = Where(file, raw.lines.get(key, where.line))
+        if not isinstance(code, str) or not CAUSE_RE.match(code):
+            raise cw.error(f"expect.{key}", f"bad cause code {code!r}")
+        known = _cause_codes() + (["none"] if key == "fixed" else [])
+        if len(known) > 1 and code not in known:
+            raise cw.error(f"expect.{key}", f"unknown cause '{code}' (known: {', '.join(known)})")
+        setattr(out, key, code)
+    if "stage" in raw:
+        if raw["stage"] not in EXPECT_STAGES:
+            raise Where(file, raw.lines.get("stage", where.line)).error(
+                "expect.stage", f"unknown stage {raw['stage']!r} (known: "
+                f"{', '.join(EXPECT_STAGES)})")
+        out.stage = raw["stage"]
+    return out
 
 
 def _cause_codes() -> list[str]:

@@ -156,6 +156,12 @@ def _common_ip(lab: Lab, dst: Sandbox, src: str | None, family: int = 4) -> str 
         for ep in dst.endpoints:
             if ep.network in nets and _ep_ip(ep, family):
                 return _ep_ip(ep, family)
+    if src in lab.hosts and dst.host == src:
+        # its own Docker host reaches a container through one of its bridges (a macvlan
+        # child is not reachable from its parent's host)
+        for ep in dst.endpoints:
+            if ep.host_netns == lab.hosts[src].netns and _ep_ip(ep, family):
+                return _ep_ip(ep, family)
     return dst.ip6() if family == 6 else dst.ip()
 
 
