@@ -36,16 +36,11 @@ TIMES: dict[str, float] = {}
 # /work/shared/notes/faults-for-diagnosis.md). strict: the day one passes, this fails and
 # the entry must go. The expected causes in the lab files stay as written by hand.
 KNOWN_GAPS = {
-    "faults/bridge-nf-off-user": "after the fix, a DOCKER-USER drop is named host-firewall-forward",
     "faults/direct-access": "the Docker 29 firewall profile is not there yet (20.10 layout)",
-    "faults/docker-user-block": "a DOCKER-USER lab entry is named host-firewall-forward",
-    "faults/docker-user-dnat-port": "a DOCKER-USER lab entry is named host-firewall-forward",
-    "faults/docker-user-reply": "a DOCKER-USER lab entry is named host-firewall-forward",
     "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
     "faults/hairpin-bnf-off": "a reply that bypassed the un-NAT is taken as ok",
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
     "faults/internal-publish": "a publication Docker ignores (internal network) is no-listener",
-    "faults/mtu-overlay": "a request consumed by the vxlan PMTU check is unknown",
     "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
     "faults/ttl-loop": "no fix: the looping route is not offered for removal",
     "faults/vxlan-blocked": "an untraced INPUT drop of the outer UDP 4789 is unknown",
@@ -210,3 +205,12 @@ def test_lab_ls_faults_lists_one_line_each():
         assert line.endswith(s.description)
     data = json.loads(run_cli("lab", "ls", "--faults", "--json").stdout)
     assert [r["name"] for r in data["faults"]] == list(CATALOGUE)
+
+
+def test_readme_lists_the_catalogue():
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    missing = [ref for ref in CATALOGUE
+               if f"| `{ref}` | `{spec.load(ref).expect.cause}` |" not in readme]
+    assert not missing, f"README's catalogue table lacks (or has another cause for): {missing}"

@@ -216,7 +216,8 @@ expect: {cause: ok}
 def test_routes_and_fault_refs(tmp_path):
     s, _ = load_text(tmp_path, "hosts:\n  - name: h1\n    routes: ['10.60.0.0/24   via h2']\n"
                      "  - h2\nclients:\n  - name: cl\n    routes: ['172.17.0.0/16 via h1']\n"
-                     "expect: {cause: arp-unresolved, fixed: none, stage: reply}\n")
+                     "expect: {cause: arp-unresolved, fixed: none, stage: reply}\n"
+                     "containers: []\n")
     assert s.host_specs["h1"].routes == ["10.60.0.0/24 via h2"]
     assert s.host_specs["cl"].routes == ["172.17.0.0/16 via h1"]
     assert s.host_specs["cl"].field == "clients[0]"
