@@ -40,10 +40,8 @@ KNOWN_GAPS = {
     "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
     "faults/hairpin-bnf-off": "a reply that bypassed the un-NAT is taken as ok",
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
-    "faults/internal-publish": "a publication Docker ignores (internal network) is no-listener",
     "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
     "faults/ttl-loop": "no fix: the looping route is not offered for removal",
-    "faults/vxlan-blocked": "an untraced INPUT drop of the outer UDP 4789 is unknown",
 }
 
 
