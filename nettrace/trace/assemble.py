@@ -109,52 +109,45 @@ class Request:
 
 
 # -- 1. request or reply ----------------------------------------------------------------------
+#: ICMP answers that quote the request (the kernel matched the quoted IPv4 id or flow label)
+ICMP_ERRORS = ("dest-unreach", "time-exceeded", "packet-too-big", "param-problem")
+
+
 def classify(pkt: Packet, fp: Fingerprint) -> str | None:
-    """Is this header the injected packet, its answer, or unknown (None)?"""
-    if fp.family == 6:
-        return _classify6(pkt, fp)
-    if fp.proto == "arp":
-        if pkt.proto != "arp" or not pkt.info:
-            return None
-        if pkt.info.startswith("who-has") and pkt.dst == fp.dst:
-            return REQUEST
-        if "is-at" in pkt.info and pkt.src == fp.dst:
-            return REPLY
-        return None
-    if pkt.ip_id is not None and pkt.ip_id == fp.ip_id and pkt.proto == fp.proto:
+    """Is this header the injected packet, its answer, or unknown (None)?
+
+    The request is known by its identity (IPv4 id, IPv6 flow label), the answer by what it
+    must carry: the echo id, our source port as its destination, or a quoting ICMP error."""
+    if fp.proto in ("arp", "nd"):
+        return _classify_neighbour(pkt, fp)
+    icmp = "ipv6-icmp" if fp.family == 6 else "icmp"
+    wanted, ident, own = (icmp, pkt.flow_label, fp.flow_label) if fp.family == 6 else \
+        (fp.proto, pkt.ip_id, fp.ip_id)
+    if ident is not None and ident == own and pkt.proto == (wanted if fp.proto == "icmp"
+                                                            else fp.proto):
         return REQUEST
-    if fp.proto == "icmp" and pkt.proto == "icmp":
+    if fp.proto == "icmp" and pkt.proto == icmp:
         if pkt.info == "echo-reply" and pkt.sport == fp.icmp_id:
             return REPLY
     elif pkt.proto in ("tcp", "udp") and pkt.proto == fp.proto and pkt.dport == fp.sport:
         return REPLY
-    if pkt.proto == "icmp" and pkt.info in ("dest-unreach", "time-exceeded"):
-        return REPLY                     # the kernel matched its quoted IPv4 id
+    if pkt.proto == icmp and pkt.info in ICMP_ERRORS:
+        return REPLY
     return None
 
 
-def _classify6(pkt: Packet, fp: Fingerprint) -> str | None:
-    """IPv6: the request by its flow label, answers as for IPv4; neighbour discovery by target."""
-    if fp.proto == "nd":
-        if pkt.proto != "ipv6-icmp" or not pkt.info:
-            return None
-        target = str(ipaddress.IPv6Address(fp.dst))
-        if pkt.info == f"neighbor-solicit {target}":
-            return REQUEST
-        if pkt.info == f"neighbor-advert {target}":
-            return REPLY
+def _classify_neighbour(pkt: Packet, fp: Fingerprint) -> str | None:
+    """ARP who-has / is-at, or IPv6 neighbour solicitation / advertisement, for fp.dst."""
+    if pkt.proto not in ("arp", "ipv6-icmp") or not pkt.info:
         return None
-    wanted = "ipv6-icmp" if fp.proto == "icmp" else fp.proto
-    if pkt.flow_label and pkt.flow_label == fp.flow_label and pkt.proto == wanted:
+    if fp.proto == "nd":
+        target = str(ipaddress.IPv6Address(fp.dst))
+        return {f"neighbor-solicit {target}": REQUEST,
+                f"neighbor-advert {target}": REPLY}.get(pkt.info)
+    if pkt.info.startswith("who-has") and pkt.dst == fp.dst:
         return REQUEST
-    if fp.proto == "icmp" and pkt.proto == "ipv6-icmp":
-        if pkt.info == "echo-reply" and pkt.sport == fp.icmp_id:
-            return REPLY
-    elif pkt.proto in ("tcp", "udp") and pkt.proto == fp.proto and pkt.dport == fp.sport:
+    if "is-at" in pkt.info and pkt.src == fp.dst:
         return REPLY
-    if pkt.proto == "ipv6-icmp" and pkt.info in ("dest-unreach", "packet-too-big",
-                                                 "time-exceeded", "param-problem"):
-        return REPLY                     # the kernel matched its quoted flow label
     return None
 
 
