@@ -10,7 +10,6 @@ names, and no device names derived from the lab's name (a veth host end is writt
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import os
@@ -19,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from nettrace.errors import SpecError
-from nettrace.trace.model import Hop, Path
-from nettrace.views.names import Aliases, hop_device, hop_owner
-from nettrace.views.paths import rule_text, verdict_words
+from nettrace.trace.model import Path
+from nettrace.views.names import Aliases, hop_owner
+from nettrace.views.paths import hop_signature, verdict_signature
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -31,38 +30,6 @@ _LISTEN = re.compile(r"^\S+ (tcp|udp)/\d{1,5}$")
 
 
 # -- signatures ------------------------------------------------------------------------------
-def hop_signature(hop: Hop, lab: "Lab | None", alias: Aliases) -> str:
-    """One stable line per hop: who, where, what the kernel did."""
-    text = f"{hop_owner(hop, lab)}:{alias(hop_device(hop))} {hop.point}"
-    if hop.hook:
-        text += f" {hop.hook}"
-    if hop.verdict:
-        text += f" {hop.verdict}"
-    if hop.rule:
-        text += f" [{rule_text(hop.rule, lab, hop.netns, alias)}]"
-    if hop.drop_reason:
-        text += f" ({hop.drop_reason})"
-    for change in hop.changes:            # NAT, TTL, VXLAN; MACs vary (random bridge MACs)
-        if not change.startswith("MAC "):
-            text += f" {{{alias(change)}}}"
-    return text
-
-
-#: " at nft_do_chain+0x46f" in a drop reason: a code offset that moves with every kernel build
-_CODE_LOCATION = re.compile(r" at [\w.]+\+0x[0-9a-f]+")
-
-
-def verdict_signature(path: Path, alias: Aliases, lab: "Lab | None" = None) -> str:
-    """The verdict as every view says it (views.verdict_words), with stable names and no
-    code offsets."""
-    v = path.verdict
-    netns = path.hops[v.hop_index].netns if v.hop_index is not None and \
-        v.hop_index < len(path.hops) else None
-    stable = dataclasses.replace(
-        v, where=alias(v.where), reason=_CODE_LOCATION.sub("", v.reason) if v.reason else None)
-    return verdict_words(stable, lambda r: rule_text(r, lab, netns, alias))
-
-
 @dataclass
 class PathSignature:
     verdict: str

@@ -46,6 +46,10 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               "the packet (and its router answers ICMP fragmentation-needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
               "nettrace.views.paths).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "mermaid"]),
+              default="table", show_default=True,
+              help="table: hop tables and why/fix; json: as --json; mermaid: the path drawn "
+                   "over the lab's topology (a ```mermaid block for a GitHub issue).")
 @click.option("--expect", type=click.Choice(["delivered", "dropped"]), default=None,
               help="Exit 0 when every path ends like this, else 1 (default: delivered, unless "
               "--expect-cause is given).")
@@ -68,7 +72,7 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
               "gzip'd when FILE ends in .gz): `nettrace show FILE` prints these paths again "
               "without root or the lab.")
 @docker_option
-def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_cause, compact,
+def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, expect_cause, compact,
              timeout, layer2, pcapng_file, bundle_file, docker):
     """Inject a packet from SRC to DST in LAB and show every hop, and its reply.
 
@@ -111,7 +115,10 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, expect, expect_
         click.echo(f"nettrace: wrote a bundle of {len(saved.traces)} traces to {bundle_file}",
                    err=True)
     attach(paths, the_lab)
-    if as_json:
+    if fmt == "mermaid":
+        from nettrace.cli.bundle import mermaid_blocks
+        click.echo(mermaid_blocks(paths, the_lab))
+    elif as_json or fmt == "json":
         click.echo(to_json_lines(paths))
     else:
         console = views_console()

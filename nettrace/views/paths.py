@@ -36,10 +36,13 @@ JSON schema (`nettrace path --json`, one object per line, one per injected packe
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from typing import Callable, Iterable
 
 from nettrace.trace.model import DELIVERED, DROPPED, Hop, NfRule, Packet, Path, Verdict
+from nettrace.views.names import Aliases, hop_device, hop_owner
 
 VERDICT_STYLE = {DELIVERED: "green", DROPPED: "red"}
 
@@ -289,3 +292,38 @@ def hop_comment(hop: Hop, index: int, count: int, path: Path, synthetic_l2: bool
     if reused:
         parts.append("(bytes not captured at this hop: last bytes seen on this path)")
     return " | ".join(parts)
+
+
+# -- stable one-line text (golden signatures, nettrace diff) -----------------------------------
+def hop_signature(hop: Hop, lab, alias: Aliases) -> str:
+    """One stable line per hop: who, where, what the kernel did."""
+    text = f"{hop_owner(hop, lab)}:{alias(hop_device(hop))} {hop.point}"
+    if hop.hook:
+        text += f" {hop.hook}"
+    if hop.verdict:
+        text += f" {hop.verdict}"
+    if hop.rule:
+        text += f" [{rule_text(hop.rule, lab, hop.netns, alias)}]"
+    if hop.drop_reason:
+        text += f" ({hop.drop_reason})"
+    for change in hop.changes:            # NAT, TTL, VXLAN; MACs vary (random bridge MACs)
+        if not change.startswith("MAC "):
+            text += f" {{{alias(change)}}}"
+    return text
+
+
+#: " at nft_do_chain+0x46f" in a drop reason: a code offset that moves with every kernel build
+_CODE_LOCATION = re.compile(r" at [\w.]+\+0x[0-9a-f]+")
+
+
+def verdict_signature(path: Path, alias: Aliases, lab=None) -> str:
+    """The verdict as every view says it (views.verdict_words), with stable names and no
+    code offsets."""
+    v = path.verdict
+    netns = path.hops[v.hop_index].netns if v.hop_index is not None and \
+        v.hop_index < len(path.hops) else None
+    stable = dataclasses.replace(
+        v, where=alias(v.where), reason=_CODE_LOCATION.sub("", v.reason) if v.reason else None)
+    return verdict_words(stable, lambda r: rule_text(r, lab, netns, alias))
+
+
