@@ -89,10 +89,12 @@ def _trace(doc: dict, file: str, lab_name: str, trace: spec.TraceSpec,
                 want = sender_mtu              # the sender's stack never sends more
             paths = tr.path(trace.src, trace.dst, proto=trace.proto, dport=trace.dport,
                             timeout=TRACE_TIMEOUT, size=want, df=trace.df)
+        from nettrace.views.paths import verdict_line
         path = paths[0]
         d = diagnose(path, lab)
-        reply = f", reply {path.reply.verdict.line()}" if path.reply else ""
-        return Run(d.cause.value, d.summary, path.verdict.line() + reply, _stage(path), d.fixes)
+        reply = f", reply {verdict_line(path.reply, lab)}" if path.reply else ""
+        return Run(d.cause.value, d.summary, verdict_line(path, lab) + reply, _stage(path),
+                   d.fixes)
     finally:
         builder.down(lab.name, quiet=True)
 
