@@ -2,8 +2,10 @@
 
 For each case: bring its embedded lab up, build the frames a container would send from
 the live lab's addresses (MACs, IPs, gateway), write them as `<case>.pcap`, then replay
-and trace them (`nettrace check --update`) to write `<case>.paths.yaml`. Review the
-golden diff before committing it.
+and trace them (`nettrace check --update`) to write the signatures (`frames:`) of
+`<case>.paths.yaml` and the trace bundle `<case>.bundle.json.gz`. A case's `expect:`
+block is written by hand and kept; a new case needs one before it is committed. Review
+the golden diff before committing it.
 
     sudo NETTRACE_NS_PREFIX=ntc .venv/bin/python captures/make_corpus.py [CASE ...]
 """
@@ -183,7 +185,7 @@ CASES = [
 
 def make(case: Case) -> str:
     from nettrace.capture.check import run_case
-    from nettrace.capture.golden import GoldenCase
+    from nettrace.capture.golden import GoldenCase, load_golden
     from nettrace.capture.pcapng import write_pcap
     from nettrace.topology import builder, spec
     from nettrace.topology.model import running_labs
@@ -201,8 +203,13 @@ def make(case: Case) -> str:
         if lab is not None:
             builder.down(lab.name, quiet=True)
     write_pcap(pcap, ((BASE_TS + i * 1_000_000, bytes(f)) for i, f in enumerate(frames)))
+    # the hand-written expectations are kept (and checked by the replay): never generated
+    expect = load_golden(golden).expect if os.path.exists(golden) else []
     result = run_case(GoldenCase(golden, pcap, case.lab, case.source, rewrite, case.layer,
-                                 2.0, case.description, listen=case.listen), update=True)
+                                 2.0, case.description, listen=case.listen, expect=expect),
+                      update=True)
+    if result.problems:
+        print("\n".join(f"  expect: {p}" for p in result.problems), file=sys.stderr)
     return f"{case.name}: {len(frames)} frames, " + ", ".join(
         (f.request.verdict if f.request else f"error: {f.error}") for f in result.actual)
 

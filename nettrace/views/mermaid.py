@@ -46,7 +46,7 @@ def _stops(path: Path, lab: "Lab | None", alias: Aliases) -> list[_Stop]:
     """Consecutive hops at one device fold into one stop; hooks and changes become notes."""
     stops: list[_Stop] = []
     for hop in path.hops:
-        if hop.point in (Point.CONSUME,) and not hop.device:
+        if hop.point in (Point.CONSUME, Point.DROP):    # frees: said by the verdict node
             continue
         owner, device = hop_owner(hop, lab), alias(hop_device(hop)) or "-"
         if not stops or (stops[-1].owner, stops[-1].device) != (owner, device):
@@ -82,11 +82,11 @@ def _nodes(lab: "Lab | None", stops: list[_Stop], alias: Aliases) -> dict[str, d
     return owners
 
 
-def _end(path: Path, key: str) -> tuple[str, str, str]:
+def _end(path: Path, key: str, alias: Aliases) -> tuple[str, str, str]:
     v = path.verdict
     text = f"{path.direction} {v.kind.value}"
     if v.where:
-        text += f" at {v.where}"
+        text += f" at {alias(v.where)}"
     if v.reason:
         text += f" ({v.reason})"
     style = {VerdictKind.DELIVERED: "ok", VerdictKind.DROPPED: "drop"}.get(v.kind, "lost")
@@ -119,7 +119,7 @@ def mermaid(path: Path, lab: "Lab | None" = None) -> str:
             else:
                 out.append(f"  {prev} {arrow}|{_label(label)}| {here}")
             prev = here
-        end, text, style = _end(p, key or "q")
+        end, text, style = _end(p, key or "q", alias)
         out.append(f"  {end}{{{{{_label(text)}}}}}")
         out.append(f"  {prev or _id('start ' + key)} {arrow} {end}")
         out.append(f"  class {end} {style}")
