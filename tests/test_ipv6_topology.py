@@ -111,3 +111,11 @@ def test_automatic_ula_subnet_and_ipv4_untouched(make_lab):
     assert lab.sandbox("c2").ip6() is None and lab.network("bridge").subnet_v6 is None
     out = netns.run(lab.netns_of("c1"), ["ping", "-6", "-c1", "-W2", net.gateway_v6], check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ipv6_only_needs_docker_28_or_later():
+    text = "containers: []\nnetworks:\n  - name: v6\n    ipv6: true\n    ipv4: false\n"
+    assert not parse(text).network("v6").ipv4                       # default profile: 29
+    with pytest.raises(SpecError) as err:
+        parse("engine: {version: '20.10'}\n" + text)
+    assert err.value.field == "networks.v6.ipv4" and "Docker 28" in str(err.value)

@@ -99,6 +99,8 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     require_root("bringing a lab up")
     from nettrace.topology.drivers import DRIVERS, check_kernel_support
     check_kernel_support(spec)               # refuse missing kernel features before building
+    from nettrace.topology.spec import check_engine_support
+    check_engine_support(spec)               # and what the engine profile cannot do
     if spec.name in running_labs() or _lab_namespaces(spec.name):
         raise NettraceError(f"lab '{spec.name}' is already up (nettrace lab down {spec.name})")
     say = progress or (lambda msg: None)

@@ -398,6 +398,7 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
                    engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))),
                    host_specs=host_specs, underlay_mtu=_underlay(doc, file))
     _check_subnets(spec)
+    check_engine_support(spec)
     _check_addresses(spec)
     _check_ports(spec)
     _check_routes(spec)
@@ -1019,6 +1020,16 @@ def _check_ports(spec: LabSpec) -> None:
                         f"host port {port.host_port}/{port.proto} is already published by "
                         f"'{name}' on host '{ctr.host}' (Docker: port is already allocated)")
             seen.setdefault(key, []).append((ctr.name, port.host_ip))
+
+
+def check_engine_support(spec: LabSpec) -> None:
+    """What the lab asks of its engine profile (again after `lab up --engine` overrides it)."""
+    if spec.engine.version != "20.10":
+        return
+    for net in spec.networks:
+        if not net.ipv4:
+            raise net.where.error(f"networks.{net.name}.ipv4", "IPv6-only networks came with "
+                                  "Docker 28: use engine: {version: \"29\"} (or lab up --engine 29)")
 
 
 def _check_subnets(spec: LabSpec) -> None:
