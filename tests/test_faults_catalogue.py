@@ -38,7 +38,6 @@ TIMES: dict[str, float] = {}
 KNOWN_GAPS = {
     "faults/direct-access": "the Docker 29 firewall profile is not there yet (20.10 layout)",
     "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
-    "faults/hairpin-bnf-off": "a reply that bypassed the un-NAT is taken as ok",
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
     "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
     "faults/ttl-loop": "no fix: the looping route is not offered for removal",
