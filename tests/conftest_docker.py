@@ -145,3 +145,31 @@ def docker_engine():
     eng = start_engine_or_skip(f"f{os.getpid()}")
     yield eng
     stop_engine_checked(eng)
+
+
+#: The private engines (nettrace.docker.engine.start) run Docker 20.10 with the userland proxy
+#: off: labs compared with them are built with that profile.
+ENGINE_PROFILE = {"version": "20.10", "firewall": "iptables", "userland_proxy": False}
+
+
+@pytest.fixture(scope="session")
+def engine_labs():
+    """`engine_labs(name, as_name=...)`: an embedded lab brought up once per session under the
+    private engines' profile (Docker 20.10, iptables, userland proxy off)."""
+    from nettrace.topology import builder, spec
+    from nettrace.topology.model import EngineProfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    up: dict[str, object] = {}
+
+    def get(name: str, *, as_name: str | None = None):
+        key = as_name or name
+        if key not in up:
+            s = spec.load(name, name=as_name)
+            s.engine = EngineProfile(**ENGINE_PROFILE)
+            up[key] = builder.up(s)
+        return up[key]
+
+    yield get
+    for name in up:
+        builder.down(name, quiet=True)

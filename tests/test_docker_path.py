@@ -61,12 +61,12 @@ def firewall_state(ns: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("lab_name,src,dst,proto,dport,expected", FLOWS,
                          ids=[f"{f[0]}:{f[1]}->{f[2]}/{f[3]}" for f in FLOWS])
-def test_same_path_shape_as_the_lab(lab_name, src, dst, proto, dport, expected, labs,
+def test_same_path_shape_as_the_lab(lab_name, src, dst, proto, dport, expected, engine_labs,
                                     docker_engine):
     from nettrace.docker.discover import discover
     from nettrace.docker.mirror import mirror
     from nettrace.views.paths import outcome
-    lab = labs(lab_name)
+    lab = engine_labs(lab_name, as_name=f"dp-{lab_name}")
     mirror(docker_engine, lab)
     docker = discover(docker_engine.url)
     before = firewall_state(docker_engine.netns)
@@ -90,10 +90,11 @@ def test_same_path_shape_as_the_lab(lab_name, src, dst, proto, dport, expected, 
 
 
 def test_cli_path_through_docker(docker_scenario):
-    """`nettrace path --docker HOST SRC DST` as a user runs it, on the session engine."""
+    """`nettrace path --docker SRC DST` as a user types it (engine from DOCKER_HOST), with
+    --docker-host URL, and the older `--docker URL SRC DST`, on the session engine."""
     url = docker_scenario.engine.url
     before = firewall_state(docker_scenario.engine.netns)
-    proc = run_cli("path", "--docker", url, "u1", "u2", "--json")
+    proc = run_cli("path", "--docker", "u1", "u2", "--json", env={"DOCKER_HOST": url})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     paths = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     hops = paths[0]["hops"]
@@ -101,7 +102,7 @@ def test_cli_path_through_docker(docker_scenario):
     assert [h["role"] for h in hops if h["point"] == "tp:net_dev_queue"][:1] == ["container"]
     assert any(h["role"] == "bridge" for h in hops)
     # ICC off: dropped, the CLI says so with exit code 1 (expected delivered)
-    proc = run_cli("path", "--docker", url, "n1", "n2")
+    proc = run_cli("path", "n1", "n2", "--docker", "--docker-host", url)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "dropped" in proc.stdout
     # overlay through br0 of the network's sandbox
@@ -142,12 +143,12 @@ def without_wire(path) -> list[tuple[str | None, str]]:
     return [s for s in shape(path) if s[0] != "underlay" and s[1] != "tp:net_dev_xmit"]
 
 
-def test_overlay_across_two_engines_same_path_as_the_lab(labs, two_engines):
+def test_overlay_across_two_engines_same_path_as_the_lab(engine_labs, two_engines):
     """c1 on host1 -> c2 on host2 through real VXLAN between two Docker engines."""
     from nettrace.docker.discover import discover
     from nettrace.docker.mirror import mirror_hosts
     first, second = two_engines
-    lab = labs("overlay")
+    lab = engine_labs("overlay", as_name="dp-overlay")
     mirror_hosts({"host1": first, "host2": second}, lab)
     docker = discover(f"{first.url},{second.url}")
     assert set(docker.hosts) == {first.name, second.name}

@@ -31,6 +31,10 @@ COMMAND_MODULES = [
 
 
 class NettraceGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from nettrace.cli.common import legacy_docker_args
+        return super().parse_args(ctx, legacy_docker_args(args))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -16,6 +16,7 @@ what it holds and cleans up; a second signal raises as above.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -90,11 +91,48 @@ def stop_on_signal() -> Iterator[Callable[[], int | None]]:
 
 
 def docker_option(f):
-    """`--docker [HOST]`: work on a live Docker engine instead of a nettrace lab."""
+    """`--docker` (a flag) and `--docker-host URL`: work on a live Docker engine instead of a lab.
+
+    The function receives one `docker` argument: None (a lab), "" (the engine of DOCKER_HOST or
+    the local socket) or the engine URL(s).
+    """
+    @functools.wraps(f)
+    def wrapper(*args, docker_flag: bool, docker_host: str | None, **kwargs):
+        docker = (docker_host or "") if (docker_flag or docker_host) else None
+        return f(*args, docker=docker, **kwargs)
+    wrapper = click.option(
+        "--docker-host", "--engine-url", "docker_host", default=None,
+        metavar="URL[,URL...]",
+        help="The Docker engine for --docker (default: DOCKER_HOST, else the local socket); "
+             "several engines of one swarm, comma-separated, form one lab.")(wrapper)
     return click.option(
-        "--docker", "docker", is_flag=False, flag_value="", default=None, metavar="[HOST[,HOST...]]",
-        help="Use a live Docker engine instead of a lab (HOST defaults to DOCKER_HOST or the "
-             "local socket; several engines of one swarm, comma-separated, form one lab).")(f)
+        "--docker", "docker_flag", is_flag=True,
+        help="Use a live Docker engine instead of a lab (see --docker-host).")(wrapper)
+
+
+def looks_like_engine(token: str) -> bool:
+    """An engine address as `--docker` used to take it: unix:///..., tcp://..., /path.sock."""
+    return all("://" in t or t.startswith("/") for t in token.split(",") if t) and bool(token)
+
+
+def legacy_docker_args(args: list[str]) -> list[str]:
+    """The old `--docker URL` form, kept where unambiguous: `--docker` followed by something
+    that can only be an engine address becomes `--docker --docker-host URL`."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("--docker=") and looks_like_engine(arg.split("=", 1)[1]):
+            out += ["--docker", "--docker-host", arg.split("=", 1)[1]]
+        elif arg == "--docker" and i + 1 < len(args) and looks_like_engine(args[i + 1]):
+            out += ["--docker", "--docker-host", args[i + 1]]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
 
 
 def get_lab(name: str | None, docker: str | None = None) -> Lab:

@@ -24,18 +24,22 @@ from nettrace.errors import NettraceError
 def lab_diff(lab: str, docker: str | None, host: str | None, no_ping: bool, as_json: bool) -> None:
     """How running lab LAB differs from a live Docker engine with the same networks.
 
-    Compares interfaces, addresses, MTU, routes, sysctls, iptables rules (normalised for
-    Docker's ids: br-<id>, veth names, MACs, DNS ports) and which containers reach which.
+    Compares the engine profile (version, firewall backend, userland proxy), interfaces,
+    addresses, MTU, routes, sysctls, iptables rules (normalised for Docker's ids: br-<id>,
+    veth names, MACs, DNS ports) and which containers reach which. Only what LAB declares is
+    compared: its containers by name, its networks by membership (the engine network its
+    containers joined, whatever its name); the engine's other objects are left out.
     Exit code 0 when equivalent, 1 when different.
 
     \b
     Example, against a private engine:
       nettrace docker engine start cmp
       nettrace docker mirror bridge --engine cmp
-      nettrace lab diff bridge --docker unix:///tmp/<dir>/docker.sock
+      nettrace lab diff bridge --docker --docker-host unix:///tmp/<dir>/docker.sock
     """
     if docker is None:
-        raise click.UsageError("lab diff compares a lab with a Docker engine: pass --docker [HOST]")
+        raise click.UsageError("lab diff compares a lab with a Docker engine: pass --docker "
+                               "(and --docker-host URL, or DOCKER_HOST)")
     from nettrace.docker.diff import diff
     from nettrace.docker.discover import discover
     from nettrace.errors import require_root
@@ -122,7 +126,7 @@ def docker_mirror(lab: str, tag: str, host: str | None) -> None:
             raise
         raise NettraceError(f"mirroring lab {lab} into {eng.name} failed: {exc}") from None
     click.echo(f"lab {lab} mirrored into {eng.name}: "
-               f"nettrace lab diff {lab} --docker {eng.url}")
+               f"nettrace lab diff {lab} --docker --docker-host {eng.url}")
 
 
 def register(cli: click.Group) -> None:

@@ -79,6 +79,10 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
     SRC and DST are container names, IPs, or HOST:PORT for a published port (send from
     the external client). Example: nettrace path bridge c1 c2 --proto tcp --dport 80
 
+    \b
+    On a live Docker engine (DOCKER_HOST, or --docker-host URL):
+      nettrace path --docker c1 c2
+
     MTU: nettrace path overlay c1 c2 --size 1450 --df
 
     IPv6: nettrace path dual-stack c1 c2 -6   (or --proto nd for neighbour discovery)

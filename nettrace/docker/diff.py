@@ -102,10 +102,81 @@ def mac_kind(mac: str | None, ipv4: str | None) -> str:
 
 # -- facts --------------------------------------------------------------------------------
 
+def restrict(docker: Lab, lab: Lab, host: str) -> tuple[Lab, set[str]]:
+    """The part of a live engine that lab host `host` declares, and the names of the rest.
+
+    Containers are the lab's, by name. Networks are matched by membership: a lab network is
+    the engine network joined by the same declared containers (its other members, e.g. the
+    busy engine's own containers on docker0, do not matter); a network no declared container
+    joins is matched by name. Matched networks take the lab's names. The second value lists
+    the engine's other devices, subnets and addresses, so that their links and rules are
+    left out of the comparison. Pure: the models only.
+    """
+    import dataclasses
+    declared = {n for n, sb in lab.sandboxes.items() if sb.host == host}
+
+    def members(model: Lab, net_name: str, names: set[str]) -> set[str]:
+        return {sb.name for sb in model.sandboxes.values() if sb.name in names and
+                any(ep.network == net_name for ep in sb.endpoints)}
+
+    engine_nets = [n for n in docker.networks if n.name not in IGNORED_NETWORKS]
+    rename: dict[str, str] = {}                  # engine network name -> lab network name
+    for net in lab.networks:
+        if net.name in IGNORED_NETWORKS or net.host not in (None, host):
+            continue
+        want = members(lab, net.name, declared)
+        candidates = [n for n in engine_nets if n.driver == net.driver and
+                      n.name not in rename and
+                      (members(docker, n.name, declared) == want if want else n.name == net.name)]
+        candidates.sort(key=lambda n: n.name != net.name)        # same name first
+        if candidates:
+            rename[candidates[0].name] = net.name
+    kept_nets = [dataclasses.replace(n, name=rename[n.name]) for n in docker.networks
+                 if n.name in rename]
+    view = dataclasses.replace(docker, networks=kept_nets, sandboxes={}, interfaces=[])
+    foreign: set[str] = set()
+    for n in engine_nets:
+        if n.name not in rename:
+            foreign.update(x for x in (n.subnet, n.device if n.driver == "bridge" else None) if x)
+    kept_ns = set()
+    for name, sb in docker.sandboxes.items():
+        if name not in declared:
+            foreign.update(ep.ipv4 for ep in sb.endpoints if ep.ipv4)
+            continue
+        eps = [dataclasses.replace(ep, network=rename[ep.network]) for ep in sb.endpoints
+               if ep.network in rename]
+        foreign.update(ep.ipv4 for ep in sb.endpoints if ep.network not in rename and ep.ipv4)
+        view.sandboxes[name] = dataclasses.replace(sb, endpoints=eps)
+        if sb.network_mode != "host":
+            kept_ns.add(sb.netns)
+    for itf in docker.interfaces:
+        peer_ns = itf.peer.rpartition("/")[0] if itf.peer else None
+        if itf.role is Role.VETH_HOST and peer_ns not in kept_ns and not (
+                itf.network in rename and peer_ns is None):
+            foreign.add(itf.ifname)                  # another container's host-side veth
+            continue
+        if itf.role is Role.BRIDGE and itf.network is not None and itf.network not in rename:
+            continue
+        view.interfaces.append(dataclasses.replace(
+            itf, network=rename.get(itf.network, itf.network)))
+    return view, foreign
+
+
+def mentions(names: set[str]) -> re.Pattern | None:
+    """A pattern finding any of `names` (devices, subnets, addresses) as a whole word of a
+    rule: 172.18.0.2 matches "-d 172.18.0.2/32", not "172.18.0.20"."""
+    if not names:
+        return None
+    return re.compile("(?<![\\w.:-])(" + "|".join(
+        re.escape(x) for x in sorted(names, key=len, reverse=True)) + ")(?![\\w-]|\\.\\d)")
+
+
 class _Facts:
     """Every normalised fact of one side, restricted to one Docker host."""
 
-    def __init__(self, lab: Lab, host: str, ping: bool):
+    def __init__(self, lab: Lab, host: str, ping: bool, exclude: set[str] | None = None):
+        self.exclude = exclude or set()
+        self._excluded = mentions(self.exclude)
         self.lab, self.host = lab, lab.hosts[host]
         self.sandboxes = {n: sb for n, sb in lab.sandboxes.items() if sb.host == host}
         self.data: dict[str, dict[str, str]] = {s: {} for s in (
@@ -188,6 +259,8 @@ class _Facts:
                     continue
                 if itf is not None and itf.role in IGNORED_ROLES:
                     continue
+                if link.ifname in self.exclude:
+                    continue                 # the engine's other networks and containers
                 name = self._link_key(link.ifname, itf, link)
                 if name.startswith(("veth->lb_", "veth->ingress_sbox")):
                     continue                 # routing mesh (IPVS): Docker-only, like ingress
@@ -230,7 +303,8 @@ class _Facts:
 
     def _firewall(self) -> None:
         from nettrace.topology.firewall import dump
-        self.firewall["host"] = [normalise(line) for line in dump(self.host.netns).splitlines()]
+        self.firewall["host"] = [normalise(line) for line in dump(self.host.netns).splitlines()
+                                 if not (self._excluded and self._excluded.search(line))]
         for sb in self.sandboxes.values():
             if sb.network_mode != "host":
                 self.firewall[sb.name] = [normalise(ln) for ln in dump(sb.netns).splitlines()]
@@ -287,11 +361,20 @@ def diff(lab: Lab, docker: Lab, *, host: str | None = None, ping: bool = True) -
         raise NettraceError(f"diff compares one lab host with one engine; {docker.source} has "
                             f"{len(docker.hosts)}: pass the engine that plays {lab_host}")
     docker_host = next(iter(docker.hosts))
+    # only what the lab declares: a busy engine's other networks and containers are not
+    # differences
+    docker, foreign = restrict(docker, lab, lab_host)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        theirs_f = pool.submit(_Facts, docker, docker_host, ping)
+        theirs_f = pool.submit(_Facts, docker, docker_host, ping, foreign)
         ours = _Facts(lab, lab_host, ping)
         theirs = theirs_f.result()
     report = DiffReport(lab=lab.name, docker=docker.source or "docker", host=lab_host)
+    for key in ("version", "firewall", "userland_proxy"):          # the engine profile
+        mine, real = (str(getattr(side.engine, key).value if key != "userland_proxy"
+                          else getattr(side.engine, key)).lower() for side in (lab, docker))
+        report.compared["engine"] = report.compared.get("engine", 0) + 1
+        if mine != real:
+            report.differences.append(Difference("engine", key, mine, real))
     for section in ours.data:
         a, b = ours.data[section], theirs.data[section]
         report.compared[section] = len(set(a) | set(b))

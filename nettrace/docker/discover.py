@@ -6,6 +6,10 @@ containers with their endpoints' MAC and IP; sandbox keys); the kernel says how 
 macvlan links, MTUs, routes). Both are read, nothing is changed. The result plugs into
 everything that takes a lab: `nettrace lab show --docker`, `nettrace path --docker`, the TUI.
 
+Discovery is two steps: `from_api` maps the engine's API JSON (an `ApiSnapshot`: /version,
+/info, network and container inspections) to the model, a pure function tested on recorded
+JSON (tests/fixtures/docker/); then the kernel pass fills in what only the kernel knows.
+
 Namespaces are referred to by absolute path (Docker's sandboxes are bind mounts under
 <exec-root>/netns, not `ip netns` names), except dockerd's own namespace when it has a name
 under /run/netns.
@@ -17,13 +21,16 @@ import ipaddress
 import os
 import socket
 import time
+import json
+import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from nettrace.errors import NettraceError, require_root
 from nettrace.topology import netns
-from nettrace.topology.model import (Endpoint, Host, Interface, Lab, Network, Role, Sandbox,
-                                     Scope)
+from nettrace.topology.model import (Endpoint, EngineProfile, EngineVersion, FirewallBackend,
+                                     GatewayMode, Host, Interface, Lab, Network, PublishedPort,
+                                     Role, Sandbox, Scope)
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
@@ -114,7 +121,7 @@ def _route_text(msg, names: dict[int, str]) -> str:
 # -- the engine ---------------------------------------------------------------------------
 
 def docker_url(host: str | None) -> str:
-    """--docker HOST, else DOCKER_HOST, else the local socket."""
+    """--docker-host URL, else DOCKER_HOST, else the local socket."""
     url = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
     if url.startswith("/"):
         url = "unix://" + url
@@ -139,7 +146,7 @@ def daemon_pid(url: str) -> int:
     for engines running in other network namespaces too.
     """
     if not url.startswith("unix://"):
-        raise NettraceError(f"--docker {url}: discovery reads the engine's namespaces, so it "
+        raise NettraceError(f"--docker-host {url}: discovery reads the engine's namespaces, so it "
                             f"needs a local unix socket (unix:///path/docker.sock)")
     path = url[len("unix://"):]
     for pid in _pids_named("dockerd"):
@@ -261,17 +268,214 @@ def merge(labs: list[Lab]) -> Lab:
     return lab
 
 
+# -- the API's answer, mapped (pure) --------------------------------------------------------
+
+@dataclass
+class ApiSnapshot:
+    """What discovery asks the Docker API: /version, /info, every network and container
+    inspected. Saved as JSON, it is a test fixture (tests/fixtures/docker/)."""
+
+    version: dict
+    info: dict
+    networks: list[dict]
+    containers: list[dict]
+
+    @classmethod
+    def load(cls, path: str) -> ApiSnapshot:
+        with open(path) as f:
+            d = json.load(f)
+        return cls(d["version"], d["info"], d["networks"], d["containers"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fetch(client) -> ApiSnapshot:
+    """Ask the engine (Docker API calls wait on the daemon: they overlap)."""
+    api = client.api
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        version, info = pool.submit(api.version), pool.submit(api.info)
+        networks = list(pool.map(api.inspect_network, [n["Id"] for n in api.networks()]))
+        containers = list(pool.map(api.inspect_container, [c["Id"] for c in api.containers()]))
+        return ApiSnapshot(version.result(), info.result(), networks, containers)
+
+
+def engine_profile(snapshot: ApiSnapshot, *, userland_proxy: bool | None = None) -> EngineProfile:
+    """The profile of the engine: its release, /info's FirewallBackend (Docker 28.2+; older
+    engines have only iptables), and the userland proxy (/info says so from 29.5; else the
+    caller's reading of dockerd's configuration; else Docker's default, on)."""
+    release = snapshot.version.get("Version") or snapshot.info.get("ServerVersion") or ""
+    try:
+        version = EngineVersion.of_release(release)
+    except ValueError:
+        raise NettraceError(f"the Docker engine reports no usable version ({release!r})") \
+            from None
+    backend = (snapshot.info.get("FirewallBackend") or {})
+    driver = str(backend.get("Driver") or "iptables")
+    firewall = FirewallBackend.NFTABLES if driver.startswith("nftables") else \
+        FirewallBackend.IPTABLES
+    info = {k: v for k, v in backend.get("Info") or []}
+    if "EnableUserlandProxy" in info:
+        userland_proxy = info["EnableUserlandProxy"] == "true"
+    elif version is EngineVersion.V29 and re.match(r"^(29\.([5-9]|\d\d)|[3-9]\d)", release) \
+            and backend:
+        userland_proxy = False                  # 29.5+ lists it when on
+    return EngineProfile(version=version, firewall=firewall,
+                         userland_proxy=True if userland_proxy is None else userland_proxy)
+
+
+def from_api(snapshot: ApiSnapshot, *, url: str, host: str, host_ns: str, netns_dir: str,
+             userland_proxy: bool | None = None) -> Lab:
+    """The lab model the API describes: networks, running containers and their endpoints,
+    published ports, the engine profile. Interface names, MTUs learnt from links, routes and
+    DNS files are left to the kernel pass (`ifname` "?" until then)."""
+    lab = Lab(name="docker", source=url, created=time.time(),
+              engine=engine_profile(snapshot, userland_proxy=userland_proxy))
+    lab.hosts[host] = Host(name=host, netns=host_ns)
+    lab.networks = [map_network(raw, host=host, host_ns=host_ns, netns_dir=netns_dir)
+                    for raw in snapshot.networks]
+    by_id = {raw["Id"]: raw for raw in snapshot.networks}
+    for raw in snapshot.containers:
+        sandbox = map_sandbox(raw, by_id, host=host, host_ns=host_ns)
+        if sandbox is not None:
+            lab.sandboxes[sandbox.name] = sandbox
+    return lab
+
+
+def _bool_option(opts: dict, key: str, default: bool) -> bool:
+    from nettrace.topology.spec import parse_bool
+    try:
+        return parse_bool(opts[key]) if key in opts else default
+    except ValueError:
+        return default
+
+
+def map_network(raw: dict, *, host: str, host_ns: str, netns_dir: str) -> Network:
+    """One network inspection as a lab network (gateway None when IPAM left it to Docker)."""
+    opts = raw.get("Options") or {}
+    driver = raw["Driver"]
+    subnet = gateway = None
+    for cfg in (raw.get("IPAM") or {}).get("Config") or []:
+        if cfg.get("Subnet") and ipaddress.ip_network(cfg["Subnet"]).version == 4:
+            subnet, gateway = cfg["Subnet"], cfg.get("Gateway")
+            break
+    swarm = raw.get("Scope") == "swarm"
+    device = ns = None
+    options: dict = dict(opts)
+    vni = None
+    if driver == "bridge":
+        device = opts.get("com.docker.network.bridge.name") or f"br-{raw['Id'][:12]}"
+        ns = host_ns
+    elif driver == "overlay":
+        device, ns = "br0", os.path.join(netns_dir, OVERLAY_SANDBOX_PREFIX + raw["Id"][:10])
+        vnis = opts.get("com.docker.network.driver.overlay.vxlanid_list", "")
+        vni = int(vnis.split(",")[0]) if vnis else None
+    elif driver in ("macvlan", "ipvlan"):
+        device, ns = opts.get("parent"), host_ns
+        options["parent"] = opts.get("parent")
+        options["mode"] = opts.get(f"{driver}_mode") or ("bridge" if driver == "macvlan" else "l2")
+    try:
+        mtu = int(opts.get("com.docker.network.driver.mtu") or 0)
+    except ValueError:
+        mtu = 0
+    try:
+        gateway_mode = GatewayMode(opts.get("com.docker.network.bridge.gateway_mode_ipv4") or "nat")
+    except ValueError:
+        gateway_mode = GatewayMode.NAT
+    internal = bool(raw.get("Internal"))
+    return Network(
+        name=raw["Name"], driver=driver, scope=Scope.SWARM if swarm else Scope.LOCAL,
+        id=raw["Id"], host=None if swarm else host, subnet=subnet, gateway=gateway,
+        device=device, netns=ns, mtu=mtu or 1500,
+        icc=_bool_option(opts, "com.docker.network.bridge.enable_icc", True),
+        internal=internal,
+        masquerade=(_bool_option(opts, "com.docker.network.bridge.enable_ip_masquerade", True)
+                    and not internal and driver == "bridge"),
+        vni=vni, options=options, gateway_mode=gateway_mode,
+        host_ipv4=opts.get("com.docker.network.host_ipv4") or None)
+
+
+def map_sandbox(raw: dict, networks_by_id: dict[str, dict], *, host: str,
+                host_ns: str) -> Sandbox | None:
+    """One container inspection as a sandbox; None when it has no network of its own
+    (--network container:X) or is not running."""
+    name = raw["Name"].lstrip("/")
+    settings = raw.get("NetworkSettings") or {}
+    mode = (raw.get("HostConfig") or {}).get("NetworkMode") or "default"
+    mode = "bridge" if mode == "default" else mode
+    if mode.startswith("container:") or not (raw.get("State") or {}).get("Running", True):
+        return None
+    if mode == "host":
+        sandbox = Sandbox(name=name, host=host, netns=host_ns, network_mode="host")
+    else:
+        key = settings.get("SandboxKey")
+        if not key:
+            return None
+        sandbox = Sandbox(name=name, host=host, netns=key, network_mode=mode)
+    sandbox.hostname = (raw.get("Config") or {}).get("Hostname") or ""
+    sandbox.published = _published(raw)
+    if mode == "host":
+        return sandbox
+    for net_name, ep in _attachments(raw, networks_by_id).items():
+        if net_name in ("host", "none") or not ep.get("MacAddress"):
+            continue
+        sandbox.endpoints.append(Endpoint(
+            name=f"{name}-{net_name}", container=name, network=net_name, ifname="?",
+            mac=ep["MacAddress"].lower(), ipv4=ep.get("IPAddress") or "",
+            prefixlen=int(ep.get("IPPrefixLen") or 0), mtu=0))
+    return sandbox
+
+
+def _attachments(raw: dict, networks_by_id: dict[str, dict]) -> dict[str, dict]:
+    """The container's endpoints, including those Docker does not list on the container
+    (docker_gwbridge for overlay users), keyed by network name."""
+    attached = dict((raw.get("NetworkSettings") or {}).get("Networks") or {})
+    for net in networks_by_id.values():
+        if net["Name"] not in attached and raw["Id"] in (net.get("Containers") or {}):
+            ep = net["Containers"][raw["Id"]]
+            attached[net["Name"]] = {
+                "MacAddress": ep.get("MacAddress"),
+                "IPAddress": (ep.get("IPv4Address") or "/").split("/")[0],
+                "IPPrefixLen": int((ep.get("IPv4Address") or "/0").split("/")[1] or 0),
+                "NetworkID": net["Id"]}
+    return attached
+
+
+# -- the kernel's side ----------------------------------------------------------------------
+
+def userland_proxy_of(pid: int) -> bool | None:
+    """dockerd's --userland-proxy, from its command line or its --config-file (None: unset)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    config = "/etc/docker/daemon.json"
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--userland-proxy="):
+            return arg.split("=", 1)[1].lower() in ("true", "1", "t")
+        if arg == "--userland-proxy":
+            return nxt.lower() not in ("false", "0", "f")
+        if arg == "--config-file":
+            config = nxt
+        elif arg.startswith("--config-file="):
+            config = arg.split("=", 1)[1]
+    try:
+        with open(config) as f:
+            value = json.load(f).get("userland-proxy")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if value is None else bool(value)
+
+
 class _Discovery:
     def __init__(self, client, url: str):
         self.client, self.url = client, url
         self.pid = daemon_pid(url)
         self.host_ns, ns_name = _named_netns(self.pid)
         self.netns_dir = os.path.join(_exec_root(self.pid), "netns")
-        # a private engine in a named namespace is best known by that name; otherwise the
-        # engine's host name (`docker info` is slow: ask only then)
-        self.host_name = (ns_name.split(".", 1)[1] if ns_name and "." in ns_name
-                          else ns_name or client.info().get("Name") or "docker")
-        self.lab = Lab(name="docker", source=url, pid=self.pid, created=time.time())
+        self.ns_name = ns_name
         self.views: dict[str, NamespaceView] = {}
 
     def view(self, ns: str, *, bridge_ports: bool = True) -> NamespaceView:
@@ -280,33 +484,35 @@ class _Discovery:
         return self.views[ns]
 
     def run(self) -> Lab:
-        lab = self.lab
-        host = lab.hosts[self.host_name] = Host(name=self.host_name, netns=self.host_ns)
+        snapshot = fetch(self.client)
+        # a private engine in a named namespace is best known by that name; otherwise the
+        # engine's host name
+        ns_name = self.ns_name
+        self.host_name = (ns_name.split(".", 1)[1] if ns_name and "." in ns_name
+                          else ns_name or snapshot.info.get("Name") or "docker")
+        lab = self.lab = from_api(snapshot, url=self.url, host=self.host_name,
+                                  host_ns=self.host_ns, netns_dir=self.netns_dir,
+                                  userland_proxy=userland_proxy_of(self.pid))
+        lab.pid = self.pid
+        host = lab.hosts[self.host_name]
         host_view = self.view(self.host_ns)
-        api = self.client.api
-        # Docker API calls wait on the daemon: overlap them (netlink parsing is CPU-bound
-        # Python, so namespaces are read one after the other)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            networks = list(pool.map(api.inspect_network, [n["Id"] for n in api.networks()]))
-            containers = list(pool.map(api.inspect_container,
-                                       [c["Id"] for c in api.containers()]))
-        for raw in networks:
-            lab.networks.append(self.network(raw, host_view))
-        by_id = {raw["Id"]: raw for raw in networks}
-        for raw in containers:
-            key = (raw.get("NetworkSettings") or {}).get("SandboxKey")
-            # host-mode containers' key is <exec-root>/netns/default: dockerd's own namespace
-            if key and is_netns(key) and (raw.get("HostConfig") or {}).get("NetworkMode") != "host":
-                self.view(key, bridge_ports=False)
-        for raw in containers:
-            sandbox = self.sandbox(raw, by_id)
-            if sandbox is not None:
-                lab.sandboxes[sandbox.name] = sandbox
+        raw_networks = {raw["Name"]: raw for raw in snapshot.networks}
+        for net in lab.networks:
+            self.network_from_kernel(net, raw_networks[net.name])
+        raw_containers = {raw["Name"].lstrip("/"): raw for raw in snapshot.containers}
+        for name, sandbox in list(lab.sandboxes.items()):
+            if sandbox.network_mode != "host" and not is_netns(sandbox.netns):
+                del lab.sandboxes[name]              # not running: no namespace to trace
+                continue
+            if sandbox.network_mode != "host":
+                self.view(sandbox.netns, bridge_ports=False)
+        for name, sandbox in lab.sandboxes.items():
+            self.sandbox_from_kernel(sandbox, raw_containers[name])
         self.special_sandboxes()
         self.interfaces(host_view)
         if any(n.scope is Scope.SWARM for n in lab.networks):
             # a swarm node's address is where its VXLAN traffic leaves: the host's uplink
-            host.address = (self.client.info().get("Swarm") or {}).get("NodeAddr") or None
+            host.address = (snapshot.info.get("Swarm") or {}).get("NodeAddr") or None
             for link in host_view.links.values():
                 for addr in link.addresses:
                     if addr.split("/")[0] == host.address and link.kind != "loopback":
@@ -318,89 +524,30 @@ class _Discovery:
         return lab
 
     # -- networks ---------------------------------------------------------------------------
-    def network(self, raw: dict, host_view: NamespaceView) -> Network:
-        opts = raw.get("Options") or {}
-        driver = raw["Driver"]
-        subnet = gateway = None
-        for cfg in (raw.get("IPAM") or {}).get("Config") or []:
-            if cfg.get("Subnet") and ipaddress.ip_network(cfg["Subnet"]).version == 4:
-                subnet, gateway = cfg["Subnet"], cfg.get("Gateway")
-                break
-        swarm = raw.get("Scope") == "swarm"
-        device = ns = None
-        options: dict = dict(opts)
-        vni = None
-        if driver == "bridge":
-            device = opts.get("com.docker.network.bridge.name") or f"br-{raw['Id'][:12]}"
-            ns = self.host_ns
-        elif driver == "overlay":
-            sbox = os.path.join(self.netns_dir, OVERLAY_SANDBOX_PREFIX + raw["Id"][:10])
-            device, ns = "br0", sbox if is_netns(sbox) else None
-            vnis = opts.get("com.docker.network.driver.overlay.vxlanid_list", "")
-            vni = int(vnis.split(",")[0]) if vnis else None
-        elif driver in ("macvlan", "ipvlan"):
-            device, ns = opts.get("parent"), self.host_ns
-            options["parent"] = opts.get("parent")
-            options["mode"] = opts.get(f"{driver}_mode") or ("bridge" if driver == "macvlan" else "l2")
-        mtu = int(opts.get("com.docker.network.driver.mtu") or 0)
-        link = self.view(ns).by_name(device) if device and ns else None
-        if not mtu and link:
-            mtu = link.mtu
-        if subnet and not gateway:
-            gateway = _gateway(subnet, link if driver in ("bridge", "overlay") else None)
-        return Network(
-            name=raw["Name"], driver=driver, scope=Scope.SWARM if swarm else Scope.LOCAL,
-            id=raw["Id"], host=None if swarm else self.host_name, subnet=subnet, gateway=gateway,
-            device=device, netns=ns, mtu=mtu or 1500,
-            icc=opts.get("com.docker.network.bridge.enable_icc", "true") != "false",
-            internal=bool(raw.get("Internal")),
-            masquerade=(opts.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
-                        and not raw.get("Internal") and driver == "bridge"),
-            vni=vni, options=options)
+    def network_from_kernel(self, net: Network, raw: dict) -> None:
+        """MTU from the device when no option set it, gateway from the bridge address."""
+        if net.driver == "overlay" and net.netns and not is_netns(net.netns):
+            net.netns = None
+        link = self.view(net.netns).by_name(net.device) if net.device and net.netns else None
+        if "com.docker.network.driver.mtu" not in (raw.get("Options") or {}) and link:
+            net.mtu = link.mtu
+        if net.subnet and not net.gateway:
+            net.gateway = _gateway(net.subnet,
+                                   link if net.driver in ("bridge", "overlay") else None)
 
     # -- containers -------------------------------------------------------------------------
-    def sandbox(self, raw: dict, networks_by_id: dict[str, dict]) -> Sandbox | None:
-        name = raw["Name"].lstrip("/")
-        settings = raw.get("NetworkSettings") or {}
-        mode = (raw.get("HostConfig") or {}).get("NetworkMode") or "default"
-        mode = "bridge" if mode == "default" else mode
-        if mode.startswith("container:"):
-            return None                              # shares another container's sandbox
-        if mode == "host":
-            sandbox = Sandbox(name=name, host=self.host_name, netns=self.host_ns,
-                              network_mode="host")
-        else:
-            key = settings.get("SandboxKey")
-            if not key or not is_netns(key):
-                return None                          # not running: no namespace to trace
-            sandbox = Sandbox(name=name, host=self.host_name, netns=key,
-                              network_mode=mode if mode in ("none", "bridge") else mode)
-        attached = dict(settings.get("Networks") or {})
-        # endpoints Docker does not list on the container: docker_gwbridge for overlay users
-        for net in networks_by_id.values():
-            if net["Name"] not in attached and raw["Id"] in (net.get("Containers") or {}):
-                ep = net["Containers"][raw["Id"]]
-                attached[net["Name"]] = {
-                    "MacAddress": ep.get("MacAddress"),
-                    "IPAddress": (ep.get("IPv4Address") or "/").split("/")[0],
-                    "IPPrefixLen": int((ep.get("IPv4Address") or "/0").split("/")[1] or 0),
-                    "NetworkID": net["Id"]}
-        if mode != "host":
+    def sandbox_from_kernel(self, sandbox: Sandbox, raw: dict) -> None:
+        """Interface names and MTUs by endpoint MAC, routes, the DNS file Docker wrote."""
+        if sandbox.network_mode != "host":
             view = self.view(sandbox.netns)
             sandbox.routes = list(view.routes)
-            for net_name, ep in attached.items():
-                if net_name in ("host", "none") or not ep.get("MacAddress"):
-                    continue
-                link = view.by_mac(ep["MacAddress"])
-                sandbox.endpoints.append(Endpoint(
-                    name=f"{name}-{net_name}", container=name, network=net_name,
-                    ifname=link.ifname if link else "?", mac=ep["MacAddress"].lower(),
-                    ipv4=ep.get("IPAddress") or "", prefixlen=int(ep.get("IPPrefixLen") or 0),
-                    mtu=link.mtu if link else 0))
+            for ep in sandbox.endpoints:
+                link = view.by_mac(ep.mac)
+                if link:
+                    ep.ifname, ep.mtu = link.ifname, link.mtu
             sandbox.endpoints.sort(key=lambda e: e.ifname)
         sandbox.resolv_conf = _read(raw.get("ResolvConfPath"))
-        sandbox.published = _published(raw)
-        return sandbox
+        sandbox.etc_hosts = _read(raw.get("HostsPath"))
 
     def special_sandboxes(self) -> None:
         """Overlay network sandboxes (1-<id>), ingress_sbox and load balancers (lb_<id>)."""
@@ -552,13 +699,20 @@ def _read(path: str | None) -> str:
 
 
 def _published(raw: dict) -> list[str]:
-    """Port bindings as the lab model writes them: [hostip:]8080:80/tcp."""
+    """Port bindings as the lab model writes them: [hostip:]8080:80/tcp (IPv4 and wildcard
+    bindings; an IPv6 host address is not in the model)."""
     out = []
     bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
     for cport, binds in sorted(bindings.items()):
         port, _, proto = cport.partition("/")
         for b in binds or []:
             host_ip = b.get("HostIp") or ""
-            prefix = f"{host_ip}:" if host_ip and host_ip != "0.0.0.0" else ""
-            out.append(f"{prefix}{b.get('HostPort') or port}:{port}/{proto or 'tcp'}")
+            if ":" in host_ip:
+                continue
+            prefix = f"{host_ip}:" if host_ip else ""
+            text = f"{prefix}{b.get('HostPort') or port}:{port}/{proto or 'tcp'}"
+            try:
+                out.append(str(PublishedPort.parse(text)))
+            except ValueError:
+                continue                             # a port range or random port: not modelled
     return out

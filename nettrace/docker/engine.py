@@ -62,7 +62,7 @@ class Engine:
 
     @property
     def url(self) -> str:
-        """What DOCKER_HOST / `--docker HOST` should be set to."""
+        """What DOCKER_HOST / `--docker-host URL` should be set to."""
         return "unix://" + self.socket
 
     @property
