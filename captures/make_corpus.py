@@ -12,6 +12,7 @@ the golden diff before committing it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ def make(case: Case) -> str:
     pcap = os.path.join(HERE, f"{case.name}.pcap")
     golden = os.path.join(HERE, f"{case.name}.paths.yaml")
     lab_spec = spec.load(case.lab)
+    lab_spec.engine = dataclasses.replace(lab_spec.engine, version="20.10")   # as the goldens
     reuse = lab_spec.name in running_labs()
     lab = builder.up(lab_spec) if not reuse else None
     try:
@@ -204,9 +206,11 @@ def make(case: Case) -> str:
             builder.down(lab.name, quiet=True)
     write_pcap(pcap, ((BASE_TS + i * 1_000_000, bytes(f)) for i, f in enumerate(frames)))
     # the hand-written expectations are kept (and checked by the replay): never generated
-    expect = load_golden(golden).expect if os.path.exists(golden) else []
+    old = load_golden(golden) if os.path.exists(golden) else None
     result = run_case(GoldenCase(golden, pcap, case.lab, case.source, rewrite, case.layer,
-                                 2.0, case.description, listen=case.listen, expect=expect),
+                                 2.0, case.description, listen=case.listen,
+                                 expect=old.expect if old else [],
+                                 engine=old.engine if old else {"version": "20.10"}),
                       update=True)
     if result.problems:
         print("\n".join(f"  expect: {p}" for p in result.problems), file=sys.stderr)

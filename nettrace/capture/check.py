@@ -59,11 +59,18 @@ def case_lab(case: GoldenCase, say: Say | None = None,
     from nettrace.topology import builder, spec
     from nettrace.topology.model import load_lab, running_labs
     lab_spec = spec.load(lab_ref(case), name=name)
+    if case.engine:                # the engine profile the expectations were written for
+        import dataclasses
+        lab_spec.engine = dataclasses.replace(lab_spec.engine, **case.engine)
     if lab_spec.name in running_labs():
+        running = load_lab(lab_spec.name)
         if say:
             say(f"using lab '{lab_spec.name}', which is already up (its neighbour and conntrack "
                 f"state may make paths differ from a fresh lab)")
-        yield load_lab(lab_spec.name), True
+            if running.engine != lab_spec.engine:
+                say(f"the running lab reproduces {running.engine}, the case expects "
+                    f"{lab_spec.engine}")
+        yield running, True
         return
     lab = builder.up(lab_spec)
     try:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nettrace.topology.model import Lab
 
 GOLDEN_SUFFIX = ".paths.yaml"
+ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
 _LISTEN = re.compile(r"^\S+ (tcp|udp)/\d{1,5}$")
 
 
@@ -111,6 +112,8 @@ class GoldenCase:
     frames: list[FrameSignature] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)   # "web tcp/80": a server for the replay
     bundle: str | None = None            # the recorded trace bundle, resolved like capture
+    #: engine profile pinned for the lab ({"version": "20.10"}): expectations name its chains
+    engine: dict[str, Any] = field(default_factory=dict)
     expect: list[dict[str, Any]] = field(default_factory=list)   # hand-written; never updated
 
     @property
@@ -123,6 +126,7 @@ class GoldenCase:
             "description": self.description,
             "capture": os.path.relpath(self.capture, os.path.dirname(os.path.abspath(self.file))),
             "lab": self.lab,
+            **({"engine": dict(self.engine)} if self.engine else {}),
             "from": self.source,
             "rewrite": list(self.rewrite),
             "layer": self.layer,
@@ -157,7 +161,7 @@ def load_golden(file: str) -> GoldenCase:
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise SpecError("missing or not a string", file=file, field=key)
     unknown = set(doc) - {"description", "capture", "lab", "from", "rewrite", "layer", "timeout",
-                          "listen", "frames", "bundle", "expect"}
+                          "listen", "frames", "bundle", "expect", "engine"}
     if unknown:
         raise SpecError(f"unknown key(s): {', '.join(sorted(unknown))}", file=file)
     rewrite = doc.get("rewrite") or []
@@ -189,6 +193,16 @@ def load_golden(file: str) -> GoldenCase:
     if doc.get("bundle") is not None and not isinstance(doc["bundle"], str):
         raise SpecError("must be the file name of a trace bundle", file=file, field="bundle")
     bundle = os.path.join(here, doc["bundle"]) if doc.get("bundle") else None
+    engine = doc.get("engine") or {}
+    if not isinstance(engine, dict) or set(engine) - ENGINE_KEYS:
+        raise SpecError(f"must be a mapping of {', '.join(sorted(ENGINE_KEYS))}", file=file,
+                        field="engine")
+    try:
+        from nettrace.topology.model import EngineProfile
+        EngineProfile(**engine)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"not an engine profile: {exc}", file=file, field="engine") from None
+    engine = {k: (str(v) if k != "userland_proxy" else bool(v)) for k, v in engine.items()}
     expect = doc.get("expect") or []
     if not isinstance(expect, list):
         raise SpecError("must be a list of per-frame expectations", file=file, field="expect")
@@ -198,7 +212,7 @@ def load_golden(file: str) -> GoldenCase:
                                                   # line-tracking types do not dump back)
     return GoldenCase(file, capture, doc["lab"], doc["from"], list(rewrite), layer,
                       float(timeout), str(doc.get("description") or ""), frames, list(listen),
-                      bundle, expect)
+                      bundle=bundle, expect=expect, engine=engine)
 
 
 def save_golden(case: GoldenCase) -> None:
