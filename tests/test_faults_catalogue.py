@@ -39,6 +39,7 @@ KNOWN_GAPS = {
     "faults/direct-access": "the Docker 29 firewall profile is not there yet (20.10 layout)",
     "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
+    "faults/loopback-publish": "a port published on 127.0.0.1 only is taken as no-listener",
     "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
     "faults/ttl-loop": "no fix: the looping route is not offered for removal",
 }
