@@ -36,7 +36,7 @@ def test_corpus_has_every_required_case():
 @pytest.mark.parametrize("golden", CASES, ids=lambda p: os.path.basename(p)[:-len(GOLDEN_SUFFIX)])
 def test_golden_case_offline(golden):
     """No root, no lab: the recorded bundle, assembled now, meets the signatures and the
-    hand-written expectations, in well under a second."""
+    hand-written expectations (its speed is measured by bench/bench_check.py)."""
     from nettrace.capture.check import run_case
     case = load_golden(golden)
     assert case.bundle and os.path.exists(case.bundle), f"{golden}: no bundle"
@@ -44,7 +44,7 @@ def test_golden_case_offline(golden):
     result = run_case(case)
     report = [line for d in result.differences for line in side_by_side(d, 70)]
     assert result.passed, f"{case.name}: {result.problems}\n" + "\n".join(report)
-    assert not result.live and result.seconds < 0.5, result.seconds
+    assert not result.live
 
 
 def test_offline_check_of_the_corpus_fails_on_a_wrong_expectation(tmp_path):
@@ -67,14 +67,11 @@ def test_offline_check_of_the_corpus_fails_on_a_wrong_expectation(tmp_path):
     assert "10.9.9.9" in out and "a reply was seen, none expected" in out
 
 
-def test_whole_corpus_offline_in_under_5_seconds():
-    import time
-    start = time.perf_counter()
+def test_whole_corpus_checks_offline_as_one_command():
     proc = run_cli("check", *CASES)
-    took = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(CASES)} cases: {len(CASES)} ok, 0 failed" in proc.stdout
-    assert took < 5.0, took
+    assert proc.stdout.count("(offline, ") == len(CASES)
 
 
 @needs_root
