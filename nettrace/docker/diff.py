@@ -227,8 +227,14 @@ class _Facts:
             out[f"{sb.name}.published"] = ",".join(sorted(sb.published))
             out[f"{sb.name}.dns"] = ("embedded" if uses_embedded_dns(sb)
                                      else "host copy" if sb.network_mode != "none" else "none")
+            # the files Docker writes into the sandbox (its hostname is a random id: masked)
+            out[f"{sb.name}.resolv.conf"] = sb.resolv_conf
             if sb.network_mode == "host":
                 continue
+            hosts = sb.etc_hosts
+            if sb.hostname:
+                hosts = re.sub(rf"\b{re.escape(sb.hostname)}\b", "<hostname>", hosts)
+            out[f"{sb.name}.hosts"] = hosts
             out[f"{sb.name}.routes"] = "; ".join(sorted(
                 " ".join(r.split()) for r in sb.routes))
             for ep in sb.endpoints:
