@@ -57,14 +57,15 @@ SCENARIO_CONTAINERS = [
 ]
 
 
-def start_engine_or_skip(tag: str):
-    """Start a private engine, or skip (reason printed) when Docker is missing or will not start."""
+def start_engine_or_skip(tag: str, **options):
+    """Start a private engine (options: nettrace.docker.engine.start's, e.g. userland_proxy),
+    or skip (reason printed) when Docker is missing or will not start."""
     from nettrace.docker import engine as docker_engine
     from nettrace.errors import NettraceError
     if os.geteuid() != 0:
         pytest.skip("a Docker engine needs root")
     try:
-        eng = docker_engine.start(tag)
+        eng = docker_engine.start(tag, **options)
         eng.import_busybox()
     except NettraceError as exc:
         print(f"\nDocker tests skipped: {exc}", file=sys.stderr)

@@ -29,7 +29,7 @@ from typing import Sequence
 
 from nettrace.errors import EnvironmentProblem, NettraceError, require_root
 from nettrace.topology import netns
-from nettrace.topology.model import NS_PREFIX, STATE_DIR
+from nettrace.topology.model import NS_PREFIX, STATE_DIR, PublishedPort
 
 ENGINE_DIR = os.path.join(STATE_DIR, "engines")
 IMAGE = "nt-busybox:1"
@@ -156,18 +156,18 @@ class Engine:
             image: str = IMAGE) -> str:
         """Create and start a container joined to `networks` [(network, ipv4 or None)], in order.
 
-        `networks` may be [("host", None)] or [("none", None)]. `publish` takes "8080:80/tcp".
+        `networks` may be [("host", None)] or [("none", None)]. `publish` takes "8080:80/tcp"
+        and "127.0.0.1:8080:80/tcp".
         Returns the container id.
         """
         api = self.client().api
         first, first_ip = networks[0]
         ports, bindings = [], {}
         for item in publish:
-            host_part, _, cport = item.partition(":")
-            cport, _, proto = cport.partition("/")
-            key = f"{cport}/{proto or 'tcp'}"
-            ports.append((int(cport), proto or "tcp"))
-            bindings[key] = int(host_part)
+            port = PublishedPort.parse(item)
+            key = f"{port.container_port}/{port.proto}"
+            ports.append((port.container_port, port.proto))
+            bindings[key] = (port.host_ip, port.host_port) if port.host_ip else port.host_port
         net_cfg = None
         if first not in ("host", "none") and first_ip:
             net_cfg = api.create_networking_config(
