@@ -215,3 +215,22 @@ def test_internal_network_default_route_per_profile(make_lab):
     lab29 = make_lab("internal", name="sbx-i29")
     routes = netns.run(lab29.sandbox("c1").netns, ["ip", "route"]).stdout
     assert "default" not in routes
+
+
+@needs_root
+def test_isolated_gateway_mode_gives_no_gateway(make_lab):
+    """Docker 28+ `gateway_mode_ipv4=isolated`: the bridge has no address and containers no
+    default route; they still reach each other."""
+    from nettrace.topology import netns
+    lab = make_lab(text="networks:\n  - name: iso\n    subnet: 10.77.0.0/24\n"
+                        "    gateway_mode: isolated\ncontainers:\n"
+                        "  - {name: a, networks: [iso]}\n  - {name: b, networks: [iso]}\n",
+                   name="sbx-iso")
+    net = lab.network("iso", "host")
+    addrs = netns.run(lab.hosts["host"].netns, ["ip", "-4", "-o", "addr", "show", "dev",
+                                                net.device]).stdout
+    assert addrs.strip() == ""
+    a = lab.sandbox("a")
+    assert "default" not in netns.run(a.netns, ["ip", "route"]).stdout
+    assert netns.run(a.netns, ["ping", "-c1", "-W1", lab.sandbox("b").ip("iso")],
+                     check=False).returncode == 0

@@ -175,3 +175,24 @@ def test_cli_up_engine_override_is_saved_and_shown():
                                    "userland_proxy": False}
     finally:
         run_cli("lab", "down", name)
+
+
+def test_gateway_modes_need_a_docker_28_profile():
+    text = ("engine: {version: '20.10'}\nnetworks:\n  - name: n\n    gateway_mode: routed\n")
+    with pytest.raises(SpecError) as err:
+        parse(text)
+    assert (err.value.line, err.value.field) == (3, "networks.n.gateway_mode")
+    assert "gateway modes (routed) came with Docker 28" in str(err.value)
+    # `lab up --engine 20.10` over a 29 lab: refused before anything is built
+    before = our_namespaces()
+    path = f"/tmp/gwmode-{os.getpid()}.yaml"
+    with open(path, "w") as f:
+        f.write("networks:\n  - name: n\n    gateway_mode: isolated\ncontainers: [{name: a, "
+                "networks: [n]}]\n")
+    try:
+        proc = run_cli("lab", "up", path, "--engine", "20.10")
+        assert proc.returncode == 2 and "gateway modes (isolated) came with Docker 28" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        os.unlink(path)
+    assert our_namespaces() == before

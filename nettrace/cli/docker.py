@@ -33,6 +33,7 @@ def lab_diff(lab: str, docker: str | None, host: str | None, no_ping: bool, as_j
 
     \b
     Example, against a private engine:
+      nettrace lab up bridge --engine 20.10 --no-userland-proxy
       nettrace docker engine start cmp
       nettrace docker mirror bridge --engine cmp
       nettrace lab diff bridge --docker --docker-host unix:///tmp/<dir>/docker.sock
@@ -66,7 +67,9 @@ def engine_group() -> None:
 @engine_group.command("start")
 @click.argument("tag")
 @click.option("--userland-proxy", is_flag=True,
-              help="Keep docker-proxy (default off: hairpin NAT, as nettrace labs rebuild it).")
+              help="Run docker-proxy per published port (dockerd's own default). Off here by "
+                   "default: the engine then matches a lab brought up with --engine 20.10 "
+                   "--no-userland-proxy.")
 @click.option("--json", "as_json", is_flag=True)
 def engine_start(tag: str, userland_proxy: bool, as_json: bool) -> None:
     """Start engine TAG with a busybox image (nt-busybox:1); prints its DOCKER_HOST."""

@@ -91,6 +91,12 @@ class EngineProfile:
         object.__setattr__(self, "version", EngineVersion(self.version))
         object.__setattr__(self, "firewall", FirewallBackend(self.firewall))
 
+    @property
+    def internal_default_route(self) -> bool:
+        """Docker 20.10's bridge driver gives containers on an internal network a default route
+        via its gateway (recorded on the real engine); 28+ gives none."""
+        return self.version is EngineVersion.V20_10
+
     def __str__(self) -> str:
         return (f"Docker {self.version.value}, {self.firewall.value} firewall, userland proxy "
                 f"{'on' if self.userland_proxy else 'off'}")

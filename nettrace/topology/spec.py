@@ -1030,6 +1030,10 @@ def check_engine_support(spec: LabSpec) -> None:
         if not net.ipv4:
             raise net.where.error(f"networks.{net.name}.ipv4", "IPv6-only networks came with "
                                   "Docker 28: use engine: {version: \"29\"} (or lab up --engine 29)")
+        if net.gateway_mode is not GatewayMode.NAT:
+            raise net.where.error(f"networks.{net.name}.gateway_mode",
+                                  f"gateway modes ({net.gateway_mode.value}) came with Docker 28: "
+                                  f"use engine: {{version: \"29\"}} (or lab up --engine 29)")
 
 
 def _check_subnets(spec: LabSpec) -> None:

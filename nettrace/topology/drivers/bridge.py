@@ -13,7 +13,7 @@ from nettrace.topology import netns
 from nettrace.topology.builder import (address6_for, address_for, network_for, random_mac,
                                        short_hash)
 from nettrace.topology.drivers.base import IFA_F_NODAD, Driver, veth_endpoint
-from nettrace.topology.model import Interface, Role, Sandbox
+from nettrace.topology.model import GatewayMode, Interface, Role, Sandbox
 
 
 class BridgeDriver(Driver):
@@ -27,7 +27,8 @@ class BridgeDriver(Driver):
         mac = random_mac(ctx.lab.name, host, device)
         ipr.link("add", ifname=device, kind="bridge", address=mac, mtu=network.mtu)
         idx = ctx.index(host_ns, device)
-        if network.gateway:
+        if network.gateway and network.gateway_mode is not GatewayMode.ISOLATED:
+            # (gateway mode isolated: Docker gives the bridge no address)
             ipr.addr("add", index=idx, address=network.gateway,
                      prefixlen=int(network.subnet.split("/")[1]))
         if network.gateway_v6:

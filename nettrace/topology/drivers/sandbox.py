@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nettrace.topology import netns, sandbox_files
-from nettrace.topology.model import EngineVersion, GatewayMode, Interface, Role, Sandbox
+from nettrace.topology.model import GatewayMode, Interface, Role, Sandbox
 from nettrace.topology.spec import ContainerSpec
 
 
@@ -82,11 +82,11 @@ def _gateway_endpoint(lab, sandbox: Sandbox):
         if net.driver not in ("bridge", "macvlan", "ipvlan") or not net.gateway or not ep.ipv4:
             continue
         if net.internal:
-            if (lab.engine.version is EngineVersion.V20_10 and net.driver == "bridge"
-                    and fallback[0] is None):
+            if lab.engine.internal_default_route and net.driver == "bridge" and \
+                    fallback[0] is None:
                 fallback = (ep, net)
             continue
-        if net.gateway_mode is GatewayMode.ISOLATED and lab.engine.version is EngineVersion.V29:
+        if net.gateway_mode is GatewayMode.ISOLATED:      # no gateway address on the bridge
             continue
         return ep, net
     return fallback
