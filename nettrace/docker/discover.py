@@ -354,11 +354,14 @@ def map_network(raw: dict, *, host: str, host_ns: str, netns_dir: str) -> Networ
     """One network inspection as a lab network (gateway None when IPAM left it to Docker)."""
     opts = raw.get("Options") or {}
     driver = raw["Driver"]
-    subnet = gateway = None
+    subnet = gateway = subnet_v6 = gateway_v6 = None
     for cfg in (raw.get("IPAM") or {}).get("Config") or []:
-        if cfg.get("Subnet") and ipaddress.ip_network(cfg["Subnet"]).version == 4:
+        if not cfg.get("Subnet"):
+            continue
+        if ipaddress.ip_network(cfg["Subnet"]).version == 4 and subnet is None:
             subnet, gateway = cfg["Subnet"], cfg.get("Gateway")
-            break
+        elif ipaddress.ip_network(cfg["Subnet"]).version == 6 and subnet_v6 is None:
+            subnet_v6, gateway_v6 = cfg["Subnet"], cfg.get("Gateway")
     swarm = raw.get("Scope") == "swarm"
     device = ns = None
     options: dict = dict(opts)
@@ -392,7 +395,10 @@ def map_network(raw: dict, *, host: str, host_ns: str, netns_dir: str) -> Networ
         masquerade=(_bool_option(opts, "com.docker.network.bridge.enable_ip_masquerade", True)
                     and not internal and driver == "bridge"),
         vni=vni, options=options, gateway_mode=gateway_mode,
-        host_ipv4=opts.get("com.docker.network.host_ipv4") or None)
+        host_ipv4=opts.get("com.docker.network.host_ipv4") or None,
+        ipv6=bool(raw.get("EnableIPv6")), ipv4=raw.get("EnableIPv4", True) is not False,
+        subnet_v6=subnet_v6 if raw.get("EnableIPv6") else None,
+        gateway_v6=gateway_v6 if raw.get("EnableIPv6") else None)
 
 
 def map_sandbox(raw: dict, networks_by_id: dict[str, dict], *, host: str,
@@ -421,8 +427,10 @@ def map_sandbox(raw: dict, networks_by_id: dict[str, dict], *, host: str,
             continue
         sandbox.endpoints.append(Endpoint(
             name=f"{name}-{net_name}", container=name, network=net_name, ifname="?",
-            mac=ep["MacAddress"].lower(), ipv4=ep.get("IPAddress") or "",
-            prefixlen=int(ep.get("IPPrefixLen") or 0), mtu=0))
+            mac=ep["MacAddress"].lower(), ipv4=ep.get("IPAddress") or None,
+            prefixlen=int(ep.get("IPPrefixLen") or 0), mtu=0,
+            ipv6=ep.get("GlobalIPv6Address") or None,
+            prefixlen6=int(ep["GlobalIPv6PrefixLen"]) if ep.get("GlobalIPv6Address") else None))
     return sandbox
 
 
@@ -437,6 +445,8 @@ def _attachments(raw: dict, networks_by_id: dict[str, dict]) -> dict[str, dict]:
                 "MacAddress": ep.get("MacAddress"),
                 "IPAddress": (ep.get("IPv4Address") or "/").split("/")[0],
                 "IPPrefixLen": int((ep.get("IPv4Address") or "/0").split("/")[1] or 0),
+                "GlobalIPv6Address": (ep.get("IPv6Address") or "/").split("/")[0],
+                "GlobalIPv6PrefixLen": int((ep.get("IPv6Address") or "/0").split("/")[1] or 0),
                 "NetworkID": net["Id"]}
     return attached
 
@@ -534,6 +544,9 @@ class _Discovery:
         if net.subnet and not net.gateway:
             net.gateway = _gateway(net.subnet,
                                    link if net.driver in ("bridge", "overlay") else None)
+        if net.subnet_v6 and not net.gateway_v6:
+            net.gateway_v6 = _gateway(net.subnet_v6,
+                                      link if net.driver in ("bridge", "overlay") else None)
 
     # -- containers -------------------------------------------------------------------------
     def sandbox_from_kernel(self, sandbox: Sandbox, raw: dict) -> None:
