@@ -169,3 +169,20 @@ def test_cli_path_docker_does_not_swallow_the_source(tmp_path):
         assert "Traceback" not in proc.stderr
     proc = run_cli("path", "c1", "c2")
     assert proc.returncode == 2 and "expected LAB SRC DST" in proc.stderr
+
+
+def test_docker_string_options_and_gateway_modes_are_mapped():
+    """A network inspection as the API returns it (options are strings, as Docker stores
+    them): ParseBool strings, gateway mode, host_ipv4."""
+    from nettrace.docker.discover import map_network
+    raw = {"Name": "gw", "Id": "ab" * 32, "Driver": "bridge", "Scope": "local", "Internal": False,
+           "IPAM": {"Config": [{"Subnet": "10.66.0.0/24", "Gateway": "10.66.0.1"}]},
+           "Options": {"com.docker.network.bridge.gateway_mode_ipv4": "nat-unprotected",
+                       "com.docker.network.host_ipv4": "192.0.2.1",
+                       "com.docker.network.bridge.enable_icc": "0",
+                       "com.docker.network.bridge.enable_ip_masquerade": "False",
+                       "com.docker.network.driver.mtu": "1400"}}
+    net = map_network(raw, host="h", host_ns="ns", netns_dir="/d")
+    assert (net.gateway_mode, net.host_ipv4, net.icc, net.masquerade, net.mtu) == (
+        GatewayMode.NAT_UNPROTECTED, "192.0.2.1", False, False, 1400)
+    assert (net.device, net.gateway) == ("br-abababababab", "10.66.0.1")
