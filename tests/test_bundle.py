@@ -97,3 +97,42 @@ def test_an_empty_bundle_round_trips(tmp_path):
     back = bundle.load(file)
     assert back.paths() == [] and back.names.reasons == {2: "NOT_SPECIFIED"}
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+@needs_root
+def test_record_save_writes_observed_packets_that_show_offline(labs, tmp_path):
+    """`nettrace record --save` while c1 pings c2: the bundle holds each observed packet's
+    events, and `show --json` rebuilds their paths offline."""
+    import subprocess
+    import threading
+    import time
+    from conftest import NETTRACE
+    from nettrace.topology import netns
+    lab = labs("bridge", as_name="bu-rec")
+    file = str(tmp_path / "rec.bundle.json")
+    rec = subprocess.Popen([NETTRACE, "record", lab.name, "icmp", "-c", "2", "-d", "30",
+                            "--save", file], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    stop = threading.Event()
+
+    def ping() -> None:
+        while not stop.is_set() and rec.poll() is None:
+            netns.run(lab.sandboxes["c1"].netns, ["ping", "-c1", "-W1", "172.17.0.3"],
+                      check=False)
+            time.sleep(0.3)
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        out, err = rec.communicate(timeout=60)
+    finally:
+        stop.set()
+        pinger.join()
+    assert rec.returncode == 0, err
+    assert f"wrote 2 paths to {file}" in err
+    saved = bundle.load(file)
+    assert len(saved.observed) >= 2 and not saved.traces
+    shown = [json.loads(x) for x in run_cli("show", file, "--json", check=True).stdout.splitlines()]
+    assert [p["direction"] for p in shown] == ["observed"] * len(saved.observed)
+    first = shown[0]
+    assert first["src"] == "172.17.0.2" and first["dst"] == "172.17.0.3"
+    assert first["hops"][0]["sandbox"] == "c1"
