@@ -1,8 +1,9 @@
 """Snapshots of every TUI screen at 80x24 (and one wide), from recorded labs and paths.
 
-The labs are what `nettrace lab up` built (tui/samples/*.json) and the paths are written
-in the tracer's terms (tui/sample.py), so these need neither root nor eBPF. Review the
-SVG diffs like code before `--snapshot-update`.
+The labs are what `nettrace lab up` built (tui/samples/*.json) and the paths are trace
+bundles recorded on them (tui/samples/*.bundle.json.gz, assembled offline by tui/sample.py),
+so these show real kernel events and need neither root nor eBPF. Review the SVG diffs like
+code before `--snapshot-update`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_trace_delivered_path(snap_compare):
 
 def test_trace_dropped_path_shows_rule_and_reason(snap_compare):
     async def to_drop(pilot):
-        await pilot.press("tab", "down", "down", "down", "down")   # the FORWARD drop hop
+        await pilot.press("tab", *["down"] * 6)                     # the FORWARD drop hop
     assert snap_compare(isolation_app(), run_before=to_drop)
 
 
@@ -50,7 +51,7 @@ def test_packet_detail_dissection_and_hex(snap_compare):
 
 
 def test_packet_detail_next_hop_without_bytes(snap_compare):
-    assert snap_compare(bridge_app(), press=["tab", "enter", "]", "]"])
+    assert snap_compare(bridge_app(), press=["tab", "enter", *["]"] * 11])   # the free in c2
 
 
 def test_inject_form(snap_compare):

@@ -18,13 +18,15 @@ from textual.widget import Widget
 
 from nettrace.views.names import hop_device
 from nettrace.topology.model import Host, Lab, Role, Sandbox
-from nettrace.trace.model import DROPPED, Path
+from nettrace.trace.model import DROPPED, Path, Point
 from tui.format import drop_hop
 
 Key = tuple[str | None, str | None]          # (netns, ifname); ifname None = the node itself
 LINE_STYLE, NAME_STYLE, DIM = "grey62", "bold", "grey50"
 PATH_STYLE, DROP_STYLE, CURRENT_STYLE = "bold green", "bold red", "bold reverse"
 BADGE_STYLE, DROP_BADGE = "bold black on green", "bold white on red"
+#: frees of the packet (kfree_skb, consume_skb): part of the step before, no step of their own
+FREES = (Point.DROP, Point.CONSUME)
 VETH_SPACING = 13
 
 
@@ -129,6 +131,9 @@ class MapDrawing:
         dropped_at = drop_hop(path) if path.verdict.kind == DROPPED else None
         steps: list[Step] = []
         for i, hop in enumerate(path.hops):
+            if steps and hop.point in FREES and i != dropped_at:
+                steps[-1].hops.append(i)     # a free is no place the packet went
+                continue
             key = self.key_for(hop)
             if not steps or steps[-1].key != key or steps[-1].place != hop.place:
                 steps.append(Step(len(steps) + 1, key, hop.place))
