@@ -145,11 +145,14 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
 @click.argument("expr", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per observed packet, "
               "then one {\"summary\": {...}} object with the counters.")
-@click.option("--max-events", type=click.IntRange(100, 10_000_000), default=100_000,
+@click.option("--max-events", type=click.IntRange(100, 10_000_000), default=50_000,
               show_default=True, help="Events held for packets not shown yet (the memory "
-              "bound, ~400 bytes each); packets beyond it are counted as dropped by nettrace.")
+              "bound, at most 1 KiB each); packets beyond it are counted as dropped by nettrace.")
+@click.option("--ring-kib", type=click.IntRange(4, 1 << 20), default=64 << 10, show_default=True,
+              help="Kernel ring buffer size in KiB (a power of two): events wait there until "
+              "nettrace reads them; when it is full the kernel counts them as lost.")
 @docker_option
-def trace_cmd(lab, expr, as_json, max_events, docker):
+def trace_cmd(lab, expr, as_json, max_events, ring_kib, docker):
     """Stream the hops of LAB's traffic matching EXPR until Ctrl-C (or SIGTERM, SIGHUP).
 
     EXPR is a small tcpdump subset: icmp|udp|tcp|arp, host A, src A, dst A, port N,
@@ -167,28 +170,45 @@ def trace_cmd(lab, expr, as_json, max_events, docker):
     from nettrace.cli.common import stop_on_signal
     from nettrace.trace import Tracer
     from nettrace.views.paths import live_line
+    if ring_kib & (ring_kib - 1):
+        raise click.BadParameter(f"{ring_kib} is not a power of two", param_hint="--ring-kib")
     the_lab = get_lab(lab, docker)
     text = " ".join(expr) or None
     from nettrace.trace import expr as live_expr           # a bad expression: before any probe
     live_expr.parse(text, lambda n: the_lab.sandboxes[n].ip() if n in the_lab.sandboxes else None)
-    with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False) as tr, \
-            stop_on_signal() as stopped:
+    with Tracer(the_lab, progress=_err_progress(as_json), nftrace=False, watch=False,
+                ring_pages=ring_kib // 4) as tr, stop_on_signal() as stopped:
         click.echo(f"nettrace: tracing {the_lab.name} ({text or 'all traffic'}); Ctrl-C stops",
                    err=True)
-        for p in tr.live(expr=text, stop=stopped, max_events=max_events):
-            click.echo(json.dumps(p.to_dict()) if as_json else live_line(p, the_lab))
-    stats, lost = tr.live_stats, tr.live_lost
-    summary = {"packets_shown": stats.shown, "packets_dropped_by_nettrace": stats.dropped,
+        try:
+            for p in tr.live(expr=text, stop=stopped, max_events=max_events):
+                click.echo(json.dumps(p.to_dict()) if as_json else live_line(p, the_lab))
+        finally:        # also when a second signal cuts the flush short: the counters
+            _live_summary(tr, as_json)
+
+
+def _live_summary(tr, as_json: bool) -> None:
+    import json
+    stats = tr.live_stats
+    if stats is None:
+        return
+    lost = tr.events_lost if tr._live_probes is not None else tr.live_lost
+    # packets still held when a second signal cut the flush short are dropped too
+    dropped = stats.dropped + stats.held_packets
+    summary = {"packets_shown": stats.shown, "packets_dropped_by_nettrace": dropped,
                "events_lost_in_kernel": lost, "events": stats.events,
                "events_discarded": stats.events_discarded, "late_events": stats.late_events,
                "events_of_dropped_packets": stats.dropped_events,
                "held_events_peak": stats.held_events_peak,
                "memory_bound_bytes": stats.memory_bound_bytes}
-    if as_json:
-        click.echo(json.dumps({"summary": summary}))
-    click.echo(f"nettrace: detached; {stats.shown} packets shown, {stats.dropped} dropped by "
-               f"nettrace (could not keep up), {lost} events lost in the kernel (ring buffer "
-               f"full)", err=True)
+    try:
+        if as_json:
+            click.echo(json.dumps({"summary": summary}))
+        click.echo(f"nettrace: {stats.shown} packets shown, {dropped} dropped by nettrace "
+                   f"(could not keep up), {lost} events lost in the kernel (ring buffer full)",
+                   err=True)
+    except OSError:                          # the terminal is gone (SIGHUP)
+        pass
 
 
 @click.command("probes")

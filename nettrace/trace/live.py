@@ -12,7 +12,12 @@ within a time bound, hold a bounded amount, and count every packet that is not s
 * Bounded memory: at most `max_events` events are held. A packet whose first event
   arrives while the stream is full is not kept: it is counted in `dropped` (nettrace's own
   loss counter, beside the kernel's ring-buffer counter), and so are later events of a
-  held packet that no longer fit (`events_discarded`: the packet is still shown).
+  held packet that no longer fit (`events_discarded`: the packet is still shown). The
+  reader (Tracer.live) first lets the kernel's ring buffer absorb a burst: while it is
+  less than half full, only as many events are read as the stream has room for, and a
+  full stream shows its oldest packets early (`pop_oldest`) to make room; beyond half
+  full everything is read and what does not fit is dropped here, counted, so the kernel
+  does not have to lose events.
 * `drain()` releases everything held at once: what waits when tracing stops is shown.
 
 So every packet the probes reported is either shown or counted in `dropped`. This module
@@ -28,15 +33,18 @@ from typing import Callable, Hashable
 from nettrace.trace.events import Event, parse_headers
 
 HOLD_NS = 50_000_000          # a packet is shown 50 ms after its first event
-MAX_EVENTS = 100_000          # events held for packets not shown yet
-#: measured by tests/test_trace_cli.py (tracemalloc) for one held event: the Event, its
-#: private copy of the kernel record (~190 bytes of fields and headers), the list slot
-EVENT_BYTES = 400
+MAX_EVENTS = 50_000           # events held for packets not shown yet
+#: worst case per held event, measured by tests/test_trace_cli.py (tracemalloc): the copy
+#: of the kernel record (~190 bytes of fields and headers), its Event, and (one event per
+#: packet) the packet's key, entry and list
+EVENT_BYTES = 1024
+#: per remembered key of a released or dropped packet (same test)
+GONE_BYTES = 640
 #: a released or dropped packet's key is remembered this long after its first event, so
 #: its late events are not taken for a new packet; well under the time an IPv4 id takes
 #: to come round again (65,536 packets between two hosts: 0.6 s at 100k packets/s)
 REMEMBER_NS = 3 * HOLD_NS
-MAX_REMEMBERED = 65_536
+MAX_REMEMBERED = 16_384      # 150 ms of packets at 100k/s
 
 
 def packet_key(ev: Event) -> Hashable:
@@ -60,11 +68,12 @@ class LiveStats:
     late_events: int = 0          # events of packets already shown
     dropped_events: int = 0       # events of packets counted in `dropped`
     held_events_peak: int = 0
+    held_packets: int = 0         # packets held now (neither shown nor dropped yet)
     max_events: int = MAX_EVENTS
 
     @property
     def memory_bound_bytes(self) -> int:
-        return self.max_events * EVENT_BYTES
+        return self.max_events * EVENT_BYTES + MAX_REMEMBERED * GONE_BYTES
 
     def to_dict(self) -> dict:
         return {**asdict(self), "memory_bound_bytes": self.memory_bound_bytes}
@@ -100,6 +109,16 @@ class PacketStream:
     def held_events(self) -> int:
         return self._held_events
 
+    @property
+    def room(self) -> int:
+        """Events that can still be held."""
+        return max(0, self.stats.max_events - self._held_events)
+
+    def due(self, now_ns: int) -> bool:
+        """Whether pop_due(now_ns) would release a packet."""
+        return bool(self._held) and \
+            next(iter(self._held.values())).first_ns <= now_ns - self.hold_ns
+
     def add(self, ev: Event) -> None:
         st = self.stats
         st.events += 1
@@ -110,6 +129,9 @@ class PacketStream:
         held = self._held.get(k)
         if held is None:
             gone = self._gone.get(k)
+            if gone is not None and ts - gone[0] > REMEMBER_NS:    # the id came round again
+                del self._gone[k]
+                gone = None
             if gone is not None:
                 if gone[1]:
                     st.late_events += 1
@@ -122,6 +144,7 @@ class PacketStream:
                 self._forget_later(k, ts, shown=False)
                 return
             held = self._held[k] = _Held(ts)
+            st.held_packets += 1
         elif self._held_events >= st.max_events:
             st.events_discarded += 1
             return
@@ -144,6 +167,11 @@ class PacketStream:
             return None
         return self._release(k)
 
+    def pop_oldest(self) -> list[Event] | None:
+        """The oldest held packet, due or not (the stream is full and the rest of the burst
+        waits in the ring buffer: show it rather than drop what comes next)."""
+        return self._release(next(iter(self._held))) if self._held else None
+
     def drain(self) -> list[list[Event]]:
         """Every held packet, oldest first (tracing stops: show what waits)."""
         return [self._release(k) for k in list(self._held)]
@@ -152,6 +180,7 @@ class PacketStream:
         held = self._held.pop(k)
         self._held_events -= len(held.events)
         self.stats.shown += 1
+        self.stats.held_packets -= 1
         self._forget_later(k, held.first_ns, shown=True)
         return held.events
 

@@ -312,10 +312,16 @@ class Probes:
         return sum(lost.getvalue(lost.Key(0)))
 
     # -- events ---------------------------------------------------------------------------
-    def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50) -> int:
-        """Deliver pending events to `callback`, waiting up to `timeout_ms` for the first."""
+    def poll(self, callback: Callable[[Event], None], timeout_ms: int = 50,
+             limit: int | None = None) -> int:
+        """Deliver pending events (at most `limit`) to `callback`, waiting up to `timeout_ms`
+        for the first."""
         with self._lock:
-            return self._ring.poll(lambda raw: callback(Event(raw)), timeout_ms)
+            return self._ring.poll(lambda raw: callback(Event(raw)), timeout_ms, limit)
+
+    def ring_fill(self) -> float:
+        """How full the ring buffer is (0: everything read, 1: the kernel is losing events)."""
+        return self._ring.backlog() / (self.ring_pages * PAGE_SIZE)
 
     # -- teardown -------------------------------------------------------------------------
     def detach(self, kinds: tuple[str, ...] = ("tp", "nf", "tc")) -> None:

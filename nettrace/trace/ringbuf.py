@@ -46,22 +46,29 @@ class RingReader:
             self._cls = type(self.table.event(ct.addressof(sample)))
         return self._cls
 
-    def poll(self, callback: Callable[[object], None], timeout_ms: int) -> int:
-        """Hand every available record (a private copy, bcc's event class) to `callback`;
-        wait up to `timeout_ms` for the first. Returns the number of records."""
-        n = self.consume(callback)
-        if n == 0 and timeout_ms > 0:
+    def poll(self, callback: Callable[[object], None], timeout_ms: int,
+             limit: int | None = None) -> int:
+        """Hand every available record (a private copy, bcc's event class) to `callback`,
+        at most `limit`; wait up to `timeout_ms` for the first. Returns the number of records."""
+        n = self.consume(callback, limit)
+        if n == 0 and timeout_ms > 0 and limit != 0:
             self._epoll.poll(timeout_ms / 1000)
-            n = self.consume(callback)
+            n = self.consume(callback, limit)
         return n
 
-    def consume(self, callback: Callable[[object], None]) -> int:
+    def backlog(self) -> int:
+        """Bytes written by the kernel and not read yet."""
+        return struct.unpack_from("<Q", self._prod, 0)[0] - self._cons_pos.value
+
+    def consume(self, callback: Callable[[object], None], limit: int | None = None) -> int:
         prod_mm, unpack = self._prod, struct.unpack_from
         cons = self._cons_pos.value
         prod = unpack("<Q", prod_mm, 0)[0]
         base, mask, n = self._data_off, self.mask, 0
         cls = self._cls
-        while cons < prod:
+        if limit is None:
+            limit = -1
+        while cons < prod and n != limit:
             off = base + (cons & mask)
             length = unpack("<I", prod_mm, off)[0]
             if length & BUSY_BIT:

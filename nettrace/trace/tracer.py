@@ -52,6 +52,8 @@ UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error s
 NFT_WAIT_S = 0.03         # for nft trace lines of an accepted packet
 NFT_DROP_WAIT_S = 0.5     # for the rule that dropped it: worth waiting for
 LIVE_SHOW_BUDGET_S = 0.1  # live: show packets this long, then read the ring buffer again
+LIVE_RING_SHED = 0.5      # live: ring buffer fill beyond which nettrace reads all and drops
+LIVE_FLUSH_S = 3.0        # live, once stopped: show what waits in the ring buffer this long
 
 
 class Tracer:
@@ -363,8 +365,8 @@ class Tracer:
         Each packet is shown `hold` seconds after its first event; at most `max_events`
         events wait to be shown, and packets beyond that are counted, not kept (see
         nettrace.trace.live; `live_stats` has the counters). When stop() turns true the
-        packets still waiting (and the events already in the ring buffer) are shown before
-        the iterator ends. Live tracing uses its own probe build (NT_LIVE), compiled and
+        packets still waiting are shown before the iterator ends, and so are those whose
+        events are still in the ring buffer, for LIVE_FLUSH_S (the rest is counted). Live tracing uses its own probe build (NT_LIVE), compiled and
         attached here and detached when the iterator ends (or is closed).
         """
         flt = expr_mod.parse(expr, self._ip_of)
@@ -379,15 +381,36 @@ class Tracer:
                 self._attach(probes, **flt.kernel_args())
                 self._live_probes = probes
                 while not stop():
-                    probes.poll(stream.add, timeout_ms=20)     # all that is there: drained
-                    now = time.monotonic_ns()                   # the kernel's clock too
+                    # a burst waits in the ring buffer while packets are shown (a full stream
+                    # shows its oldest early); past half full read it all: what does not fit
+                    # in the stream is dropped there, and counted
+                    shed = probes.ring_fill() >= LIVE_RING_SHED
+                    room = None if shed else stream.room
+                    early = room == 0
+                    if not early:
+                        probes.poll(stream.add, limit=room,
+                                    timeout_ms=0 if stream.due(stream.frontier_ns) else 20)
+                    # the kernel's clock (CLOCK_MONOTONIC) once all is read, else the
+                    # newest event read
+                    horizon = time.monotonic_ns() if probes.ring_fill() == 0 \
+                        else stream.frontier_ns
                     budget = time.monotonic() + LIVE_SHOW_BUDGET_S
-                    while time.monotonic() < budget:           # then read again: a slow
-                        evs = stream.pop_due(now)               # reader drops, and counts
+                    while time.monotonic() < budget:
+                        evs = stream.pop_due(horizon)
+                        if evs is None and early and stream.room < stream.stats.max_events // 4:
+                            evs = stream.pop_oldest()
                         if evs is None:
                             break
                         yield self._live_path(evs, probes)
-                probes.detach(ON_DEMAND)         # nothing new; what was seen is shown
+                # stopped: nothing new comes; what waits (held, and in the ring buffer) is
+                # shown, for LIVE_FLUSH_S at most; then the rest is read and counted
+                probes.detach(ON_DEMAND)
+                deadline = time.monotonic() + LIVE_FLUSH_S
+                while probes.ring_fill() > 0 and time.monotonic() < deadline:
+                    if stream.room == 0:
+                        yield self._live_path(stream.pop_oldest(), probes)
+                    else:
+                        probes.poll(stream.add, timeout_ms=0, limit=stream.room)
                 while probes.poll(stream.add, timeout_ms=0):
                     pass
                 for evs in stream.drain():
