@@ -59,24 +59,26 @@ class NfTrace:
                   f"add chain inet {self.table} out {{ type filter hook output priority -350; }}\n")
         for ns in self.namespaces:
             _remove_stale_tables(ns)
-            # one interactive nft per namespace: it owns the table (gone when it exits) and
-            # takes the per-packet rules (a process per rule change would cost each path
-            # ~20 ms of CPU per namespace)
+            # the monitor first: it subscribes while the table is made
             try:
+                proc = netns.popen(ns, ["nft", "-a", "monitor", "trace"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                # one interactive nft per namespace: it owns the table (gone when it exits)
+                # and takes the per-packet rules (a process per rule change would cost each
+                # path ~20 ms of CPU per namespace)
                 shell = netns.popen(ns, ["nft", "-i"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
             except Exception as exc:            # no nft: degrade
                 self.error = f"nft trace unavailable in {ns}: {exc}"
                 continue
+            self._procs.append(proc)
             self._shells[ns] = shell
             self._send(ns, script)
             if not self._sync(ns):              # nf_tables refused the table: degrade
                 self.error = f"nft trace unavailable in {ns}: the trace table was refused"
-                self._stop([self._shells.pop(ns)])
+                self._stop([self._shells.pop(ns), proc])
+                self._procs.remove(proc)
                 continue
-            proc = netns.popen(ns, ["nft", "-a", "monitor", "trace"], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, bufsize=1)
-            self._procs.append(proc)
             t = threading.Thread(target=self._read, args=(ns, proc), daemon=True,
                                  name=f"nft-monitor-{ns}")
             t.start()
