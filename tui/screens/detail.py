@@ -35,13 +35,13 @@ def dissect(frame: bytes) -> tuple[str, str]:
     return pkt.show(dump=True), hexdump(pkt, dump=True)
 
 
-def header_text(path: Path, index: int) -> Text:
+def header_text(path: Path, index: int, lab=None) -> Text:
     hop = path.hops[index]
     text = summary(path)
     text.append(f"\nhop {index + 1}/{len(path.hops)}: ", "dim")
     text.append(hop.place, "bold")
     text.append(f" {hop.role or ''} {kernel_point(hop)}", "cyan")
-    rule = rule_text(hop.rule, None, hop.netns) if hop.rule else None
+    rule = rule_text(hop.rule, lab, hop.netns) if hop.rule else None
     if rule:
         text.append(f"\nrule {rule}", "yellow")
     for change in hop.changes:
@@ -80,7 +80,8 @@ class PacketDetailScreen(Screen):
 
     def render_hop(self) -> None:
         hop = self.path.hops[self.index]
-        self.query_one("#detail-head", Static).update(header_text(self.path, self.index))
+        self.query_one("#detail-head", Static).update(header_text(
+            self.path, self.index, getattr(self.app, "lab", None)))
         if hop.frame:
             shown, hexed = dissect(hop.frame)
             self.query_one("#dissection", Static).update(Text(shown))

@@ -35,7 +35,8 @@ def delta(ns: int) -> str:
     return f"+{ns / 1e9:.2f}s"
 
 
-def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None) -> Text:
+def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None,
+             lab=None) -> Text:
     pad = " " * 11
     mark, style = ("✗", VERDICT_STYLE["dropped"]) if dropped else ("●", "bold cyan")
     text = Text.assemble((f"{delta(hop.ts_ns - t0):>10} ", "dim"), (mark, style), " ",
@@ -54,7 +55,7 @@ def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None) -
             line += f" → {hop.verdict}"
         text.append(f"\n{pad}{SPINE} ", "dim")
         text.append(line, "bold red" if hop.verdict == "drop" else "")
-    rule = rule_text(hop.rule, None, hop.netns) if hop.rule else None
+    rule = rule_text(hop.rule, lab, hop.netns) if hop.rule else None
     if rule:
         text.append(f"\n{pad}{SPINE} ", "dim")
         text.append("rule ", "dim")
@@ -78,7 +79,7 @@ class Entry:
     text: Text
 
 
-def entries_for(path: Path | None) -> list[Entry]:
+def entries_for(path: Path | None, lab=None) -> list[Entry]:
     if path is None:
         return [Entry(None, Text("no packet selected: press i to inject one", style="dim"))]
     entries: list[Entry] = []
@@ -90,7 +91,8 @@ def entries_for(path: Path | None) -> list[Entry]:
         entries.append(Entry(None, summary(p)))
         dropped = drop_hop(p)
         for i, hop in enumerate(p.hops):
-            entries.append(Entry(f"{leg}:{i}", hop_text(hop, t0, i == dropped, p.verdict.reason)))
+            text = hop_text(hop, t0, i == dropped, p.verdict.reason, lab)
+            entries.append(Entry(f"{leg}:{i}", text))
         if not p.hops:
             entries.append(Entry(None, Text("no hop was seen (probes missing, or the packet "
                                             "never left)", style="yellow")))
@@ -146,7 +148,7 @@ class PathTimeline(ScrollView, can_focus=True):
         if path is self.path and self.shown:
             return
         self.path, self.shown = path, True
-        self.entries = entries_for(path)
+        self.entries = entries_for(path, getattr(self.app, "lab", None))
         self.cursor = next((i for i, e in enumerate(self.entries) if e.id), None)
         self._width = -1
         self.scroll_to(y=0, animate=False)
