@@ -11,7 +11,8 @@ Limits (documented in the README):
   `MAX_YAML_NODES` nodes once aliases are expanded (a "billion laughs" file stops there),
   only the plain tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map`),
   and no key twice in one mapping;
-* saved paths (`nettrace path --json` output) may be up to `MAX_PATHS_BYTES` (64 MiB);
+* saved paths (`nettrace path --json` output) may be up to `MAX_PATHS_BYTES` (64 MiB) and
+  trace bundles up to `MAX_BUNDLE_BYTES` (256 MiB) once decompressed;
 * captures are streamed, so they have no size limit, but they must be regular files too.
 
 Mappings come back as `LineMap` (a dict with `.line` and `.lines[key]`, 1-based) and
@@ -29,6 +30,7 @@ from nettrace.errors import NettraceError
 
 MAX_TEXT_BYTES = 1 << 20          # 1 MiB: the largest embedded lab is ~2 KiB
 MAX_PATHS_BYTES = 64 << 20        # saved paths (`path --json`) for the TUI: 10,000 hops ~ 5 MiB
+MAX_BUNDLE_BYTES = 256 << 20      # a trace bundle, uncompressed (a long `record --save`)
 MAX_YAML_DEPTH = 64
 MAX_YAML_ALIASES = 1_000
 MAX_YAML_NODES = 100_000
@@ -78,14 +80,44 @@ def open_regular(path: str, what: str, error: Error, *, max_bytes: int | None = 
     return f
 
 
-def read_text(path: str, what: str, error: Error, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of a small regular file, or `error(...)` saying why not."""
+def read_bytes(path: str, what: str, error: Error, *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or `error(...)` saying why not."""
     with open_regular(path, what, error, max_bytes=max_bytes) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:                # grew between the stat and the read
         raise error(f"is larger than {max_bytes:,} bytes; a {what} may be at most "
                     f"{max_bytes >> 20} MiB")
-    return decode_text(data, what, error)
+    return data
+
+
+def read_text(path: str, what: str, error: Error, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a small regular file, or `error(...)` saying why not."""
+    return decode_text(read_bytes(path, what, error, max_bytes=max_bytes), what, error)
+
+
+def gunzip(data: bytes, what: str, error: Error, *, max_bytes: int) -> bytes:
+    """Decompress gzip data, refusing corrupt streams and more than `max_bytes` of output
+    (a "zip bomb" stops there instead of filling memory)."""
+    import zlib
+    out, rest = [], data
+    size = 0
+    try:
+        while rest[:2] == b"\x1f\x8b":               # one or more gzip members
+            d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            chunk = d.decompress(rest, max_bytes + 1 - size)
+            size += len(chunk)
+            out.append(chunk)
+            if size > max_bytes or d.unconsumed_tail:
+                raise error(f"decompresses to more than {max_bytes:,} bytes; a {what} may be "
+                            f"at most {max_bytes >> 20} MiB uncompressed")
+            if not d.eof:
+                raise error(f"is a truncated gzip stream, not a {what}")
+            rest = d.unused_data
+    except zlib.error as exc:
+        raise error(f"is a corrupt gzip stream ({exc}), not a {what}") from None
+    if rest.strip(b"\0"):
+        raise error(f"has {len(rest)} bytes of trailing garbage after its gzip data")
+    return b"".join(out)
 
 
 def decode_text(data: bytes, what: str, error: Error) -> str:

@@ -19,6 +19,16 @@ RUN_TAG = os.environ.get("NETTRACE_TEST_TAG") or f"{os.getpid():x}"[-5:]
 os.environ.setdefault("NETTRACE_NS_PREFIX", f"ntt{RUN_TAG}")
 os.environ.setdefault("NETTRACE_STATE_DIR", f"/run/nettrace-test-{RUN_TAG}")
 
+# Fuzzing (tests/test_fuzz_*.py): a bounded number of examples per property so the suite
+# stays fast; NETTRACE_FUZZ_EXAMPLES=N runs longer. No deadline: the machine is shared.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "nettrace", max_examples=int(os.environ.get("NETTRACE_FUZZ_EXAMPLES", "100")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True)
+settings.load_profile("nettrace")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
 

@@ -205,13 +205,19 @@ def to_packet(payload: LinkPayload, layer: str | None = None):
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
+    import struct
     if (layer or payload.layer) == "l2":
         if payload.ether is None:
             raise ValueError("no Ethernet header")
-        return Ether(payload.ether)
-    if payload.layer == "l2":
+        cls, data = Ether, payload.ether
+    elif payload.layer == "l2":
         raise ValueError("not an IP packet")
-    return (IP if payload.data[0] >> 4 == 4 else IPv6)(payload.data)
+    else:
+        cls, data = (IP if payload.data[0] >> 4 == 4 else IPv6), payload.data
+    try:
+        return cls(data)
+    except struct.error as exc:          # scapy on a header cut short (a damaged capture)
+        raise ValueError(f"{cls.__name__} header cut short ({exc})") from None
 
 
 def apply_rewrite(pkt, rw: Rewrite):

@@ -161,9 +161,9 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
             send_layer = payload.layer if layer == "auto" else layer
             try:
                 pkt = apply_rewrite(to_packet(payload, send_layer), rw)
-            except ValueError:
+            except ValueError as exc:
                 raise CaptureError(capture, f"cannot be sent at layer {send_layer[1]}: "
-                                            f"{_why_not(payload, send_layer)}",
+                                            f"{_why_not(payload, send_layer, exc)}",
                                    frame=frame.number) from None
             if send_layer == "l3":
                 why = routes.problem(str(pkt.dst))
@@ -196,7 +196,9 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
             tracer.__exit__(None, None, None)
 
 
-def _why_not(payload, layer: str) -> str:
+def _why_not(payload, layer: str, exc: ValueError) -> str:
+    if "cut short" in str(exc):
+        return f"its {exc}"
     if layer == "l2":
         return "it was captured without an Ethernet header (send it with --layer l3)"
     return "it is not an IP packet (send it with --layer l2 or auto)"

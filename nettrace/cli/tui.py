@@ -28,6 +28,9 @@ def load_paths(filename: str) -> list:
             items = [(1, item) for item in json.loads(stripped)]
         except json.JSONDecodeError as exc:
             raise NettraceError(f"{filename}:{exc.lineno}: not JSON: {exc.msg}") from None
+        except RecursionError:
+            raise NettraceError(f"{filename}: not a nettrace paths file (JSON nested too "
+                                f"deeply)") from None
     else:
         items = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -36,11 +39,14 @@ def load_paths(filename: str) -> list:
                     items.append((lineno, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise NettraceError(f"{filename}:{lineno}: not JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise NettraceError(f"{filename}:{lineno}: not a nettrace path (JSON nested "
+                                        f"too deeply)") from None
     paths = []
     for lineno, item in items:
         try:
             paths.append(Path.from_dict(item))
-        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        except (TypeError, KeyError, AttributeError, ValueError, RecursionError) as exc:
             raise NettraceError(f"{filename}:{lineno}: not a nettrace path: {exc}") from None
     return paths
 

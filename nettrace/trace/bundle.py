@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from nettrace.errors import SpecError
 from nettrace.trace.assemble import Request, TraceLine, TraceRecord, assemble_observed
-from nettrace.trace.events import Event
+from nettrace.trace.events import Event, Point
 from nettrace.trace.model import Path
 from nettrace.trace.names import Names
 
@@ -75,7 +75,38 @@ def event_of_row(row: list) -> Event:
     if not isinstance(row, list) or len(row) != len(EVENT_FIELDS):
         raise ValueError(f"an event is a list of {len(EVENT_FIELDS)} values "
                          f"({', '.join(EVENT_FIELDS)})")
+    for name, value in zip(EVENT_FIELDS[:-1], row):     # numbers, as the kernel wrote them
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 64:
+            raise ValueError(f"event field {name} must be an unsigned integer, not {value!r}")
+    if not 1 <= row[0] <= len(Point):
+        raise ValueError(f"event point {row[0]} is not a probe point (1..{len(Point)})")
+    if not isinstance(row[-1], str):
+        raise ValueError("event field hdr must be base64 text")
     return Event(_Raw(row))
+
+
+def _checked_names(names: Names) -> Names:
+    """Names as recorded: text where the views expect text (a bundle is user input)."""
+    for place in names.places.values():
+        _text_fields(place, required=("netns",))
+    for (inode, ifindex), dev in names.devices.items():
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (inode, ifindex)):
+            raise ValueError(f"device key {[inode, ifindex]!r} must be two integers")
+        _text_fields(dev, required=("name",))
+    for table in (names.reasons, names.locations):
+        for key, text in table.items():
+            if not isinstance(text, str):
+                raise ValueError(f"name of {key} must be text, not {text!r}")
+    return names
+
+
+def _text_fields(obj, required: tuple[str, ...]) -> None:
+    import dataclasses
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not isinstance(value, str) and (f.name in required or value is not None):
+            raise ValueError(f"{type(obj).__name__.lower()} field {f.name} must be text, "
+                             f"not {value!r}")
 
 
 @dataclass
@@ -137,7 +168,10 @@ class Bundle:
                             f"reads (1..{VERSION})", file=file, field="version")
         where = "names"
         try:
-            names = Names.from_dict(d.get("names") or {})
+            names = _checked_names(Names.from_dict(d.get("names") or {}))
+            for key in ("traces", "observed"):
+                if not isinstance(d.get(key) or [], list):
+                    raise TypeError(f"'{key}' must be a list")
             traces = []
             for i, t in enumerate(d.get("traces") or []):
                 where = f"traces[{i}]"
@@ -150,9 +184,13 @@ class Bundle:
             for i, evs in enumerate(d.get("observed") or []):
                 where = f"observed[{i}]"
                 observed.append([event_of_row(row) for row in evs])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SpecError(f"malformed: {exc}", file=file, field=where) from None
-        lab = d.get("lab")
+            where = "lab"
+            lab = d.get("lab")
+            if lab is not None:
+                from nettrace.topology.model import Lab
+                Lab.from_dict(lab)                  # the recorded model must be readable
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise SpecError(f"malformed: {str(exc)[:200]}", file=file, field=where) from None
         lab_name = (lab or {}).get("name") or (traces[0].request.lab if traces else "?")
         return cls(lab_name, names, traces, observed, lab, d.get("spec"),
                    d.get("created", ""), d.get("kernel", ""), d.get("nettrace", ""),
@@ -175,15 +213,16 @@ def save(bundle: Bundle, file: str) -> None:
 
 
 def load(file: str) -> Bundle:
+    """Read a bundle (JSON, optionally gzip): a regular file, bounded in size (nettrace.inputs)."""
+    from nettrace.inputs import MAX_BUNDLE_BYTES, gunzip, read_bytes
+
+    def error(message: str, line: int | None = None) -> SpecError:
+        return SpecError(message, file=file, line=line)
+    data = read_bytes(file, "trace bundle", error, max_bytes=MAX_BUNDLE_BYTES)
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip(data, "trace bundle", error, max_bytes=MAX_BUNDLE_BYTES)
     try:
-        with open(file, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror}", file=file) from None
-    try:
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
         doc = json.loads(data)
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"not a trace bundle (not JSON: {exc})", file=file) from None
+    except (ValueError, RecursionError) as exc:
+        raise SpecError(f"not a trace bundle (not JSON: {str(exc)[:100]})", file=file) from None
     return Bundle.from_dict(doc, file)
