@@ -67,6 +67,9 @@ def _node_by_ip(lab: Lab, ip: str | None) -> Sandbox | Host | None:
     for node in list(lab.hosts.values()) + list(lab.clients.values()):
         if node.address == ip:
             return node
+    for net in lab.networks:              # a network's gateway is its host's own address
+        if net.gateway == ip and net.host in lab.hosts:
+            return lab.hosts[net.host]
     return None
 
 
@@ -862,10 +865,10 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
     lab, path = f.lab, f.path
     dst = f.dst
     first = path.hops[0].packet if path.hops and path.hops[0].packet else None
-    sent_to = first.dst if first else f.dst_ip
     dnat = any("(DNAT)" in c for h in path.hops for c in h.changes)
     port, proto = f.port, f.proto
-    if isinstance(dst, Host) and dst.kind == "docker" and sent_to == dst.address and not dnat:
+    if isinstance(dst, Host) and dst.kind == "docker" and _addressed_to(lab, dst.name, first) \
+            and not dnat:
         published = [(sb, p) for sb in lab.sandboxes.values() if sb.host == dst.name
                      for p in sb.ports() if (p.host_port, p.proto) == (port, proto)]
         if published and all(n.internal for n in _nets(lab, published[0][0])):
