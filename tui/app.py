@@ -28,6 +28,7 @@ from tui.messages import (InjectFailed, LabChanged, LabDown, LabFailed, LabProgr
                           TracerProgress, TracerReady, TracerStopped, TracerUnavailable)
 from tui.session import InjectRequest, LiveRequest, StopLive, TracerSession
 from tui.widgets.cnm_tree import CnmTree
+from tui.widgets.diagnosis import DiagnosisPanel
 from tui.widgets.keybar import KeyBar
 from tui.widgets.packets import PacketList
 from tui.widgets.status import StatusBar
@@ -85,6 +86,7 @@ class NettraceApp(App):
                     with Vertical(id="trace-left"):
                         yield Input(placeholder="/ filter: c1 dropped !arp ...", id="filter")
                         yield PacketList(id="packets")
+                        yield DiagnosisPanel(id="diagnosis")
                         yield PathTimeline(id="timeline")
                     with ScrollableContainer(id="trace-map", can_focus=False):
                         yield TopologyMap(classes="map")
@@ -105,6 +107,7 @@ class NettraceApp(App):
             self.select(0)
         else:
             self.query_one(PathTimeline).show(None)
+            self.query_one(DiagnosisPanel).show(None)
         table.focus()
         self.set_interval(0.25, self.refresh_status)
         self.refresh_status()
@@ -149,6 +152,10 @@ class NettraceApp(App):
         if table.current_index() != index:
             table.select_index(index)
         path = self.paths[index]
+        if path.diagnosis is None and self.lab is not None and path.direction == "request":
+            from nettrace.diagnosis import attach
+            attach([path], self.lab)            # recorded paths, and any traced before it
+        self.query_one(DiagnosisPanel).show(path, has_lab=self.lab is not None)
         self.query_one(PathTimeline).show(path)
         self.show_path(path)
 
@@ -265,6 +272,7 @@ class NettraceApp(App):
             self.selected = None
             self.query_one(PacketList).clear()
             self.query_one(PathTimeline).show(None)
+            self.query_one(DiagnosisPanel).show(None)
         self.show_lab(lab)
         self.start_tracer()
         self.refresh_status()

@@ -161,25 +161,27 @@ SHORT_POINTS = {"tp:net_dev_queue": "tx", "tp:net_dev_start_xmit": "tx", "tp:net
                 "tc:egress": "tc-out", "drop": "DROP", "consume": "freed"}
 
 
+def diagnosis_parts(diagnosis) -> list[tuple[str, str]]:
+    """(head, text) rows of a diagnosis, for every view: ("why", "[cause] summary"), then
+    per fix ("fix" or "or", command) and ("", "lab: edit") rows."""
+    if diagnosis is None:
+        return []
+    rows = [("why", f"[{diagnosis.cause.value}] {diagnosis.summary}")]
+    for n, fix in enumerate(diagnosis.fixes):
+        items = list(fix.docker) + [f"lab: {edit}" for edit in fix.lab]
+        for k, item in enumerate(items):
+            rows.append(("" if k else ("fix" if n == 0 else "or"), item))
+    return rows
+
+
 def diagnosis_lines(diagnosis, width: int = WHY_WIDTH) -> list[str]:
     """The `why:` / `fix:` block under a verdict, wrapped to `width` columns."""
     import textwrap
-    if diagnosis is None:
-        return []
-    pad = " " * 5
-
-    def wrap(head: str, text: str) -> list[str]:
-        return textwrap.wrap(text, width, initial_indent=head, subsequent_indent=pad,
-                             break_on_hyphens=False, break_long_words=True)
-
-    lines = wrap("why: ", f"[{diagnosis.cause.value}] {diagnosis.summary}")
-    for n, fix in enumerate(diagnosis.fixes):
-        head = "fix: " if n == 0 else " or: "
-        for k, cmd in enumerate(fix.docker):
-            lines += wrap(head if k == 0 else pad, cmd)
-        for k, edit in enumerate(fix.lab):
-            first = not fix.docker and k == 0
-            lines += wrap(head if first else pad, f"lab: {edit}")
+    lines = []
+    for head, text in diagnosis_parts(diagnosis):
+        lines += textwrap.wrap(text, width, initial_indent=f"{head + ':' if head else '':>4} ",
+                               subsequent_indent=" " * 5, break_on_hyphens=False,
+                               break_long_words=True)
     return lines
 
 

@@ -36,7 +36,7 @@ def delta(ns: int) -> str:
 
 
 def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None,
-             lab=None) -> Text:
+             lab=None, evidence: str | None = None) -> Text:
     pad = " " * 11
     mark, style = ("✗", VERDICT_STYLE["dropped"]) if dropped else ("●", "bold cyan")
     text = Text.assemble((f"{delta(hop.ts_ns - t0):>10} ", "dim"), (mark, style), " ",
@@ -68,6 +68,9 @@ def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None,
         text.append(f"\n{pad}{SPINE} ", "dim")
         reason = hop.drop_reason or (path_reason if dropped else None) or "reason not reported"
         text.append(f"✗ dropped: {reason}{where}", "bold white on red")
+    if evidence:
+        text.append(f"\n{pad}{SPINE} ", "dim")
+        text.append(f"◆ evidence: {evidence}", "bold magenta")
     return text
 
 
@@ -85,13 +88,18 @@ def entries_for(path: Path | None, lab=None) -> list[Entry]:
     entries: list[Entry] = []
     t0 = path.hops[0].ts_ns if path.hops else 0
     legs = [("request", path)] + ([("reply", path.reply)] if path.reply is not None else [])
+    # the diagnosis counts the reply's hops after the request's
+    evidence = set(path.diagnosis.evidence) if path.diagnosis is not None else set()
+    cause = path.diagnosis.cause.value if path.diagnosis is not None else None
     for leg, p in legs:
+        base = 0 if leg == "request" else len(path.hops)
         if leg == "reply":
             entries.append(Entry(None, Text("─" * 40, style="dim")))
         entries.append(Entry(None, summary(p)))
         dropped = drop_hop(p)
         for i, hop in enumerate(p.hops):
-            text = hop_text(hop, t0, i == dropped, p.verdict.reason, lab)
+            text = hop_text(hop, t0, i == dropped, p.verdict.reason, lab,
+                            cause if base + i in evidence else None)
             entries.append(Entry(f"{leg}:{i}", text))
         if not p.hops:
             entries.append(Entry(None, Text("no hop was seen (probes missing, or the packet "
