@@ -74,10 +74,15 @@ def labs():
         pytest.skip("needs root")
     up: dict[str, object] = {}
 
-    def get(name: str, *, as_name: str | None = None):
+    def get(name: str, *, as_name: str | None = None, engine: str | None = None):
+        """`engine`: "20.10" brings the lab up under Docker 20.10's profile (as_name needed)."""
         key = as_name or name
         if key not in up:
-            up[key] = builder.up(spec.load(name, name=as_name))
+            lab_spec = spec.load(name, name=as_name)
+            if engine is not None:
+                import dataclasses
+                lab_spec.engine = dataclasses.replace(lab_spec.engine, version=engine)
+            up[key] = builder.up(lab_spec)
         return up[key]
 
     yield get
@@ -91,8 +96,12 @@ def make_lab():
     from nettrace.topology import builder, spec
     made: list[str] = []
 
-    def make(ref: str | None = None, *, text: str | None = None, name: str | None = None):
+    def make(ref: str | None = None, *, text: str | None = None, name: str | None = None,
+             engine: str | None = None):
         s = spec.parse(text, default_name=name or "t") if text else spec.load(ref, name=name)
+        if engine is not None:               # "20.10": Docker 20.10's profile
+            import dataclasses
+            s.engine = dataclasses.replace(s.engine, version=engine)
         lab = builder.up(s)
         made.append(lab.name)
         return lab

@@ -71,7 +71,8 @@ def test_user_bridges_isolation_and_its_fix(labs, trace, fixed):
     assert d.cause.value == "network-isolation", d.summary
     assert "c1 is on network front" in d.summary and "c3 is on network back" in d.summary
     deciding = p.hops[d.evidence[0]]
-    assert deciding.hook == "FORWARD" and deciding.verdict == "drop"
+    # Docker 29 (default): the raw table's direct-access drop, before routing (20.10: FORWARD)
+    assert deciding.hook == "PRE_ROUTING" and deciding.verdict == "drop"
     assert d.fixes[0].docker == ["docker network connect back c1"]
     again = fixed(embedded("user-bridges"), d.fixes[0], "c1", "c3", "dg-ubfix")
     assert again.diagnosis.cause.value == "ok", again.diagnosis.summary

@@ -72,7 +72,7 @@ def test_nft_rule_texts_drop_counters_and_keep_comments():
 }
 """
     assert index.nft_rule_texts(listing) == {
-        21: 'ip daddr 192.0.2.2 iifname != "bridge1" drop comment "DROP DIRECT ACCESS"'}
+        21: 'ip daddr 192.0.2.2 iifname != "bridge1" counter drop comment "DROP DIRECT ACCESS"'}
 
 
 def _lab_with_rule() -> Lab:
@@ -128,19 +128,30 @@ def test_index_matches_kernel_and_marks_user_rules(make_lab):
         saved[("filter", "FORWARD")]
     assert all(r.purpose is not RulePurpose.USER_FIREWALL for r in mine)
     # handles are the kernel's: each one lists exactly that rule
-    r = next(r for r in mine if r.purpose is RulePurpose.ISOLATION and r.chain ==
-             "DOCKER-ISOLATION-STAGE-2" and r.network)
+    r = next(r for r in mine if r.purpose is RulePurpose.UNPUBLISHED_PORT_DROP and
+             r.network == "front")
+    assert r.text == f"-A DOCKER ! -i {lab.network('front').device} -o " \
+                     f"{lab.network('front').device} -j DROP"
     listed = netns.run(host.netns, ["nft", "-a", "list", "chain", "ip", "filter", r.chain]).stdout
     line = next(ln for ln in listed.splitlines() if ln.endswith(f"# handle {r.handle}"))
     assert f'oifname "{lab.network(r.network).device}"' in line and "drop" in line
     # containers on user networks: their embedded DNS rules are indexed too
     assert {x.purpose for x in lab.rules if x.host == "c1"} == {RulePurpose.EMBEDDED_DNS}
     # a rule the user adds is indexed as theirs, at its place in the chain
-    netns.run(host.netns, ["iptables", "-I", "DOCKER-USER", "-s", "10.9.9.9", "-j", "DROP"])
+    netns.run(host.netns, ["iptables", "-I", "DOCKER-FORWARD", "-s", "10.9.9.9", "-j", "DROP"])
     again = index.read_iptables("host", host.netns,
                                 firewall.profile_for(lab).render(lab, host).rules)
     user = [x for x in again if x.purpose is RulePurpose.USER_FIREWALL]
     assert [(u.chain, u.number, u.text) for u in user] == \
-        [("DOCKER-USER", 1, "-A DOCKER-USER -s 10.9.9.9/32 -j DROP")]
-    assert next(x for x in again if x.chain == "DOCKER-USER" and x.number == 2).purpose is \
-        RulePurpose.DOCKER_USER
+        [("DOCKER-FORWARD", 1, "-A DOCKER-FORWARD -s 10.9.9.9/32 -j DROP")]
+    second = next(x for x in again if x.chain == "DOCKER-FORWARD" and x.number == 2)
+    assert second.purpose is RulePurpose.DISPATCH and second.text == "-A DOCKER-FORWARD -j DOCKER-CT"
+
+
+@needs_root
+def test_lab_firewall_entries_are_indexed_as_the_users(make_lab):
+    lab = make_lab(text="hosts: [{name: host, firewall: [\"-I DOCKER-USER -s 10.9.9.9 -j DROP\"]}]\n"
+                        "containers: [{name: c1}]\n", name="fwuser")
+    user = [r for r in lab.rules if r.purpose is RulePurpose.USER_FIREWALL]
+    assert [(u.host, u.chain, u.number, u.text) for u in user] == \
+        [("host", "DOCKER-USER", 1, "-A DOCKER-USER -s 10.9.9.9/32 -j DROP")]

@@ -83,7 +83,7 @@ def test_cli_up_show_exec_ls_down():
         assert "lab 'cli1' is up" in up.stdout
         show = run_cli("lab", "show", "cli1", check=True).stdout
         for needle in ("host host", "front (bridge, local) 10.10.0.0/24", "endpoint c1-front: eth0 10.10.0.2/24",
-                       "firewall of host host", "-A DOCKER-ISOLATION-STAGE-1"):
+                       "firewall of host host", "-A DOCKER-FORWARD -j DOCKER-BRIDGE"):
             assert needle in show, needle
         as_json = json.loads(run_cli("lab", "show", "cli1", "--json", check=True).stdout)
         assert set(as_json["sandboxes"]) == {"c1", "c2", "c3"}

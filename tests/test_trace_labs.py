@@ -51,12 +51,14 @@ def traced(labs):
     from nettrace.trace import Tracer
     open_tracers: dict[str, tuple] = {}
 
-    def get(name: str):
-        if name not in open_tracers:
-            lab = labs(name, as_name=f"tr-{name}")
+    def get(name: str, engine: str | None = None):
+        key = (name, engine)
+        if key not in open_tracers:
+            suffix = "" if engine is None else "-v" + engine.replace(".", "")
+            lab = labs(name, as_name=f"tr-{name}{suffix}", engine=engine)
             tr = Tracer(lab).__enter__()
-            open_tracers[name] = (tr, lab, tr.probes.prog_ids())
-        return open_tracers[name][0]
+            open_tracers[key] = (tr, lab, tr.probes.prog_ids())
+        return open_tracers[key][0]
 
     yield get
     for tr, lab, prog_ids in open_tracers.values():
@@ -83,9 +85,10 @@ def veth_of(lab, container: str) -> str:
     return lab.sandboxes[container].endpoints[0].host_ifname
 
 
-def test_bridge_hop_sequence_and_reply(traced):
+@pytest.mark.parametrize("engine", ["29", "20.10"])
+def test_bridge_hop_sequence_and_reply(traced, engine):
     from nettrace.trace.assemble import device_sequence
-    tr = traced("bridge")
+    tr = traced("bridge", engine)
     lab = tr.lab
     p = one(tr.path("c1", "c2", proto="icmp"))
     assert p.verdict.kind == "delivered" and p.verdict.where == "c2"
@@ -93,12 +96,18 @@ def test_bridge_hop_sequence_and_reply(traced):
                                   f"host:{veth_of(lab, 'c2')}", "c2:eth0"]
     fwd = hop(p, "nf:FORWARD", "host")
     assert fwd.verdict == "accept" and fwd.in_dev == "docker0" and fwd.out_dev == "docker0"
-    assert fwd.rule is not None and fwd.rule.verdict == "accept" and fwd.rule.chain == "FORWARD"
+    assert fwd.rule is not None and fwd.rule.verdict == "accept"
+    # 29: DOCKER-FORWARD's "-i docker0 -j ACCEPT"; 20.10: FORWARD's ICC accept
+    assert fwd.rule.chain == {"29": "DOCKER-FORWARD", "20.10": "FORWARD"}[engine]
+    fw = lab.rule_for("host", "ip", "filter", fwd.rule.chain, fwd.rule.handle)
+    assert fw is not None and fw.purpose.value == {"29": "outgoing", "20.10": "icc"}[engine]
     roles = [h.role for h in p.hops if h.point.startswith("tp:")]
     assert roles == ["container", "veth-host", "veth-host", "container"]
     assert p.reply is not None and p.reply.verdict.kind == "delivered"
     assert device_sequence(p.reply) == list(reversed(device_sequence(p)))
-    assert hop(p.reply, "nf:FORWARD", "host").rule.rule.endswith("ct state related,established accept")
+    back = hop(p.reply, "nf:FORWARD", "host").rule
+    assert back.rule.endswith("ct state related,established accept")
+    assert back.chain == {"29": "DOCKER-CT", "20.10": "FORWARD"}[engine]
     assert p.events_lost == 0 and tr.events_lost == 0
     status = {s.name: s for s in tr.probe_status()}
     assert all(status[f"tp:{tp}"].live for tp in ("net_dev_queue", "netif_receive_skb", "kfree_skb"))
@@ -142,40 +151,61 @@ def test_bridge_further_path_is_fast(traced):
     assert time.monotonic() - t0 < 0.1 * 3      # target 0.1 s; margin for a loaded CI machine
 
 
-def test_user_bridges_isolation_drop_names_the_rule(traced):
-    tr = traced("user-bridges")
+@pytest.mark.parametrize("engine", ["29", "20.10"])
+def test_user_bridges_isolation_drop_names_the_rule(traced, engine):
+    tr = traced("user-bridges", engine)
     p = one(tr.path("c1", "c3"))
     assert p.verdict.kind == "dropped"
-    assert p.verdict.rule is not None
-    assert p.verdict.rule.chain.startswith("DOCKER-ISOLATION-STAGE")
-    assert p.verdict.rule.verdict == "drop"
-    fwd = hop(p, "nf:FORWARD", "host")
-    assert fwd.verdict == "drop"
+    rule = p.verdict.rule
+    assert rule is not None and rule.verdict == "drop"
+    fw = tr.lab.rule_for("host", rule.family, rule.table, rule.chain, rule.handle)
+    if engine == "29":
+        # 28.2+: a packet routed to another bridge's container address is a direct access,
+        # dropped in raw PREROUTING before any filter rule
+        assert (rule.table, rule.chain) == ("raw", "PREROUTING")
+        assert fw.purpose.value == "direct-access" and fw.network == "back"
+    else:
+        assert rule.chain.startswith("DOCKER-ISOLATION-STAGE")
+        assert fw.purpose.value == "isolation"
+        assert hop(p, "nf:FORWARD", "host").verdict == "drop"
     assert any(h.point == "drop" and h.drop_reason == "NETFILTER_DROP" for h in p.hops)
     assert p.reply is None
 
 
-def test_icc_off_drop_names_its_rule(traced):
-    tr = traced("icc-off")
+@pytest.mark.parametrize("engine", ["29", "20.10"])
+def test_icc_off_drop_names_its_rule(traced, engine):
+    tr = traced("icc-off", engine)
     lab = tr.lab
     bridge = lab.network("noicc").device
     p = one(tr.path("c1", "c2"))
     assert p.verdict.kind == "dropped"
     rule = p.verdict.rule
-    assert rule is not None and rule.chain == "FORWARD" and rule.verdict == "drop"
+    assert rule is not None and rule.verdict == "drop"
+    assert rule.chain == {"29": "DOCKER-FORWARD", "20.10": "FORWARD"}[engine]
     assert f'iifname "{bridge}" oifname "{bridge}"' in rule.rule
+    fw = lab.rule_for("host", "ip", "filter", rule.chain, rule.handle)
+    assert fw.purpose.value == "icc" and fw.network == "noicc"
+    assert fw.text.endswith(f"-i {bridge} -o {bridge} -j DROP")
 
 
-def test_internal_egress_dropped(traced):
-    tr = traced("internal")
-    # no default route in an internal network: the sender's own stack refuses
+@pytest.mark.parametrize("engine", ["29", "20.10"])
+def test_internal_egress_dropped(traced, engine):
+    tr = traced("internal", engine)
     p = one(tr.path("c1", "client"))
-    assert p.verdict.kind == "dropped" and "no route" in p.verdict.reason
-    # a frame sent to the bridge anyway is dropped by the isolation rule
+    assert p.verdict.kind == "dropped"
+    if engine == "29":      # no default route in an internal network: the stack refuses
+        assert "no route" in p.verdict.reason
+    else:                   # 20.10 gives one (via the gateway): the firewall drops it
+        assert p.verdict.rule is not None and p.verdict.rule.chain == "DOCKER-ISOLATION-STAGE-1"
+    # a frame sent to the bridge anyway is dropped by the internal network's rule
     p = one(tr.path("c1", "client", layer="l2"))
     assert p.verdict.kind == "dropped"
-    assert p.verdict.rule is not None and p.verdict.rule.chain == "DOCKER-ISOLATION-STAGE-1"
-    assert "ip daddr != 10.97.0.0/24" in p.verdict.rule.rule
+    rule = p.verdict.rule
+    assert rule is not None
+    assert rule.chain == {"29": "DOCKER-INTERNAL", "20.10": "DOCKER-ISOLATION-STAGE-1"}[engine]
+    assert "ip daddr != 10.97.0.0/24" in rule.rule
+    fw = tr.lab.rule_for("host", "ip", "filter", rule.chain, rule.handle)
+    assert fw.purpose.value == "internal"
 
 
 def test_published_port_dnat_and_un_nat(traced):
@@ -289,7 +319,9 @@ def test_cli_path_json_and_exit_codes(labs):
     assert {"ts_ns", "point", "device", "role", "changes"} <= set(obj["hops"][0])
     dropped = run_cli("path", lab.name, "c1", "c3")
     assert dropped.returncode == 1 and "dropped" in dropped.stdout
-    assert "DOCKER-ISOLATION-STAGE" in dropped.stdout
+    # Docker 29 (default): the raw table's direct-access drop, named in iptables-save syntax
+    assert "by raw PREROUTING rule " in dropped.stdout
+    assert f"! -i {lab.network('back').device} -j DROP" in dropped.stdout
     assert run_cli("path", lab.name, "c1", "c3", "--expect", "dropped").returncode == 0
     bad = run_cli("path", lab.name, "c1", "nosuch")
     assert bad.returncode == 2 and "DST 'nosuch'" in bad.stderr

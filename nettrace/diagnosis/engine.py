@@ -347,6 +347,10 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
         return _not_published(f, ev, pre, f"{rule} at {ref} drops traffic to ports the "
                               f"container does not publish")
     if purpose == rp.DIRECT_ACCESS:
+        if isinstance(src, Sandbox) and isinstance(dst, Sandbox):
+            # Docker 28.2+ keeps two containers on different networks apart with this drop
+            # (the packet reaches the other bridge's address from outside it)
+            return _isolation(f, hop, info, ev, pre, src, dst)
         return _direct_access(f, hop, info, ev, pre)
     if purpose == rp.DOCKER_USER:
         entry = _find_entry(lab, hop, info)

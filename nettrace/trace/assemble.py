@@ -56,7 +56,11 @@ AFTER_DELIVERY = {"NO_SOCKET": "to stack; no socket was waiting",
                   "NOT_SPECIFIED": "to stack"}
 #: iptables-nft base chains -> the netfilter hook they run in
 CHAIN_HOOKS = {"PREROUTING": "PRE_ROUTING", "INPUT": "LOCAL_IN", "FORWARD": "FORWARD",
-               "OUTPUT": "LOCAL_OUT", "POSTROUTING": "POST_ROUTING"}
+               "OUTPUT": "LOCAL_OUT", "POSTROUTING": "POST_ROUTING",
+               # Docker 29's nftables backend (table ip docker-bridges): its base chains
+               "raw-PREROUTING": "PRE_ROUTING", "nat-PREROUTING": "PRE_ROUTING",
+               "filter-FORWARD": "FORWARD", "nat-OUTPUT": "LOCAL_OUT",
+               "nat-POSTROUTING": "POST_ROUTING"}
 
 
 # -- inputs ----------------------------------------------------------------------------------

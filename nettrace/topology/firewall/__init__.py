@@ -31,16 +31,19 @@ __all__ = ["DNS_IP", "Profile", "RenderedRule", "RulePurpose", "Ruleset", "apply
 def profile_for(lab: "Lab") -> Profile:
     """The engine profile of `lab` (lab.engine: version and firewall backend)."""
     from nettrace.errors import NettraceError
+    from nettrace.topology.firewall.docker29_iptables import Docker29Iptables
+    from nettrace.topology.firewall.docker29_nftables import Docker29Nftables
     from nettrace.topology.firewall.docker2010 import Docker2010
     engine = lab.engine
-    if engine.version == "20.10":
+    version, backend = str(getattr(engine.version, "value", engine.version)), \
+        str(getattr(engine.firewall, "value", engine.firewall))
+    if version == "20.10" and backend == "iptables":
         return Docker2010()
-    if engine.version == "29":
-        # Transitional: until the Docker 29 profiles land, a "29" lab is rendered with
-        # 20.10's layout (the behaviour every lab had before engine profiles existed).
-        return Docker2010()
-    raise NettraceError(f"no firewall profile for Docker {engine.version} "
-                        f"with the {engine.firewall} backend")
+    if version == "29" and backend == "iptables":
+        return Docker29Iptables()
+    if version == "29" and backend == "nftables":
+        return Docker29Nftables()
+    raise NettraceError(f"no firewall profile for Docker {version} with the {backend} backend")
 
 
 def render_host(lab: "Lab", host: "Host") -> str:

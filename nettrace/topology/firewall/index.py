@@ -22,7 +22,7 @@ from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.model import FwRule
 
 _HANDLE = re.compile(r"\s*# handle (\d+)\s*$")
-_COUNTER = re.compile(r"\bcounter packets \d+ bytes \d+\s*")
+_COUNTER = re.compile(r"\bcounter packets \d+ bytes \d+")
 
 
 def nft_handles(ruleset_json: str, family: str, tables: tuple[str, ...] | None = None
@@ -49,7 +49,7 @@ def iptables_save_rules(text: str) -> dict[tuple[str, str], list[str]]:
 
 
 def nft_rule_texts(listing: str) -> dict[int, str]:
-    """handle -> rule text (counters dropped) from `nft -a list table ...` output."""
+    """handle -> rule text (counter values dropped: `counter`) from `nft -a list table ...`."""
     out: dict[int, str] = {}
     depth = 0
     for raw in listing.splitlines():
@@ -64,7 +64,7 @@ def nft_rule_texts(listing: str) -> dict[int, str]:
             continue
         # rule lines live two levels deep (table { chain { rule } }) and carry a handle
         if m and depth == 2 and not body.startswith(("type ", "policy ")):
-            out[int(m.group(1))] = _COUNTER.sub("", body).strip()
+            out[int(m.group(1))] = " ".join(_COUNTER.sub("counter", body).split())
     return out
 
 
@@ -91,8 +91,8 @@ def zip_rules(owner: str, family: str, handles: dict[tuple[str, str], list[int]]
 
 
 def normalise(text: str) -> str:
-    """Rule text for matching: counters dropped, blanks collapsed."""
-    return " ".join(_COUNTER.sub("", text).split())
+    """Rule text for matching: counter values dropped, blanks collapsed."""
+    return " ".join(_COUNTER.sub("counter", text).split())
 
 
 def read_iptables(owner: str, ns: str, rendered: list[RenderedRule]) -> list[FwRule]:
