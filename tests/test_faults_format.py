@@ -117,3 +117,44 @@ def test_kernel_rejects_host_entry_nothing_left(bad, field, words):
     assert our_namespaces() == before
     assert not [f for f in os.listdir(STATE_DIR) if f.startswith("fmtbad.")] \
         if os.path.isdir(STATE_DIR) else True
+
+
+@needs_root
+def test_routes_and_client_settings(make_lab):
+    from nettrace.topology import netns
+    lab = make_lab(text="""
+hosts:
+  - name: h1
+    routes: ["10.60.0.0/24 via h2", "10.70.0.0/16 via 192.168.50.100"]
+  - h2
+clients:
+  - name: cl
+    sysctls: {net.ipv4.ip_forward: 1}
+    firewall: ["-A INPUT -p udp --dport 9 -j DROP"]
+    routes: ["172.17.0.0/16 via h1"]
+containers: []
+""", name="fmtr")
+    h1, h2, cl = lab.hosts["h1"], lab.hosts["h2"], lab.clients["cl"]
+    out = netns.run(h1.netns, ["ip", "-4", "route", "show"]).stdout
+    assert f"10.60.0.0/24 via {h2.address} dev eth0" in out
+    assert f"10.70.0.0/16 via {cl.address} dev eth0" in out
+    assert h1.routes == ["10.60.0.0/24 via h2", "10.70.0.0/16 via 192.168.50.100"]
+    out = netns.run(cl.netns, ["ip", "-4", "route", "show"]).stdout
+    assert f"172.17.0.0/16 via {h1.address} dev eth0" in out
+    assert netns.sysctl_read(cl.netns, "net.ipv4.ip_forward") == "1"
+    assert "-A INPUT -p udp -m udp --dport 9 -j DROP" in \
+        netns.run(cl.netns, ["iptables-save"]).stdout
+
+
+@needs_root
+def test_route_the_kernel_refuses_names_its_line():
+    from nettrace.topology import builder, spec
+    s = spec.parse("hosts:\n  - name: h1\n    routes:\n      - 10.60.0.0/24 via 10.9.9.9\n"
+                   "  - h2\ncontainers: []\n", file="r.yaml", default_name="fmtrbad")
+    before = our_namespaces()
+    with pytest.raises(SpecError) as err:          # the gateway is not on any link of h1
+        builder.up(s)
+    assert (err.value.file, err.value.line, err.value.field) == \
+        ("r.yaml", 4, "hosts[0].routes[0]")
+    assert "cannot add route 10.60.0.0/24 via 10.9.9.9" in str(err.value)
+    assert our_namespaces() == before
