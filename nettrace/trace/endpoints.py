@@ -86,6 +86,13 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
                     break
         ip = text if _is_ip(text) else _ep_ip(ep, family)
         return Source(text, node.netns, ip, ep.ifname)
+    if family == 4 and _is_ip(toward or "") and isinstance(node, Host):
+        # a Docker host sends to a container on one of its bridges from that bridge's
+        # gateway address, as its kernel picks the source (not from its uplink address)
+        for net in lab.networks:
+            if net.driver == "bridge" and net.netns == node.netns and net.gateway and \
+                    net.subnet and ipaddress.ip_address(toward) in ipaddress.ip_network(net.subnet):
+                return Source(text, node.netns, net.gateway, net.device)
     address = node.address6 if family == 6 else node.address
     if not address:
         raise NettraceError(f"SRC '{text}' has no IPv{family} address on the underlay")
