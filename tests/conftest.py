@@ -34,6 +34,46 @@ NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, netlink, eBPF)")
 
+# -- a suite that cannot pass by skipping ------------------------------------------------------
+# A skip for something the machine lacks (a tool, a Docker engine that will not start, the
+# tracer failing to import) says "missing: ...". Under CI=true such a skip is a failure: CI
+# installs everything (make setup), so a missing piece there is a broken setup, not a pass.
+MISSING = "missing: "
+IN_CI = os.environ.get("CI") == "true"
+
+
+def missing(what: str) -> str:
+    """The reason of a skip for something this machine lacks (a failure under CI=true)."""
+    return MISSING + what
+
+
+def needs_tool(name: str):
+    """Mark: skip (fail under CI) when the command `name` is not installed."""
+    return pytest.mark.skipif(shutil.which(name) is None,
+                              reason=missing(f"{name} is not installed (make setup)"))
+
+
+def require_tool(name: str) -> str:
+    """Inside a test: the tool's path, or skip (fail under CI) naming it. Use it instead of
+    `if shutil.which(...)` blocks, which pass silently when the tool is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(missing(f"{name} is not installed (make setup)"))
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (IN_CI and report.skipped and isinstance(report.longrepr, tuple)):
+        return
+    reason = report.longrepr[2].removeprefix("Skipped: ")
+    if reason.startswith(MISSING):
+        report.outcome = "failed"
+        report.longrepr = (f"CI=true: this test would have been skipped ({reason}); under CI "
+                           f"a missing tool, engine or tracer is a failure, not a pass")
+
 
 def our_namespaces(prefix: str | None = None) -> list[str]:
     from nettrace.topology import netns
@@ -94,6 +134,8 @@ def labs():
 def make_lab():
     """`make_lab(spec_or_name)` brings up a lab for one test and always takes it down."""
     from nettrace.topology import builder, spec
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
     made: list[str] = []
 
     def make(ref: str | None = None, *, text: str | None = None, name: str | None = None,

@@ -69,7 +69,8 @@ def start_engine_or_skip(tag: str, **options):
         eng.import_busybox()
     except NettraceError as exc:
         print(f"\nDocker tests skipped: {exc}", file=sys.stderr)
-        pytest.skip(f"Docker engine unavailable: {str(exc).splitlines()[0]}")
+        from conftest import missing
+        pytest.skip(missing(f"a Docker engine: it did not start: {str(exc).splitlines()[0]}"))
     return eng
 
 

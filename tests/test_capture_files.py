@@ -16,6 +16,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcapng
 
+from conftest import needs_tool
 from nettrace.capture.frames import link_payload, parse_rewrites, apply_rewrite, to_packet
 from nettrace.capture.golden import (FrameSignature, PathSignature, compare, load_golden,
                                      side_by_side)
@@ -25,7 +26,7 @@ from nettrace.errors import NettraceError, SpecError
 from nettrace.trace.model import Hop, NfRule, Path, Verdict
 
 TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (make setup)")
+needs_tshark = needs_tool("tshark")
 
 ICMP_FRAME = bytes(Ether(src="02:42:ac:11:00:02", dst="02:42:ac:11:00:03")
                    / IP(src="172.17.0.2", dst="172.17.0.3", id=7) / ICMP(id=1, seq=1))

@@ -19,7 +19,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
-from conftest import NETTRACE, needs_root, run_cli
+from conftest import NETTRACE, needs_root, require_tool, run_cli
 from nettrace.capture.pcapng import write_pcap
 
 pytestmark = [needs_root, pytest.mark.slow]
@@ -110,19 +110,19 @@ def test_replay_json_summary_and_pcapng_checked_by_tshark(tmp_path, bridge):
     assert summary["dropped"] == 0 and summary["lost"] == 0 and summary["error"] is None
     hops = sum(len(f["path"]["hops"]) + len((f["path"]["reply"] or {}).get("hops", []))
                for f in frames)
-    if TSHARK:
-        rows = tshark_rows(out, "frame.interface_name", "ip.src", "ip.dst", "icmp.type",
-                           "frame.comment")
-        assert len(rows) == hops            # a packet per hop, request and reply
-        names = {r[0] for r in rows}
-        assert {"c1/eth0", "c2/eth0", "host/docker0"} <= names
-        assert all(r[4].startswith("nettrace hop ") for r in rows)
-        requests = [r for r in rows if r[3] == "8"]
-        replies = [r for r in rows if r[3] == "0"]
-        assert requests and replies
-        assert all(r[1:3] == ["172.17.0.2", "172.17.0.3"] for r in requests)
-        assert all(r[1:3] == ["172.17.0.3", "172.17.0.2"] for r in replies)
-        assert any(" reply: " in r[4] for r in replies)
+    require_tool("tshark")          # a missing tshark is a skip (a failure in CI), not a pass
+    rows = tshark_rows(out, "frame.interface_name", "ip.src", "ip.dst", "icmp.type",
+                       "frame.comment")
+    assert len(rows) == hops            # a packet per hop, request and reply
+    names = {r[0] for r in rows}
+    assert {"c1/eth0", "c2/eth0", "host/docker0"} <= names
+    assert all(r[4].startswith("nettrace hop ") for r in rows)
+    requests = [r for r in rows if r[3] == "8"]
+    replies = [r for r in rows if r[3] == "0"]
+    assert requests and replies
+    assert all(r[1:3] == ["172.17.0.2", "172.17.0.3"] for r in requests)
+    assert all(r[1:3] == ["172.17.0.3", "172.17.0.2"] for r in replies)
+    assert any(" reply: " in r[4] for r in replies)
 
 
 def _sll(l3: bytes) -> bytes:
@@ -217,9 +217,9 @@ def test_unroutable_frame_names_the_frame_and_keeps_earlier_ones(tmp_path, make_
     lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert [ln.get("frame") for ln in lines[:-1]] == [1]
     assert lines[-1]["summary"]["sent"] == 1 and "frame 2" in lines[-1]["summary"]["error"]
-    if TSHARK:
-        rows = tshark_rows(out, "frame.interface_name", "ip.dst")
-        assert rows and all(r[1] in (c2, c1) for r in rows)     # frame 1 only, kept
+    require_tool("tshark")          # a missing tshark is a skip (a failure in CI), not a pass
+    rows = tshark_rows(out, "frame.interface_name", "ip.dst")
+    assert rows and all(r[1] in (c2, c1) for r in rows)     # frame 1 only, kept
     assert not orphan_tracer_programs(), "BPF programs left attached with no owner"
 
 
@@ -274,12 +274,12 @@ def test_record_writes_paths_until_count(tmp_path, bridge):
         _stop(proc)
     assert proc.returncode == 0, err
     assert "wrote 1 paths" in err
-    if TSHARK:
-        info = subprocess.run(["capinfos", "-I", out], capture_output=True, text=True).stdout
-        rows = tshark_rows(out, "frame.interface_name", "icmp.type", "frame.comment")
-        assert rows and all(r[2].startswith("nettrace hop ") for r in rows)
-        assert {"c1/eth0"} <= {r[0] for r in rows}
-        assert "Number of interfaces in file: " + str(len(bridge.interfaces)) in info
+    require_tool("tshark")          # a missing tshark is a skip (a failure in CI), not a pass
+    info = subprocess.run(["capinfos", "-I", out], capture_output=True, text=True).stdout
+    rows = tshark_rows(out, "frame.interface_name", "icmp.type", "frame.comment")
+    assert rows and all(r[2].startswith("nettrace hop ") for r in rows)
+    assert {"c1/eth0"} <= {r[0] for r in rows}
+    assert "Number of interfaces in file: " + str(len(bridge.interfaces)) in info
 
 
 def test_record_refuses_a_bad_expression_before_anything(tmp_path, bridge):
@@ -302,8 +302,8 @@ def test_record_stops_on_ctrl_c_with_a_valid_file(tmp_path, bridge):
     assert proc.returncode == 0, err
     assert "interrupted: wrote 0 paths" in err
     assert not orphan_tracer_programs(), "BPF programs left attached with no owner"
-    if TSHARK:
-        assert tshark_rows(out, "frame.number") == []
+    require_tool("tshark")          # a missing tshark is a skip (a failure in CI), not a pass
+    assert tshark_rows(out, "frame.number") == []
 
 
 def _start_record(*args: str) -> subprocess.Popen:

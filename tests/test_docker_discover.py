@@ -13,6 +13,8 @@ import os
 
 import pytest
 
+from conftest import needs_root
+
 pytest_plugins = ["conftest_docker"]
 pytestmark = pytest.mark.docker
 
@@ -155,6 +157,7 @@ def test_docker_host_from_environment(lab, docker_scenario, monkeypatch):
     assert set(discover().sandboxes) == set(lab.sandboxes)
 
 
+@needs_root          # discovery reads the engine's namespaces: it asks for root first
 def test_unreachable_engine_is_a_clear_error(tmp_path):
     from nettrace.docker.discover import discover
     from nettrace.errors import NettraceError

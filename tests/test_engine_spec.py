@@ -177,6 +177,7 @@ def test_cli_up_engine_override_is_saved_and_shown():
         run_cli("lab", "down", name)
 
 
+@needs_root                 # its second half runs `lab up`, which asks for root first
 def test_gateway_modes_need_a_docker_28_profile():
     text = ("engine: {version: '20.10'}\nnetworks:\n  - name: n\n    gateway_mode: routed\n")
     with pytest.raises(SpecError) as err:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import needs_root, our_namespaces
+from conftest import missing, needs_root, our_namespaces
 from nettrace.views.paths import verdict_line
 from nettrace.topology.model import ns_name, running_labs
 from test_tui_pilot import pilot, until
@@ -31,7 +31,7 @@ def tracer_missing() -> str | None:
     return None
 
 
-needs_tracer = pytest.mark.skipif(tracer_missing() is not None, reason=str(tracer_missing()))
+needs_tracer = pytest.mark.skipif(tracer_missing() is not None, reason=missing(str(tracer_missing())))
 
 
 def bpf_links() -> int:

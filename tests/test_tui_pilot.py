@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import needs_tool, run_cli
 from nettrace.errors import NettraceError
 from tui.app import make_app
 from tui.sample import bridge_ping, isolation_drop, many_paths, sample_lab
@@ -170,7 +170,7 @@ async def test_inject_form_without_tracer_says_so_and_sends_nothing():
         assert app.paths == []
 
 
-@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
+@needs_tool("tshark")
 @pilot
 async def test_save_shown_packets_as_pcapng(tmp_path):
     lab, paths = mixed()

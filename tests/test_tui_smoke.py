@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from conftest import NETTRACE, needs_root, our_namespaces
+from conftest import NETTRACE, needs_root, needs_tool, our_namespaces
 from nettrace.topology.model import ns_name, running_labs
 
-pytestmark = [needs_root, pytest.mark.skipif(not shutil.which("tmux"), reason="tmux missing")]
+pytestmark = [needs_root, needs_tool("tmux")]
 
 
 _SERVERS = itertools.count()
