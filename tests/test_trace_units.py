@@ -126,7 +126,7 @@ def test_nft_trace_lines_give_rule_per_hook():
     assert (rule.chain, rule.rule, rule.verdict) == ("DOCKER-ISOLATION-STAGE-2", 'oifname "br-2" drop',
                                                      "drop")
     assert rules_by_hook(lines, {9})[("ns.h", "FORWARD")][0].verdict == "drop"
-    assert NfTrace.rules_for(FP) == ["ip id 4242", "icmp type echo-reply icmp id 99"]
+    assert NfTrace.elements_for(FP) == [("ids", 4242), ("echo", 99)]
 
 
 def test_views_render_and_json_round_trip():

@@ -1,10 +1,12 @@
 """Replay a capture into a lab: inject every frame from one endpoint and trace it.
 
-The capture is streamed (one frame in memory at a time). IP frames are sent at layer 3
+Frames are pipelined: many are in flight at once, each under its own fingerprint in the
+kernel filter (nettrace.trace.pipeline), and results come back in frame order. The
+capture is streamed (only the frames in flight are in memory). IP frames are sent at layer 3
 by default, so the lab's kernel routes them and resolves MAC addresses as it would for
 the container's own traffic; other frames (ARP) are sent at layer 2. A frame whose
 destination cannot be routed from the endpoint stops the replay with an error naming the
-frame; every frame traced before it has already been handed to the caller.
+frame; every frame before it is traced and handed to the caller first.
 """
 
 from __future__ import annotations
@@ -137,11 +139,14 @@ class RouteCheck:
 def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = (),
            layer: str = "auto", timeout: float = 2.0, tracer=None, rules: bool = True,
            on_progress: Callable[[int, int], None] | None = None,
-           summary_out: ReplaySummary | None = None) -> Iterator[FrameResult]:
-    """Inject and trace every frame of `capture` from lab node `source`, one at a time.
+           summary_out: ReplaySummary | None = None,
+           window: int | None = None) -> Iterator[FrameResult]:
+    """Inject and trace every frame of `capture` from lab node `source`, many in flight at
+    once (`window`, see nettrace.trace.pipeline; 1: one at a time); results in frame order.
 
     `tracer`: an open `nettrace.trace.Tracer` to reuse (one is opened and closed here
-    otherwise; `rules=False` opens it without netfilter rule attribution, nft trace). `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
+    otherwise; `rules=False` opens it without netfilter rule attribution, nft trace).
+    `summary_out` is filled as frames go. `on_progress(bytes_read, size)`.
     """
     if layer not in LAYERS:
         raise CaptureError(capture, f"layer '{layer}' is not one of {', '.join(LAYERS)}")
@@ -151,11 +156,10 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
     reader = CaptureReader(capture)          # bad files fail before any kernel object exists
     own_tracer = tracer is None
     routes = RouteCheck(node)
-    try:
-        if own_tracer:
-            from nettrace.trace import Tracer
-            tracer = Tracer(lab, nftrace=rules).__enter__()
-        started = time.perf_counter()
+    sender_name = node.name.partition("@")[0]
+
+    def injections():
+        """The frames as injections; a frame that cannot be sent stops here, by number."""
         for frame in reader:
             payload = link_payload(frame, capture)
             send_layer = payload.layer if layer == "auto" else layer
@@ -173,18 +177,25 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
                                  f"namespace); map it to a lab node with --rewrite "
                                  f"{_original_dst(payload)}=<container>", frame=frame.number)
             try:
-                path = tracer.trace_packet(node.name.partition("@")[0], pkt, layer=send_layer,
-                                           timeout=timeout)
-            except CaptureError:
-                raise
+                yield tracer.prepare(sender_name, pkt, layer=send_layer,
+                                     tag=(frame.number, summary(pkt), send_layer,
+                                          reader.position))
             except NettraceError as exc:          # e.g. a protocol the tracer cannot follow
                 raise CaptureError(capture, f"cannot be traced: {exc}",
                                    frame=frame.number) from None
-            result = FrameResult(frame.number, summary(pkt), send_layer, path)
+
+    try:
+        if own_tracer:
+            from nettrace.trace import Tracer
+            tracer = Tracer(lab, nftrace=rules).__enter__()
+        started = time.perf_counter()
+        for inj, path in tracer.trace_many(injections(), timeout=timeout, window=window):
+            number, text, send_layer, position = inj.tag
+            result = FrameResult(number, text, send_layer, path)
             summ.add(result)
             summ.trace_seconds = time.perf_counter() - started
             if on_progress:
-                on_progress(reader.position, reader.size)
+                on_progress(position, reader.size)
             yield result
     except CaptureError as exc:
         summ.error = str(exc)

@@ -3,9 +3,10 @@
 While a Tracer is open, each namespace holding firewall rules gets a table
 `inet nettrace_trace_<pid>_<n>` (n counts the tracers of one process, so two Tracers in
 one process never share a table) with two chains hooked before everything else (prerouting
-and output, priority -350). For each watched packet they get rules that set
-`meta nftrace 1` on it and its answer; an `nft monitor trace` process in the namespace
-then prints every rule the packet met, with its verdict.
+and output, priority -350) whose rules set `meta nftrace 1` on packets whose IPv4 id, IPv6
+flow label, echo id or destination port is in a named set; each watched packet adds its
+values to those sets (any number of packets at once), and an `nft monitor trace` process
+in the namespace then prints every rule the packet met, with its verdict.
 
 The table is created by the tracer's interactive `nft -i` shell with `flags owner`: the
 kernel deletes it when that shell's netlink socket closes. The shell and the monitor die
@@ -29,6 +30,9 @@ from nettrace.topology import netns
 from nettrace.trace.assemble import TraceLine
 
 TABLE_PREFIX = "nettrace_trace_"
+#: nft hook names -> the netfilter hook
+NFT_HOOKS = {"prerouting": "PRE_ROUTING", "input": "LOCAL_IN", "forward": "FORWARD",
+             "output": "LOCAL_OUT", "postrouting": "POST_ROUTING"}
 _LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (.*)$")
 
 
@@ -51,12 +55,15 @@ class NfTrace:
         self._procs: list[subprocess.Popen] = []
         self._threads: list[threading.Thread] = []
         self._shells: dict[str, subprocess.Popen] = {}
+        self._marks: dict[tuple[str, int], int] = {}     # (set, value) -> packets marked
+        self._base_hooks: dict[str, set[str]] = {}
         self.error: str | None = None
 
     def start(self) -> None:
         script = (f"add table inet {self.table} {{ flags owner; }}\n"
                   f"add chain inet {self.table} pre {{ type filter hook prerouting priority -350; }}\n"
-                  f"add chain inet {self.table} out {{ type filter hook output priority -350; }}\n")
+                  f"add chain inet {self.table} out {{ type filter hook output priority -350; }}\n"
+                  + _marking(self.table))
         for ns in self.namespaces:
             _remove_stale_tables(ns)
             # the monitor first: it subscribes while the table is made
@@ -97,37 +104,76 @@ class NfTrace:
 
     # -- per packet -----------------------------------------------------------------------
     @staticmethod
-    def rules_for(fp: Fingerprint) -> list[str]:
-        """nft rule bodies that mark the packet and its answer."""
+    def elements_for(fp: Fingerprint) -> list[tuple[str, int]]:
+        """(set, value) that mark the packet and its answer (the sets of `_marking`)."""
         if fp.family == 6 and fp.flow_label is not None:     # the inet table sees both
-            rules = [f"ip6 flowlabel {fp.flow_label}"]
+            out = [("flows", fp.flow_label)]
             if fp.proto == "icmp" and fp.icmp_id is not None:
-                rules.append(f"icmpv6 type echo-reply icmpv6 id {fp.icmp_id}")
+                out.append(("echo6", fp.icmp_id))
         elif fp.proto == "arp" or fp.ip_id is None:
             return []                                        # ARP, neighbour discovery
         else:
-            rules = [f"ip id {fp.ip_id}"]
+            out = [("ids", fp.ip_id)]
             if fp.proto == "icmp" and fp.icmp_id is not None:
-                rules.append(f"icmp type echo-reply icmp id {fp.icmp_id}")
+                out.append(("echo", fp.icmp_id))
         if fp.proto in ("tcp", "udp") and fp.sport:
-            rules.append(f"meta l4proto {fp.proto} th dport {fp.sport}")
-        return rules
+            out.append((f"{fp.proto}_ports", fp.sport))
+        return out
 
-    def watch(self, fp: Fingerprint) -> None:
-        rules = self.rules_for(fp)
-        if not rules or not self._procs:
+    def watch(self, *fps: Fingerprint) -> None:
+        """Mark these packets (and their answers) from now on: their values join the
+        marking sets, in every namespace, before this returns. Any number at once."""
+        new = []
+        for fp in fps:
+            for elem in self.elements_for(fp):
+                self._marks[elem] = self._marks.get(elem, 0) + 1
+                if self._marks[elem] == 1:
+                    new.append(elem)
+        if not new or not self._shells:
             return
-        script = "".join(f"add rule inet {self.table} {chain} {r} meta nftrace set 1\n"
-                         for chain in ("pre", "out") for r in rules)
+        script = _elements("add", self.table, new)
         for ns in self._shells:
             self._send(ns, script)
-        for ns in self._shells:           # the rules must be in before the packet leaves
+        for ns in self._shells:           # the marks must be in before the packets leave
             self._sync(ns)
 
-    def unwatch(self) -> None:
-        script = f"flush chain inet {self.table} pre\nflush chain inet {self.table} out\n"
+    def unwatch(self, *fps: Fingerprint) -> None:
+        """Stop marking these packets (none given: every packet)."""
+        if not fps:
+            gone, self._marks = list(self._marks), {}
+        else:
+            gone = []
+            for fp in fps:
+                for elem in self.elements_for(fp):
+                    n = self._marks.get(elem, 0) - 1
+                    if n > 0:
+                        self._marks[elem] = n
+                    elif elem in self._marks:
+                        del self._marks[elem]
+                        gone.append(elem)
+        if not gone:
+            return
+        script = _elements("delete", self.table, gone)
         for ns in self._shells:           # no wait: the next sync orders after it
             self._send(ns, script)
+
+    def base_hooks(self, ns: str) -> set[str]:
+        """Netfilter hooks (PRE_ROUTING, FORWARD, ...) where `ns` has base chains other
+        than ours: a marked packet crossing one of them gets trace lines there."""
+        if ns not in self._base_hooks:
+            out = netns.run(ns, ["nft", "list", "chains"], check=False).stdout or ""
+            hooks, table = set(), ["", ""]
+            for line in out.splitlines():
+                words = line.split()
+                if words[:1] == ["table"] and len(words) >= 3:
+                    table = words[1:3]
+                elif "hook" in words and table[0] in ("ip", "ip6", "inet") and \
+                        not table[1].startswith(TABLE_PREFIX):
+                    hook = NFT_HOOKS.get(words[words.index("hook") + 1].rstrip(";"))
+                    if hook:
+                        hooks.add(hook)
+            self._base_hooks[ns] = hooks
+        return self._base_hooks[ns]
 
     def _send(self, ns: str, script: str) -> None:
         shell = self._shells[ns]
@@ -155,6 +201,13 @@ class NfTrace:
                 return True
         self.error = f"nft -i in {ns} did not answer"
         return False
+
+    def drain(self) -> list[TraceLine]:
+        """Every line received since the last drain (many packets in flight: the caller
+        routes them by IPv4 id)."""
+        with self._lock:
+            out, self.lines = self.lines, []
+        return out
 
     def take(self, since: float) -> list[TraceLine]:
         """Trace lines received after `since` (time.monotonic())."""
@@ -194,6 +247,34 @@ class NfTrace:
                         stream.close()
                     except OSError:
                         pass
+
+
+#: named sets of the values that mark a watched packet (IPv4 id, IPv6 flow label) or its
+#: answer (echo id, our source port as destination port): adding or removing one packet
+#: is one element, however many packets are in flight
+_MARK_SETS = {"ids": ("ip id", "ip id @ids"),
+              "flows": ("ip6 flowlabel", "ip6 flowlabel @flows"),
+              "echo": ("icmp id", "icmp type echo-reply icmp id @echo"),
+              "echo6": ("icmpv6 id", "icmpv6 type echo-reply icmpv6 id @echo6"),
+              "tcp_ports": ("tcp dport", "tcp dport @tcp_ports"),
+              "udp_ports": ("udp dport", "udp dport @udp_ports")}
+
+
+def _marking(table: str) -> str:
+    """The marking sets and, in both chains, one rule per set."""
+    out = [f"add set inet {table} {name} {{ typeof {typeof}; }}\n"
+           for name, (typeof, _match) in _MARK_SETS.items()]
+    out += [f"add rule inet {table} {chain} {match} meta nftrace set 1\n"
+            for chain in ("pre", "out") for _typeof, match in _MARK_SETS.values()]
+    return "".join(out)
+
+
+def _elements(verb: str, table: str, elems: list[tuple[str, int]]) -> str:
+    by_set: dict[str, list[int]] = {}
+    for name, value in elems:
+        by_set.setdefault(name, []).append(value)
+    return "".join(f"{verb} element inet {table} {name} {{ {', '.join(map(str, values))} }}\n"
+                   for name, values in by_set.items())
 
 
 def _tables(ns: str) -> list[str]:

@@ -19,7 +19,7 @@ import ipaddress
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from nettrace.errors import NettraceError
 from nettrace.inject import frames, injector
@@ -28,14 +28,14 @@ from nettrace.topology import netns
 from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
 from nettrace.trace import live as live_mod
-from nettrace.trace import symbols
+from nettrace.trace import pipeline, symbols
 from nettrace.trace.endpoints import resolve_request, resolve_source
-from nettrace.trace.assemble import (Assembly, Request, TraceRecord, assemble_observed,
-                                     rules_by_hook)
+from nettrace.trace.assemble import (Request, TraceRecord, assemble_observed)
 from nettrace.trace.events import Event
-from nettrace.trace.model import DELIVERED, DROPPED, HookVerdict, Path
+from nettrace.trace.model import Path
 from nettrace.trace.names import Names
 from nettrace.trace.nftrace import NfTrace
+from nettrace.trace.pipeline import Injection
 from nettrace.trace.probes import RINGBUF_PAGES, Probes, ProbeStatus, check_environment
 
 Progress = Callable[[str], None]
@@ -47,10 +47,6 @@ TC_KINDS = {"macvlan", "macvtap", "ipvlan"}
 #: long-lived tracer costs the traffic nothing between paths. tcx links stay: they take
 #: ~15 ms each to attach, and exist only on the few devices in TC_KINDS.
 ON_DEMAND = ("tp", "nf")
-QUIET_S = 0.02           # a path is complete when terminal and no event came for this long
-UDP_REPLY_GRACE_S = 0.05  # UDP has no answer unless a server or an ICMP error sends one
-NFT_WAIT_S = 0.03         # for nft trace lines of an accepted packet
-NFT_DROP_WAIT_S = 0.5     # for the rule that dropped it: worth waiting for
 LIVE_SHOW_BUDGET_S = 0.1  # live: show packets this long, then read the ring buffer again
 LIVE_RING_SHED = 0.5      # live: ring buffer fill beyond which nettrace reads all and drops
 LIVE_FLUSH_S = 3.0        # live, once stopped: show what waits in the ring buffer this long
@@ -246,9 +242,9 @@ class Tracer:
                                       size=size, df=df)
             else:
                 pkt = frames.build_l3(fp, size=size, df=df)
-            paths.append(self._trace(fp, source.netns, source.ifname, pkt, layer,
-                                     Request(self.lab.name, src, dst, fp, target.netns),
-                                     timeout))
+            inj = Injection(Request(self.lab.name, src, dst, fp, target.netns), source.netns,
+                            source.ifname, pkt, layer)
+            paths.append(self._trace(inj, timeout))
         return paths
 
     def _next_hop(self, source, ip: str) -> str:
@@ -270,6 +266,13 @@ class Tracer:
     def trace_packet(self, src: str, pkt, layer: str = "l3", timeout: float = 2.0) -> Path:
         """Send one packet from SRC and trace it: a scapy packet, or raw bytes (an IPv4
         packet for layer "l3", an Ethernet frame for "l2")."""
+        inj = self.prepare(src, pkt, layer)
+        return self._trace(inj, timeout)
+
+    def prepare(self, src: str, pkt, layer: str = "l3", tag=None) -> Injection:
+        """One packet to send from SRC and trace, for trace_many(): a scapy packet, or raw
+        bytes (an IPv4 packet for layer "l3", an Ethernet frame for "l2"), with a fingerprint
+        of its own. Raises NettraceError for what cannot be traced."""
         if layer not in ("l3", "l2"):
             raise NettraceError(f"layer must be 'l3' or 'l2' (not {layer!r})")
         source = resolve_source(self.lab, src)
@@ -279,82 +282,27 @@ class Tracer:
             pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
         request = Request(self.lab.name, src, fp.dst or "?", fp, self._netns_of_ip(fp.dst))
-        return self._trace(fp, source.netns, source.ifname, pkt, layer, request, timeout)
+        return Injection(request, source.netns, source.ifname, bytes(pkt), layer, tag)
 
-    def _trace(self, fp: Fingerprint, ns: str, ifname: str | None, pkt, layer: str,
-               request: Request, timeout: float) -> Path:
-        src = request.src
-        with self._lock:
-            record = TraceRecord(request)
-            asm = Assembly(self.names, request)
-            lost_before = self.events_lost
-            self._settle()
-            self.probes.ipv6 = fp.family == 6
-            self._attach(self.probes, self._bystanders(ns, request.dst_netns))   # ~3 ms
-            self.probes.watch_keys(fp.keys(), fp.trace_id)
-            if self.nft:
-                self.nft.watch(fp)
-            since = time.monotonic()
-            try:
-                if layer == "l2":
-                    if not ifname:
-                        raise NettraceError(f"{src} has no interface for a layer-2 frame")
-                    injector.send_l2(ns, ifname, pkt)
-                else:
-                    try:
-                        injector.send_l3(ns, pkt)
-                    except (injector.NoRoute, injector.TooBig) as exc:   # the sender refused it
-                        request.refused = str(exc)
-                if not request.refused:
-                    record.lines = self._collect(asm, fp, timeout, since)
-                record.events = asm.events
-            finally:
-                self.probes.unwatch_keys(fp.keys())
-                # detaching waits for RCU (5-20 ms): do it behind the caller's back
-                self._detaching = self._pool.submit(self.probes.detach, ON_DEMAND)
-                if self.nft:
-                    self.nft.unwatch()
-            record.events_lost = self.events_lost - lost_before
-            record.probes_missing = self.missing_probes()
-            if self.records is not None:
-                self.records.append(record)
-            return record.path(self.names)     # what an offline reader of the record gets
+    def trace_many(self, injections: Iterable[Injection], timeout: float = 2.0,
+                   window: int | None = None) -> Iterator[tuple[Injection, Path]]:
+        """Send and trace many injections (from prepare()) with up to `window` in flight at
+        once, each under its own fingerprint; yield (injection, path) in their order (see
+        nettrace.trace.pipeline). Holds the tracer until the iterator ends or is closed."""
+        if not self.watch:
+            raise NettraceError("this Tracer was opened with watch=False: it only traces live")
+        return pipeline.run(self, injections, timeout=timeout,
+                            window=window or pipeline.WINDOW)
 
-    def _collect(self, asm: Assembly, fp: Fingerprint, timeout: float, since: float) -> list:
-        """Feed the packet's events to `asm` until its path is complete (or `timeout`);
-        then the nft trace lines that came for it."""
-        deadline = time.monotonic() + timeout
-        last_event = time.monotonic()
-        done_at: float | None = None
+    def _trace(self, inj: Injection, timeout: float) -> Path:
+        """One injection, alone: netfilter probes only where it can pass."""
+        skip = self._bystanders(inj.ns, inj.request.dst_netns)
+        ((_, path),) = pipeline.run(self, [inj], timeout=timeout, window=1, skip=skip)
+        return path
 
-        def on_event(ev: Event) -> None:
-            nonlocal last_event
-            if ev.trace_id == fp.trace_id:
-                asm.add(ev)
-                last_event = time.monotonic()
-
-        path = asm.path()
-        while time.monotonic() < deadline:
-            self.probes.poll(on_event, timeout_ms=5)
-            path = asm.path()
-            now = time.monotonic()
-            if _complete(path, fp):
-                done_at = done_at or now
-                if now - last_event >= QUIET_S and now - done_at >= QUIET_S:
-                    break
-            elif path.verdict.kind == DELIVERED and fp.proto == "udp" and \
-                    now - last_event >= UDP_REPLY_GRACE_S:
-                break
-        lines = []
-        if self.nft:                      # `nft monitor` prints a little after the fact
-            dropped = path.verdict.kind == DROPPED
-            wait_until = time.monotonic() + (NFT_DROP_WAIT_S if dropped else NFT_WAIT_S)
-            while True:
-                lines = self.nft.take(since)
-                if _has_verdicts(lines, path, fp.ip_id) or time.monotonic() >= wait_until:
-                    break
-                time.sleep(0.005)
-        return lines
+    def _detach_later(self) -> None:
+        """Detach the on-demand probes in the background (detaching waits for RCU)."""
+        self._detaching = self._pool.submit(self.probes.detach, ON_DEMAND)
 
     # -- live -----------------------------------------------------------------------------
     def live(self, expr: str | None = None, stop: Callable[[], bool] = lambda: False,
@@ -435,28 +383,6 @@ class Tracer:
     def _ip_of(self, name: str) -> str | None:
         sb = self.lab.sandboxes.get(name)
         return sb.ip() if sb else None
-
-
-def _complete(path: Path, fp: Fingerprint) -> bool:
-    """Terminal: dropped; or delivered and answered (or no answer to expect)."""
-    if path.verdict.kind == DROPPED:
-        return True
-    if path.verdict.kind != DELIVERED:
-        return False
-    if fp.proto == "udp" and path.reply is None:
-        return False
-    return path.reply is not None and path.reply.verdict.kind in (DELIVERED, DROPPED)
-
-
-def _has_verdicts(lines, path: Path, ip_id: int | None) -> bool:
-    """Whether nft trace lines name a rule for every netfilter hop that dropped the packet
-    (the rule is what the user needs there); any line at all is enough otherwise."""
-    needed = {(h.netns, h.hook) for h in path.hops if h.point.is_netfilter and
-              h.verdict in (HookVerdict.DROP, HookVerdict.STOLEN)}
-    if not needed:
-        return bool(lines) or not path.hops
-    found = rules_by_hook(lines, {ip_id} if ip_id is not None else set())
-    return all(any(r.verdict == "drop" for r in found.get(key, [])) for key in needed)
 
 
 def _neighbour_mac(source, ip: str) -> str:

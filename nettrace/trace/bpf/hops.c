@@ -399,6 +399,35 @@ static __always_inline void emit(struct nt_event *ev)
     }
 }
 
+/* One netfilter program, attached twice per hook: at the first and at the last priority.
+ * Which of the two is running is told by `nf_seen`: the first run of an (skb, hook)
+ * records it, the second finds and clears it. (One program instead of two halves the
+ * netfilter code bcc compiles.) A packet dropped inside the hook leaves its entry behind:
+ * the free of a watched packet clears it (nf_forget), entries older than NT_NF_PAIR_NS do
+ * not count, and the LRU map forgets them. */
+#define NT_NF_PAIR_NS 10000000ULL
+
+struct nt_nf_key {
+    u64 skb;
+    u32 hook_pf;
+    u32 pad;
+};
+
+BPF_TABLE("lru_hash", struct nt_nf_key, u64, nf_seen, 8192);
+
+/* A watched packet freed (dropped in a hook, or consumed): forget its first-seen marks, so
+ * the next packet given the same skb memory (pipelined replay sends many at once) is not
+ * taken for the second half of this one's hook. */
+static __always_inline void nf_forget(u64 skb)
+{
+    struct nt_nf_key key = {.skb = skb};
+#pragma clang loop unroll(full)
+    for (u32 hook = 0; hook < 5; hook++) {
+        key.hook_pf = (hook << 8) | 2;
+        nf_seen.delete(&key);
+    }
+}
+
 static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u8 point,
                                   u64 location, u32 reason)
 {
@@ -430,6 +459,8 @@ static __always_inline int on_skb(struct sk_buff *skb, struct net_device *dev, u
     ev.reason = reason;
     ev.ts_ns = bpf_ktime_get_ns();
     emit(&ev);
+    if (point == NT_P_KFREE_SKB || point == NT_P_CONSUME_SKB)
+        nf_forget(ev.skb);
     return 0;
 }
 
@@ -460,21 +491,6 @@ int tp_skb(struct bpf_raw_tracepoint_args *ctx)
         bpf_probe_read_kernel(&reason, sizeof(u32), &ctx->args[2]);
     return on_skb((struct sk_buff *)skb, dev, point, location, (u32)reason);
 }
-
-/* One netfilter program, attached twice per hook: at the first and at the last priority.
- * Which of the two is running is told by `nf_seen`: the first run of an (skb, hook)
- * records it, the second finds and clears it. (One program instead of two halves the
- * netfilter code bcc compiles.) A packet dropped inside the hook leaves its entry behind;
- * entries older than NT_NF_PAIR_NS do not count, and the LRU map forgets them. */
-#define NT_NF_PAIR_NS 10000000ULL
-
-struct nt_nf_key {
-    u64 skb;
-    u32 hook_pf;
-    u32 pad;
-};
-
-BPF_TABLE("lru_hash", struct nt_nf_key, u64, nf_seen, 8192);
 
 int nf_hop(struct bpf_nf_ctx *ctx)
 {

@@ -1,0 +1,111 @@
+"""Pipelined replay on a real lab: 200 mixed frames (ICMP, UDP, TCP, ARP; delivered and
+dropped) replayed with many in flight give the same paths, frame by frame, as one at a
+time. The oracle is the one-at-a-time replay (the tracer as it always worked) plus the
+expected verdict of each kind of frame, written by hand below."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
+
+from conftest import needs_root
+from nettrace.capture.pcapng import write_pcap
+
+pytestmark = [needs_root, pytest.mark.slow]
+
+C1_MAC = "02:42:0a:0a:00:02"
+#: the embedded user-bridges lab, with a UDP server on c2: a closed port would be answered
+#: by ICMP port unreachable, which the kernel rate-limits (net.ipv4.icmp_ratelimit), so
+#: frames sent faster would get fewer answers: true, but not what this test is about
+LAB = """
+networks:
+  - {name: front, driver: bridge, subnet: 10.10.0.0/24}
+  - {name: back, driver: bridge, subnet: 10.20.0.0/24}
+containers:
+  - {name: c1, networks: [front]}
+  - {name: c2, networks: [front], listen: ["udp/5353"]}
+  - {name: c3, networks: [back]}
+"""
+
+
+def _frames(c1: str, c2: str, c3: str, gateway: str) -> tuple[list[bytes], list[str]]:
+    """200 frames from c1 and the verdict each must get (user-bridges: c1 and c2 share a
+    bridge, c3 is on another one, which Docker's isolation rules keep apart)."""
+    frames, expect = [], []
+
+    def add(pkt, verdict: str) -> None:
+        frames.append(bytes(pkt))
+        expect.append(verdict)
+
+    eth = Ether(src=C1_MAC, dst="02:42:0a:0a:00:03")
+    for n in range(190 // 6 + 1):
+        add(eth / IP(src=c1, dst=c2, id=0x1000 + n) / ICMP(id=0x4100 + n, seq=1) / b"pipe", "delivered")
+        add(eth / IP(src=c1, dst=c3, id=0x2000 + n) / ICMP(id=0x4200 + n, seq=1) / b"pipe", "dropped")
+        add(eth / IP(src=c1, dst=c2, id=0x3000 + n) / UDP(sport=34000 + n, dport=5353) / b"q",
+            "delivered")
+        add(eth / IP(src=c1, dst=c3, id=0x4000 + n) / UDP(sport=35000 + n, dport=5353) / b"q",
+            "dropped")
+        add(eth / IP(src=c1, dst=c2, id=0x5000 + n) / TCP(sport=36000 + n, dport=81, flags="S"),
+            "delivered")                           # answered by a reset
+        add(eth / IP(src=c1, dst=c3, id=0x6000 + n) / TCP(sport=37000 + n, dport=81, flags="S"),
+            "dropped")
+    for n in range(10):            # two targets: each one's requests go one after another
+        target = c2 if n % 2 else gateway
+        # replay knows no target namespace for an ARP request: it reports the request
+        # "lost" after the consume on the sender, and traces the answer (see arp.paths.yaml)
+        add(Ether(src=C1_MAC, dst="ff:ff:ff:ff:ff:ff")
+            / ARP(op=1, hwsrc=C1_MAC, psrc=c1, pdst=target), "lost")
+    frames, expect = frames[:190] + frames[-10:], expect[:190] + expect[-10:]
+    assert len(frames) == 200
+    return frames, expect
+
+
+def _signatures(results, lab) -> list:
+    """What must not depend on how many frames fly at once, in lab-independent names
+    (`host:veth(c1)`, as the golden files write them): every hop, the verdict, the
+    netfilter rule, and the same for the answer."""
+    from nettrace.capture.golden import Aliases, frame_signature
+    alias = Aliases(lab)
+    return [frame_signature(r.number, r.packet, r.path, lab, alias).to_yaml() for r in results]
+
+
+def test_200_mixed_frames_in_parallel_give_the_paths_of_one_at_a_time(tmp_path, make_lab):
+    from nettrace.capture.replay import ReplaySummary, replay
+    from nettrace.trace import Tracer
+
+    # two fresh labs of the same file: conntrack entries, neighbour caches and bridge FDBs
+    # left by one replay would change the next one's paths (an echo request of a known flow
+    # is ESTABLISHED), whatever the pipelining
+    results, summaries, signatures = {}, {}, {}
+    for window in (1, 64):
+        lab = make_lab(text=LAB, name=f"pipe{window}")
+        c1 = lab.sandbox("c1").endpoints[0].ipv4
+        c2, c3 = lab.sandbox("c2").ip(), lab.sandbox("c3").ip()
+        gateway = lab.network("front", lab.sandbox("c1").host).gateway
+        frames, expect = _frames(c1, c2, c3, gateway)
+        cap = str(tmp_path / f"mixed200-{window}.pcap")
+        write_pcap(cap, ((1_767_225_600 * 10**9 + i * 1000, f) for i, f in enumerate(frames)))
+        with Tracer(lab) as tracer:
+            summaries[window] = ReplaySummary(cap, lab.name, "c1")
+            results[window] = list(replay(lab, cap, "c1", tracer=tracer, window=window,
+                                          timeout=1.0, summary_out=summaries[window]))
+        signatures[window] = _signatures(results[window], lab)
+    serial, parallel = results[1], results[64]
+    serial_summary, parallel_summary = summaries[1], summaries[64]
+
+    assert [r.number for r in parallel] == list(range(1, 201))          # frame order kept
+    assert [r.path.verdict.kind for r in serial] == expect
+    assert [r.path.verdict.kind for r in parallel] == expect
+    for one, many in zip(signatures[1], signatures[64]):
+        assert many == one
+    for r in parallel:
+        if r.path.verdict.kind == "dropped":          # the isolation rule, named
+            assert r.path.verdict.rule is not None, f"frame {r.number}: no rule"
+            assert "DOCKER-ISOLATION" in r.path.verdict.rule.chain
+        else:
+            assert r.path.reply is not None, f"frame {r.number}: no answer traced"
+    assert parallel_summary.events_lost == 0 and serial_summary.events_lost == 0
+    assert parallel_summary.lost == serial_summary.lost == 10        # the ARP requests
+    # many in flight is what makes it fast: a wide margin, not a timing target
+    assert parallel_summary.trace_seconds < serial_summary.trace_seconds
