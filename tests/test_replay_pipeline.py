@@ -29,7 +29,7 @@ containers:
 """
 
 
-def _frames(c1: str, c2: str, c3: str, gateway: str) -> tuple[list[bytes], list[str]]:
+def _frames(c1: str, c2: str, c3: str) -> tuple[list[bytes], list[str]]:
     """200 frames from c1 and the verdict each must get (user-bridges: c1 and c2 share a
     bridge, c3 is on another one, which Docker's isolation rules keep apart)."""
     frames, expect = [], []
@@ -50,12 +50,9 @@ def _frames(c1: str, c2: str, c3: str, gateway: str) -> tuple[list[bytes], list[
             "delivered")                           # answered by a reset
         add(eth / IP(src=c1, dst=c3, id=0x6000 + n) / TCP(sport=37000 + n, dport=81, flags="S"),
             "dropped")
-    for n in range(10):            # two targets: each one's requests go one after another
-        target = c2 if n % 2 else gateway
-        # replay knows no target namespace for an ARP request: it reports the request
-        # "lost" after the consume on the sender, and traces the answer (see arp.paths.yaml)
+    for n in range(10):            # one target: they fly one after another (ARP flies alone)
         add(Ether(src=C1_MAC, dst="ff:ff:ff:ff:ff:ff")
-            / ARP(op=1, hwsrc=C1_MAC, psrc=c1, pdst=target), "lost")
+            / ARP(op=1, hwsrc=C1_MAC, psrc=c1, pdst=c2), "delivered")
     frames, expect = frames[:190] + frames[-10:], expect[:190] + expect[-10:]
     assert len(frames) == 200
     return frames, expect
@@ -82,8 +79,7 @@ def test_200_mixed_frames_in_parallel_give_the_paths_of_one_at_a_time(tmp_path, 
         lab = make_lab(text=LAB, name=f"pipe{window}")
         c1 = lab.sandbox("c1").endpoints[0].ipv4
         c2, c3 = lab.sandbox("c2").ip(), lab.sandbox("c3").ip()
-        gateway = lab.network("front", lab.sandbox("c1").host).gateway
-        frames, expect = _frames(c1, c2, c3, gateway)
+        frames, expect = _frames(c1, c2, c3)
         cap = str(tmp_path / f"mixed200-{window}.pcap")
         write_pcap(cap, ((1_767_225_600 * 10**9 + i * 1000, f) for i, f in enumerate(frames)))
         with Tracer(lab) as tracer:
@@ -98,14 +94,14 @@ def test_200_mixed_frames_in_parallel_give_the_paths_of_one_at_a_time(tmp_path, 
     assert [r.path.verdict.kind for r in serial] == expect
     assert [r.path.verdict.kind for r in parallel] == expect
     for one, many in zip(signatures[1], signatures[64]):
-        assert many == one
+        assert many == one, f"frame {one['frame']}: one at a time {one}, in parallel {many}"
     for r in parallel:
-        if r.path.verdict.kind == "dropped":          # the isolation rule, named
+        if r.path.verdict.kind == "dropped":          # Docker's rule that kept them apart
             assert r.path.verdict.rule is not None, f"frame {r.number}: no rule"
-            assert "DOCKER-ISOLATION" in r.path.verdict.rule.chain
+            assert r.path.verdict.rule.verdict == "drop"
         else:
             assert r.path.reply is not None, f"frame {r.number}: no answer traced"
     assert parallel_summary.events_lost == 0 and serial_summary.events_lost == 0
-    assert parallel_summary.lost == serial_summary.lost == 10        # the ARP requests
+    assert parallel_summary.lost == serial_summary.lost == 0
     # many in flight is what makes it fast: a wide margin, not a timing target
     assert parallel_summary.trace_seconds < serial_summary.trace_seconds
