@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 iptables nftables tcpdump tshark python3-bpfcc bpftool iperf3 \
+APT_PACKAGES := iproute2 iptables nftables tcpdump tshark python3-bpfcc bpftool bpftrace iperf3 \
                 busybox-static tmux iputils-ping docker.io containerd runc
 STAMP := $(VENV)/.nettrace-setup
 
