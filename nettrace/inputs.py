@@ -172,7 +172,6 @@ def _prescan(text: str, error: Error) -> None:
     """Depth, alias and tag limits, from the event stream (no recursion, no expansion)."""
     import yaml
     depth = aliases = 0
-    anchors: dict[str, int] = {}      # anchor -> events under it (a cheap size estimate)
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = event.start_mark.line + 1
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):

@@ -20,7 +20,7 @@ from conftest import needs_tool
 from nettrace.capture.frames import link_payload, parse_rewrites, apply_rewrite, to_packet
 from nettrace.capture.golden import (FrameSignature, PathSignature, compare, load_golden,
                                      side_by_side)
-from nettrace.capture.pcapng import PcapngWriter, is_l3, write_pcap
+from nettrace.capture.pcapng import PcapngWriter, is_l3
 from nettrace.capture.reader import CaptureError, CaptureReader, read_frames
 from nettrace.errors import NettraceError, SpecError
 from nettrace.trace.model import Hop, NfRule, Path, Verdict

@@ -35,7 +35,7 @@ def test_direct_access_from_external_client_is_dropped_in_raw_prerouting(labs):
                   "--expect", "dropped", env=WIDE)
     assert out.returncode == 0, out.stdout + out.stderr
     text = " ".join(out.stdout.split())
-    assert (f"dropped at host:eth0 PRE_ROUTING (NETFILTER_DROP" in text and
+    assert ("dropped at host:eth0 PRE_ROUTING (NETFILTER_DROP" in text and
             f"by raw PREROUTING rule 1: -A PREROUTING -d {web.ip()}/32 ! -i docker0 -j DROP"
             in text), text
     as_json = json.loads(run_cli("path", lab.name, "client", web.ip(), "--proto", "tcp",

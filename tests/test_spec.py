@@ -81,7 +81,6 @@ def test_docker_option_aliases(tmp_path):
 
 
 def test_cli_bad_file_exit_code_2(tmp_path):
-    import os
     from conftest import run_cli
     path = tmp_path / "bad.yaml"
     path.write_text("networks:\n  - name: n1\n    driver: weave\n")

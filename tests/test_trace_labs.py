@@ -306,7 +306,8 @@ def test_live_expression_sees_real_traffic(traced):
         done.set()
     kinds = sorted(h.packet.info for p in seen for h in p.hops[:1] if h.packet)
     assert kinds == ["echo-reply", "echo-request"], [p.hops[:1] for p in seen]
-    assert all(p.verdict.kind == "delivered" for p in seen), [(verdict_line(p), [(h.place, h.point, h.drop_reason) for h in p.hops]) for p in seen]
+    assert all(p.verdict.kind == "delivered" for p in seen), \
+        [(verdict_line(p), [(h.place, h.point, h.drop_reason) for h in p.hops]) for p in seen]
     assert tr.events_lost == 0
 
 

@@ -9,11 +9,9 @@ import itertools
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 
-import pytest
 
 from conftest import NETTRACE, needs_root, needs_tool, our_namespaces
 from nettrace.topology.model import ns_name, running_labs

@@ -960,8 +960,8 @@ def _container(raw: Any, where: Where, i: int, hosts: list[str],
                 raise Where(where.file, line).error(fj + ".ip6",
                                                     f"bad IPv6 address '{ip6}'") from None
             if not net.subnet_v6:
-                raise Where(where.file, line).error(fj + ".ip6", f"a fixed IPv6 address needs the "
-                                                    f"network's subnet_v6 (as Docker's --ip6 does)")
+                raise Where(where.file, line).error(fj + ".ip6", "a fixed IPv6 address needs the "
+                                                    "network's subnet_v6 (as Docker's --ip6 does)")
             if addr6 not in ipaddress.IPv6Network(net.subnet_v6):
                 raise Where(where.file, line).error(fj + ".ip6", f"{addr6} is not in {net.subnet_v6}")
             ip6 = str(addr6)

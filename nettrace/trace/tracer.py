@@ -314,8 +314,9 @@ class Tracer:
         events wait to be shown, and packets beyond that are counted, not kept (see
         nettrace.trace.live; `live_stats` has the counters). When stop() turns true the
         packets still waiting are shown before the iterator ends, and so are those whose
-        events are still in the ring buffer, for LIVE_FLUSH_S (the rest is counted). Live tracing uses its own probe build (NT_LIVE), compiled and
-        attached here and detached when the iterator ends (or is closed).
+        events are still in the ring buffer, for LIVE_FLUSH_S (the rest is counted). Live
+        tracing uses its own probe build (NT_LIVE), compiled and attached here and detached
+        when the iterator ends (or is closed).
         """
         flt = expr_mod.parse(expr, self._ip_of)
         stream = live_mod.PacketStream(hold_ns=int(hold * 1e9), max_events=max_events)
