@@ -80,9 +80,11 @@ def _trace_tables(namespaces: list[str], pid: int) -> list[str]:
     from nettrace.topology import netns
     found = []
     for ns in namespaces:
-        if netns.exists(ns):
+        try:
             out = netns.run(ns, ["nft", "list", "tables"], check=False).stdout or ""
-            found += re.findall(rf"nettrace_trace_{pid}\w*", out)
+        except Exception:                   # gone, or going (lab down runs meanwhile)
+            continue
+        found += re.findall(rf"nettrace_trace_{pid}\w*", out)
     return found
 
 
@@ -337,3 +339,100 @@ def test_demo_interrupted_takes_its_lab_down(tmp_path):
     assert rc == 143, err
     assert "taking the lab down" in err
     assert our_namespaces(env_prefix) == []
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=SIG_IDS)
+def test_replay_interrupted_cleans_up(make_lab, tmp_path, sig):
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+    lab = make_lab("bridge", name=_name("sy"))
+    c1, c2 = lab.sandboxes["c1"], lab.sandboxes["c2"]
+    capture = str(tmp_path / "many.pcap")             # long enough to be caught replaying
+    wrpcap(capture, [Ether() / IP(src=c1.ip(), dst=c2.ip(), id=1000 + i) / ICMP(id=7, seq=i)
+                     for i in range(1, 2001)])
+    proc = _start("replay", lab.name, capture, "--from", "c1")
+    held = _wait_tracing(proc, lab.namespaces, nft=True)
+    rc, err = _finish(proc, sig)
+    assert rc == 128 + sig, err
+    assert "Traceback" not in err
+    held.assert_released()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_check_live_interrupted_takes_its_case_lab_down(sig):
+    """`check --live` brings the case's lab up: a signal while it replays takes it down
+    (SIGKILL cannot: then `lab down` removes it)."""
+    from conftest import ROOT
+    name = _name("sc")
+    golden = os.path.join(ROOT, "captures", "bridge-ping.paths.yaml")
+    proc = _start("check", "--live", golden, "--lab-name", name)
+    namespaces = _wait_for(lambda: _lab_namespaces(name) if len(_lab_namespaces(name)) >= 3
+                           else None, 60, "the case's lab")
+    held = _wait_tracing(proc, namespaces, nft=True)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    held.assert_released()
+    if sig == signal.SIGKILL:
+        run_cli("lab", "down", name, check=True)
+    else:
+        assert proc.returncode == 128 + sig, err
+        assert "Traceback" not in err
+    assert _lab_namespaces(name) == []
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=SIG_IDS)
+def test_tui_ended_by_signal_restores_the_terminal_and_cleans_up(labs, sig):
+    """The TUI in a real terminal (a pty): a signal ends it like quitting does."""
+    import pty
+    import select
+    lab = labs("bridge", as_name="sig-tui")
+    pid, fd = pty.fork()
+    if pid == 0:                                    # the child: nettrace tui on the pty
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(NETTRACE, [NETTRACE, "tui", lab.name])
+    output = bytearray()
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    output.extend(os.read(fd, 65536))
+                except OSError:
+                    return
+
+    class _P:                                       # what Held needs of a process
+        def __init__(self, pid):
+            self.pid = pid
+
+        def poll(self):
+            return None
+    try:
+        def ready():
+            pump(0.2)
+            held = Held(_P(pid), lab.namespaces)
+            return held if held.progs and held.tables and len(held.children) >= 2 else None
+        held = _wait_for(ready, 60, "the TUI's tracer")
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            pump(0.1)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+        assert status is not None and done, "the TUI did not exit"
+        assert os.waitstatus_to_exitcode(status) == 128 + sig
+        text = output.decode(errors="replace")
+        assert f"interrupted ({signal.Signals(sig).name}), cleaned up" in text
+        assert "\x1b[?1049l" in text                # the alternate screen was left
+        held.assert_released()
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
