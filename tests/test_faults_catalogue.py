@@ -36,7 +36,6 @@ TIMES: dict[str, float] = {}
 # /work/shared/notes/faults-for-diagnosis.md). strict: the day one passes, this fails and
 # the entry must go. The expected causes in the lab files stay as written by hand.
 KNOWN_GAPS = {
-    "faults/direct-access": "the Docker 29 firewall profile is not there yet (20.10 layout)",
     "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
     "faults/loopback-publish": "a port published on 127.0.0.1 only is taken as no-listener",
