@@ -40,6 +40,10 @@ LAB_CONTENTS = {
                        "already has"),
     "bridge_name docker0": ("networks:\n  - name: n\n    bridge_name: docker0\ncontainers: []\n",
                             ":3: networks[0].bridge_name: 'docker0' is an interface"),
+    "same bridge_name twice": ("networks:\n  - name: a\n    bridge_name: br-same\n"
+                               "  - name: b\n    bridge_name: br-same\ncontainers: []\n",
+                               ":4: networks.b.bridge_name: bridge 'br-same' is already the "
+                               "bridge of network 'a'"),
     "10,000 containers": (_containers(10_000), ":1: containers: 10,000 containers; a lab may "
                           "have at most 1,000"),
     "same host port twice": ("containers:\n  - name: c1\n    publish: ['8080:80']\n"

@@ -398,6 +398,7 @@ def parse(text: str, *, file: str = "<lab>", default_name: str = "lab",
                    engine=_engine(doc.get("engine"), Where(file, doc.lines.get("engine", 1))),
                    host_specs=host_specs, underlay_mtu=_underlay(doc, file))
     _check_subnets(spec)
+    _check_bridge_names(spec)
     check_engine_support(spec)
     _check_addresses(spec)
     _check_ports(spec)
@@ -1034,6 +1035,19 @@ def check_engine_support(spec: LabSpec) -> None:
             raise net.where.error(f"networks.{net.name}.gateway_mode",
                                   f"gateway modes ({net.gateway_mode.value}) came with Docker 28: "
                                   f"use engine: {{version: \"29\"}} (or lab up --engine 29)")
+
+
+def _check_bridge_names(spec: LabSpec) -> None:
+    """Two networks on one host cannot both name their bridge the same (the second would
+    fail in the kernel with "File exists", half-way through building the lab)."""
+    named = [n for n in spec.networks if n.bridge_name and not n.builtin]
+    for i, a in enumerate(named):
+        for b in named[:i]:
+            if a.bridge_name == b.bridge_name and (a.host is None or b.host is None
+                                                   or a.host == b.host):
+                raise a.where.error(f"networks.{a.name}.bridge_name",
+                                    f"bridge '{a.bridge_name}' is already the bridge of network "
+                                    f"'{b.name}' on the same host")
 
 
 def _check_subnets(spec: LabSpec) -> None:
