@@ -40,6 +40,7 @@ KNOWN_GAPS = {
     "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
     "faults/loopback-publish": "a port published on 127.0.0.1 only is taken as no-listener",
     "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
+    "faults/nft-forward-drop": "the fix adds a DOCKER-USER rule; the nftables backend has no DOCKER-USER",
     "faults/ttl-loop": "no fix: the looping route is not offered for removal",
 }
 
