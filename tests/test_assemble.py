@@ -160,3 +160,14 @@ def test_observed_packet_without_a_fingerprint():
     assert (path.src, path.dst, path.direction, path.events_lost) == (
         "172.17.0.2", "172.17.0.3", "observed", 2)
     assert path.verdict.kind == "dropped"
+
+
+def test_fingerprint_of_leaves_the_callers_packet_alone():
+    from scapy.layers.inet import ICMP, IP
+    from nettrace.trace.tracer import fingerprint_of
+    pkt = IP(src="10.0.0.1", dst="10.0.0.2", id=0) / ICMP(id=5, seq=1)
+    before = bytes(pkt)
+    fp = fingerprint_of(pkt, 42)
+    assert bytes(pkt) == before and pkt[IP].id == 0
+    assert fp.ip_id == (42 * 7919) % 0xFFFE + 1 and (fp.icmp_id, fp.icmp_seq) == (5, 1)
+    assert fingerprint_of(IP(dst="10.0.0.2", id=77) / ICMP(), 1).ip_id == 77

@@ -276,11 +276,14 @@ class Tracer:
         if layer not in ("l3", "l2"):
             raise NettraceError(f"layer must be 'l3' or 'l2' (not {layer!r})")
         source = resolve_source(self.lab, src)
+        from scapy.layers.inet import IP
         if isinstance(pkt, (bytes, bytearray)):
-            from scapy.layers.inet import IP
             from scapy.layers.l2 import Ether
             pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
+        if pkt.haslayer(IP) and pkt[IP].id != fp.ip_id:
+            pkt = pkt.copy()                   # the caller's packet stays as it was
+            pkt[IP].id = fp.ip_id
         request = Request(self.lab.name, src, fp.dst or "?", fp, self._netns_of_ip(fp.dst))
         return Injection(request, source.netns, source.ifname, bytes(pkt), layer, tag)
 
@@ -401,7 +404,9 @@ def _neighbour_mac(source, ip: str) -> str:
 
 
 def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
-    """The fingerprint of a packet given by the caller (scapy), for replays."""
+    """The fingerprint of a packet given by the caller (scapy), for replays. The packet is
+    not changed: an IPv4 id of 0 gets a fingerprint id derived from `trace_id`, which the
+    sender must put on the packet it sends (Tracer.prepare does, on a copy)."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.layers.l2 import ARP
     if pkt.haslayer(ARP):
@@ -410,14 +415,13 @@ def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
     if not pkt.haslayer(IP):
         raise NettraceError("only IPv4 and ARP packets can be traced")
     ip = pkt[IP]
-    if not ip.id:
-        ip.id = (trace_id * 7919) % 0xFFFE + 1        # the id is the identity: never 0
+    ip_id = ip.id or (trace_id * 7919) % 0xFFFE + 1   # the id is the identity: never 0
     raw = bytes(pkt)
     marker = None
     if b"nettrace-" in raw:
         from nettrace.trace.events import marker as find_marker
         marker = find_marker(raw)
-    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, ip_id=ip.id, marker=marker)
+    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, ip_id=ip_id, marker=marker)
     if pkt.haslayer(ICMP):
         return Fingerprint(proto="icmp", icmp_id=pkt[ICMP].id, icmp_seq=pkt[ICMP].seq, **common)
     for layer, name in ((TCP, "tcp"), (UDP, "udp")):
