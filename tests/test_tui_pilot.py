@@ -226,7 +226,7 @@ def test_map_draws_every_endpoint_bridge_and_uplink(name):
                 assert (ep.host_netns, ep.host_ifname) in anchors, f"{ep.host_ifname} not drawn"
     for itf in lab.interfaces:
         if itf.role.value in ("bridge", "vxlan", "uplink"):
-            assert (itf.netns, itf.ifname) in anchors, f"{itf.label} not drawn"
+            assert (itf.netns, itf.ifname) in anchors, f"{itf.netns}/{itf.ifname} not drawn"
     if lab.underlay_netns:
         assert (lab.underlay_netns, "lan0") in anchors
 

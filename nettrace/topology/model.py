@@ -165,12 +165,6 @@ class Interface:
     mac: str | None = None
     peer: str | None = None        # "netns/ifname" of a veth peer
 
-    @property
-    def label(self) -> str:
-        """Short name a user recognises: c1:eth0, host1:docker0, host1:veth1a2b3c4."""
-        owner = self.sandbox or self.host or "underlay"
-        return f"{owner}:{self.ifname}"
-
 
 @dataclass
 class Endpoint:
