@@ -56,7 +56,7 @@ class NfTrace:
         self._threads: list[threading.Thread] = []
         self._shells: dict[str, subprocess.Popen] = {}
         self._marks: dict[tuple[str, int], int] = {}     # (set, value) -> packets marked
-        self._base_hooks: dict[str, set[str]] = {}
+        self._base_hooks: dict[str, set[tuple[str, str]]] = {}
         self.error: str | None = None
 
     def start(self) -> None:
@@ -157,23 +157,28 @@ class NfTrace:
         for ns in self._shells:           # no wait: the next sync orders after it
             self._send(ns, script)
 
-    def base_hooks(self, ns: str) -> set[str]:
-        """Netfilter hooks (PRE_ROUTING, FORWARD, ...) where `ns` has base chains other
-        than ours: a marked packet crossing one of them gets trace lines there."""
+    def base_hooks(self, ns: str, family: str = "ipv4") -> set[str]:
+        """Netfilter hooks (PRE_ROUTING, FORWARD, ...) where `ns` has base chains that every
+        packet of `family` ("ipv4"/"ipv6") runs, other than ours: a marked packet crossing
+        one of them gets trace lines there. NAT chains do not count: only the first packet
+        of a connection runs them."""
         if ns not in self._base_hooks:
             out = netns.run(ns, ["nft", "list", "chains"], check=False).stdout or ""
-            hooks, table = set(), ["", ""]
+            hooks: set[tuple[str, str]] = set()
+            table = ["", ""]
             for line in out.splitlines():
-                words = line.split()
+                words = line.replace(";", " ").split()
                 if words[:1] == ["table"] and len(words) >= 3:
                     table = words[1:3]
-                elif "hook" in words and table[0] in ("ip", "ip6", "inet") and \
+                elif words[:1] == ["type"] and "hook" in words and words[1:2] != ["nat"] and \
                         not table[1].startswith(TABLE_PREFIX):
-                    hook = NFT_HOOKS.get(words[words.index("hook") + 1].rstrip(";"))
-                    if hook:
-                        hooks.add(hook)
+                    hook = NFT_HOOKS.get(words[words.index("hook") + 1])
+                    fams = {"ip": ("ipv4",), "ip6": ("ipv6",), "inet": ("ipv4", "ipv6")}
+                    for fam in fams.get(table[0], ()):
+                        if hook:
+                            hooks.add((fam, hook))
             self._base_hooks[ns] = hooks
-        return self._base_hooks[ns]
+        return {hook for fam, hook in self._base_hooks[ns] if fam == family}
 
     def _send(self, ns: str, script: str) -> None:
         shell = self._shells[ns]

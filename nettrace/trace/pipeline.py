@@ -12,7 +12,7 @@ never in flight together: the second waits until the first is complete, so an ev
 never given to the wrong packet. An ARP request flies alone (its key, an address, would
 also match the ARP the kernels send for the packets in flight).
 
-    for inj, path in run(tracer, injections, timeout=2.0, window=256): ...
+    for inj, path in run(tracer, injections, timeout=2.0, window=64): ...
 
 `Tracer.trace_many()` is the public entry point; the tracer's one-packet calls go
 through it too.
@@ -36,7 +36,9 @@ QUIET_S = 0.02           # a path is complete when terminal and no event came fo
 UDP_REPLY_GRACE_S = 0.3   # UDP has no answer unless a server (a process: it may be slow
                           # on a busy machine) or an ICMP error sends one
 NFT_WAIT_S = 0.5          # at most, for the nft trace lines of a path (they lag when busy)
-WINDOW = 256              # injections in flight at once
+WINDOW = 64               # injections in flight at once: enough to hide the ~50 ms a path
+                          # takes at 1,000 frames/s, few enough that one pass over them stays
+                          # well under a path's timeout on a busy machine
 
 
 @dataclass
@@ -288,7 +290,7 @@ def _all_lines(nft, path: Path, found: list, ip_ids: set[int]) -> bool:
     path (and of its answer) at a hook where the namespace has base chains."""
     hops = path.hops + (path.reply.hops if path.reply else [])
     needed = {(h.netns, h.hook) for h in hops if h.point.startswith("nf:") and h.netns in
-              nft.namespaces and h.hook in nft.base_hooks(h.netns)}
+              nft.namespaces and h.hook in nft.base_hooks(h.netns, h.family or "ipv4")}
     if not needed:
         return True
     return needed <= rules_by_hook(found, ip_ids).keys()
