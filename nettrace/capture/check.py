@@ -16,7 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from nettrace.capture.golden import (GOLDEN_SUFFIX, Aliases, FrameDifference, FrameSignature,
                                      GoldenCase, check_expectations, compare, frame_signature,
@@ -25,6 +25,10 @@ from nettrace.capture.reader import CaptureError
 from nettrace.errors import SpecError
 from nettrace.capture.replay import FrameResult, ReplaySummary, replay
 from nettrace.topology.model import Lab
+from nettrace.trace.model import Path
+
+if TYPE_CHECKING:
+    from nettrace.trace.bundle import Bundle
 
 Say = Callable[[str], None]
 
@@ -120,14 +124,15 @@ def listeners(lab: Lab, specs: list[str], file: str = "<case>") -> Iterator[None
 
 
 def replay_case(case: GoldenCase, lab: Lab, tracer=None,
-                on_frame: Callable[[FrameResult], None] | None = None, bundle_out=None
-                ) -> tuple[list[FrameSignature], ReplaySummary]:
+                on_frame: Callable[[FrameResult], None] | None = None, record: bool = False
+                ) -> tuple[list[FrameSignature], ReplaySummary, "Bundle | None"]:
     """Replay the case's capture into `lab`; a frame that cannot be sent ends the list.
-    `bundle_out`: a trace Bundle that receives every trace and the frame -> trace map."""
+    `record`: also return a trace bundle of every trace, its `meta.frames` mapping each
+    frame to its trace id (or to the error that stopped the replay)."""
     alias = Aliases(lab)
     summary = ReplaySummary(case.capture, lab.name, case.source)
     out: list[FrameSignature] = []
-    own = tracer is None and bundle_out is not None
+    own = tracer is None and record
     if own:
         from nettrace.trace import Tracer
         tracer = Tracer(lab).__enter__()
@@ -140,7 +145,7 @@ def replay_case(case: GoldenCase, lab: Lab, tracer=None,
             for result in frames:
                 out.append(frame_signature(result.number, result.packet, result.path, lab, alias))
                 frames_meta.append({"frame": result.number, "packet": result.packet,
-                                    "trace": len(tracer.records) - 1 if own else None})
+                                    "trace_id": result.path.fingerprint.get("trace_id")})
                 if on_frame:
                     on_frame(result)
         except CaptureError as exc:
@@ -151,12 +156,27 @@ def replay_case(case: GoldenCase, lab: Lab, tracer=None,
     finally:
         if own:
             tracer.__exit__(None, None, None)
-    if own:
-        from nettrace.trace.bundle import Bundle
-        bundle_out.__dict__.update(vars(Bundle.of_lab(lab, tracer.names)))
-        bundle_out.traces = tracer.records
-        bundle_out.meta = {"golden": case.name, "frames": frames_meta}
-    return out, summary
+    if not own:
+        return out, summary, None
+    from nettrace.trace.bundle import Bundle
+    recorded = Bundle.of_lab(lab, tracer.names)
+    recorded.traces = tracer.records
+    recorded.meta = {"golden": case.name, "frames": frames_meta}
+    return out, summary, recorded
+
+
+def frame_results(recorded: "Bundle") -> dict[int, tuple[Path | None, str | None]]:
+    """frame -> (path assembled from the bundle, or the error that stopped the replay)."""
+    by_id = {rec.request.trace_id: rec for rec in recorded.traces}
+    out: dict[int, tuple[Path | None, str | None]] = {}
+    for meta in recorded.meta.get("frames", []):
+        if meta.get("error"):
+            out[meta["frame"]] = (None, meta["error"])
+        else:
+            rec = by_id.get(meta.get("trace_id"))
+            out[meta["frame"]] = (rec.path(recorded.names) if rec else None,
+                                  None if rec else "no trace recorded for this frame")
+    return out
 
 
 def offline_results(case: GoldenCase):
@@ -168,17 +188,12 @@ def offline_results(case: GoldenCase):
     saved = bundle.load(case.bundle)
     lab = saved.the_lab()
     alias = Aliases(lab)
+    results = frame_results(saved)
     sigs: list[FrameSignature] = []
-    results: dict[int, tuple] = {}
-    for meta in saved.meta.get("frames", []):
-        n = meta["frame"]
-        if meta.get("error"):
-            sigs.append(FrameSignature(n, error=meta["error"]))
-            results[n] = (None, meta["error"])
-            continue
-        path = saved.traces[meta["trace"]].path(saved.names)
-        sigs.append(frame_signature(n, meta.get("packet", ""), path, lab, alias))
-        results[n] = (path, None)
+    packets = {m["frame"]: m.get("packet", "") for m in saved.meta.get("frames", [])}
+    for n, (path, error) in results.items():
+        sigs.append(FrameSignature(n, error=error) if path is None
+                    else frame_signature(n, packets[n], path, lab, alias))
     return lab, sigs, results
 
 
@@ -198,17 +213,9 @@ def run_case(case: GoldenCase, *, update: bool = False, say: Say | None = None,
         return result
     if not os.path.exists(case.capture):
         raise CaptureError(case.capture, f"no such file (named by {case.file}: capture)")
-    from nettrace.trace.bundle import Bundle
-    from nettrace.trace.names import Names
-    recorded = Bundle("", Names())
     with case_lab(case, say, lab_name) as (lab, reused), listeners(lab, case.listen, case.file):
-        actual, summary = replay_case(case, lab, bundle_out=recorded)
-        results = {}
-        for meta in recorded.meta["frames"]:
-            results[meta["frame"]] = (
-                None, meta["error"]) if meta.get("error") else (
-                recorded.traces[meta["trace"]].path(recorded.names), None)
-        problems = check_expectations(case.expect, results, lab)
+        actual, summary, recorded = replay_case(case, lab, record=True)
+        problems = check_expectations(case.expect, frame_results(recorded), lab)
     result = CheckResult(case, actual, [], summary, reused, time.perf_counter() - start,
                          problems, live=True)
     if update:

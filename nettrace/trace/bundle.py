@@ -18,7 +18,7 @@ A bundle is one JSON document (gzip-compressed when the file name ends in `.gz`)
                  "nft": [[netns, trace_id, family, table, chain, text, ts], ...],
                  "events_lost": int, "probes_missing": [str]}, ...],
      "observed": [[<event row>, ...], ...],       # `nettrace record`: one list per packet
-     "meta": {...}}        # free-form: a golden case maps frames to traces here
+     "meta": {...}}        # free-form: a golden case maps frames to trace ids here
 
 Events are numbers only (the columns of `struct nt_event`, bpf/event.h: `point` is
 NT_P_*, `netns` an inode, `hook` NF_INET_*, `pf` 2 or 10); every word comes from the
