@@ -214,3 +214,17 @@ def test_readme_lists_the_catalogue():
     missing = [ref for ref in CATALOGUE
                if f"| `{ref}` | `{spec.load(ref).expect.cause}` |" not in readme]
     assert not missing, f"README's catalogue table lacks (or has another cause for): {missing}"
+
+
+def test_readme_fault_lab_example_is_valid():
+    """The example in README's "Writing a fault lab" parses as written."""
+    import re
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("### Writing a fault lab", 1)[1]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    s = spec.parse(example, file="README.md", default_name="readme-example")
+    assert s.host_specs["host"].firewall and s.host_specs["client"].routes
+    assert (s.underlay_mtu, s.trace.size, s.trace.df) == (1400, 1400, True)
+    assert s.expect.cause == "docker-user-rule"

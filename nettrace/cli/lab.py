@@ -20,6 +20,11 @@ def lab_group() -> None:
     Embedded labs (no file needed): bridge, user-bridges, icc-off, internal,
     published-port, host, none, macvlan, overlay. Or write your own YAML
     (see nettrace/topology/spec.py for the format).
+
+    \b
+    Fault catalogue: `nettrace lab ls --faults` lists labs that each show one
+    thing going wrong (e.g. `nettrace lab up faults/icc-disabled`); the flow to
+    trace is the `trace:` key of its file, the cause it shows the `expect:` key.
     """
 
 
@@ -42,7 +47,7 @@ def _stderr_progress(msg: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
 def lab_up(lab: str, name: str | None, version: str | None, firewall: str | None,
            userland_proxy: bool | None, as_json: bool) -> None:
-    """Bring up LAB: an embedded lab name or a YAML file.
+    """Bring up LAB: an embedded lab name, a catalogue fault (faults/NAME) or a YAML file.
 
     \b
     The same lab under two engines, side by side:
