@@ -158,3 +158,17 @@ def test_route_the_kernel_refuses_names_its_line():
         ("r.yaml", 4, "hosts[0].routes[0]")
     assert "cannot add route 10.60.0.0/24 via 10.9.9.9" in str(err.value)
     assert our_namespaces() == before
+
+
+@needs_root
+def test_lab_show_names_the_lab_settings(make_lab):
+    from nettrace.cli.views import lab_tree
+    from rich.console import Console
+    lab = make_lab(text=LAB, name="fmts")
+    con = Console(width=200, record=True, file=open(os.devnull, "w"))
+    con.print(lab_tree(lab))
+    text = con.export_text()
+    for words in ("sysctl net.ipv4.conf.all.rp_filter=1", "iptables -P INPUT DROP",
+                  "iptables -t raw -A PREROUTING -p udp --dport 4789 -j DROP",
+                  "listen tcp/80 udp/53", "mtu 1400"):
+        assert words in text, words

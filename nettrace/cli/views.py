@@ -49,10 +49,12 @@ def lab_tree(lab: Lab) -> Tree:
     root = Tree(f"[bold]lab {lab.name}[/]  ({lab.source or 'docker'})")
     root.add(f"engine {lab.engine}")
     if lab.underlay_netns:
-        root.add(f"underlay {lab.underlay_subnet}  netns {lab.underlay_netns}")
+        root.add(f"underlay {lab.underlay_subnet}  netns {lab.underlay_netns}"
+                 + (f"  mtu {lab.underlay_mtu}" if lab.underlay_mtu != 1500 else ""))
     for host in lab.hosts.values():
         addr = f"  uplink {host.uplink} {host.address}" if host.address else ""
         h = root.add(f"[bold]host {host.name}[/]  netns {host.netns}{addr}")
+        _lab_settings(h, host)
         nets = h.add("networks")
         for net in lab.networks:
             if net.host not in (None, host.name):
@@ -72,7 +74,8 @@ def lab_tree(lab: Lab) -> Tree:
             if sb.host != host.name:
                 continue
             node = sbs.add(f"[bold]{sb.name}[/] ({sb.network_mode})  netns {sb.netns}"
-                           + (f"  publish {' '.join(sb.published)}" if sb.published else ""))
+                           + (f"  publish {' '.join(sb.published)}" if sb.published else "")
+                           + (f"  listen {' '.join(sb.listen)}" if sb.listen else ""))
             if not sb.endpoints:
                 node.add("lo" if sb.network_mode == "none" else "shares the host's interfaces")
             for ep in sb.endpoints:
@@ -82,8 +85,21 @@ def lab_tree(lab: Lab) -> Tree:
             for route in sb.routes[:1]:
                 node.add(f"[dim]route {route}[/]")
     for c in lab.clients.values():
-        root.add(f"[bold]client {c.name}[/] (external)  netns {c.netns}  eth0 {c.address}")
+        _lab_settings(root.add(f"[bold]client {c.name}[/] (external)  netns {c.netns}  "
+                               f"eth0 {c.address}"), c)
     return root
+
+
+def _lab_settings(node: Tree, host) -> None:
+    """What the lab file set on a host or client beyond Docker: sysctls, iptables entries,
+    routes."""
+    from rich.markup import escape
+    for key, value in host.sysctls.items():
+        node.add(f"[dim]sysctl[/] {escape(key)}={escape(value)}")
+    for entry in host.firewall:
+        node.add(f"[dim]iptables[/] {escape(entry)}")
+    for route in host.routes:
+        node.add(f"[dim]route[/] {escape(route)}")
 
 
 def print_lab_tree(lab: Lab) -> None:
