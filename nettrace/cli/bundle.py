@@ -71,7 +71,8 @@ def mermaid_blocks(paths, lab) -> str:
 @click.argument("bundle_a", metavar="A", type=click.Path(dir_okay=False))
 @click.argument("bundle_b", metavar="B", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per divergence.")
-@click.option("--width", type=int, default=110, show_default=True, help="Line width.")
+@click.option("--width", type=click.IntRange(40, 1000), default=110, show_default=True,
+              help="Line width.")
 def diff_cmd(bundle_a: str, bundle_b: str, as_json: bool, width: int) -> None:
     """Show where the paths of two trace bundles part ways: the first hop that differs,
     with both sides from that hop on. Paths are paired by position (the Nth trace of A
