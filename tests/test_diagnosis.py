@@ -240,6 +240,7 @@ def test_compact_render_fits_100_columns_and_wide_render_is_kept_for_pipes():
     import io
 
     from rich.console import Console
+
     from nettrace.views.paths import render
     _, p = _icc_path()
     buf = io.StringIO()

@@ -8,7 +8,7 @@ import struct
 
 from diag_fixtures import CLIENT_IP, HOST_IP, drop, lab, nf, out, path, pkt, rule, rx
 
-from nettrace.diagnosis import Cause, EditOp, LabEdit, diagnose
+from nettrace.diagnosis import Cause, EditOp, Fix, LabEdit, diagnose
 from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.model import FwRule, Host
 from nettrace.trace.model import DROPPED, Hop, Path, Verdict
@@ -84,13 +84,37 @@ def test_packet_too_big_and_frag_needed_answer_are_mtu_blackholes():
     d = diagnose(path(L, "c1", "client", hops), L)
     assert d.cause == Cause.MTU_BLACKHOLE
     assert "1450-byte" in d.summary and "underlay 1400" in d.summary
-    assert d.fixes[0].docker == ["dockerd --mtu 1400"]          # the default bridge: a daemon option
+    assert d.fixes[0].lab == [LabEdit(EditOp.SET, "underlay.mtu", 1500)]
+    assert d.fixes[0].docker == ["ip link set dev eth0 mtu 1500"]
+    assert d.fixes[1].docker == ["dockerd --mtu 1400"]          # the default bridge: a daemon option
     fn = Hop(500, "tp:netif_receive_skb", sandbox="c1", host="host", netns="nt.t.host.c1",
              device="eth0", packet=pkt("172.17.0.1", "172.17.0.2", info="dest-unreach"),
              frame=icmp_frame(3, 4))
     req = out(L, "c1", big, 0) + [nf("LOCAL_IN", big, 300, in_dev="eth0", netns="nt.t.client",
                                      host=None, sandbox="client")]
     assert diagnose(path(L, "c1", "client", req, [fn]), L).cause == Cause.MTU_BLACKHOLE
+
+
+def test_overlay_path_mtu_is_the_underlay_less_vxlan():
+    from nettrace.topology.model import Endpoint, Network, Sandbox, Scope
+    L = lab(containers={})
+    L.underlay_mtu = 1400
+    L.hosts["host2"] = Host("host2", "nt.t.host2", "eth0", "192.168.50.12")
+    L.networks.append(Network("ovnet", "overlay", Scope.SWARM, "o" * 64, None, "10.0.1.0/24",
+                              "10.0.1.1", "br0", None, mtu=1450))
+    for name, host, ip in (("c1", "host", "10.0.1.2"), ("c2", "host2", "10.0.1.3")):
+        L.sandboxes[name] = Sandbox(name, host, f"nt.t.{host}.{name}", [Endpoint(
+            f"{name}-ovnet", name, "ovnet", "eth0", "02:42:0a:00:01:02", ip, 24, 1450)])
+    big = pkt("10.0.1.2", "10.0.1.3", length=1450)
+    hops = out(L, "c1", big, 0)
+    fn = Hop(500, "tp:netif_receive_skb", sandbox="c1", host="host", netns="nt.t.host.c1",
+             device="eth0", packet=pkt("10.0.1.3", "10.0.1.2", info="dest-unreach"),
+             frame=icmp_frame(3, 4))
+    d = diagnose(path(L, "c1", "c2", hops, [fn], dst_ip="10.0.1.3"), L)
+    assert d.cause == Cause.MTU_BLACKHOLE
+    assert "underlay (1400 less VXLAN's 50) 1350" in d.summary
+    assert d.fixes[0].lab == [LabEdit(EditOp.SET, "underlay.mtu", 1500)]
+    assert d.fixes[1].lab == [LabEdit(EditOp.SET, "networks[name=ovnet].mtu", 1350)]
 
 
 def test_user_network_mtu_fix_recreates_the_network():
@@ -214,8 +238,21 @@ def test_direct_access_drop_from_the_index_purpose():
     d = diagnose(path(L, "client", "172.17.0.3:80", hops, proto="tcp", dport=80,
                       dst_ip="172.17.0.3"), L)
     assert d.cause == Cause.DIRECT_ACCESS_BLOCKED and "Docker 28" in d.summary
-    assert d.fixes[0].lab == [LabEdit(EditOp.SET, "networks[name=bridge].gateway_mode",
+    # the default bridge cannot be redefined in a lab file: its gateway mode is a daemon option
+    assert d.fixes == [Fix([("dockerd --default-network-opt bridge="
+                             "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected")], [])]
+    U = lab(("apps", "10.40.0", True, False), containers={"web": ["apps"]})
+    r = indexed(U, "host", "PREROUTING", 41, RulePurpose.DIRECT_ACCESS,
+                "-A PREROUTING -d 10.40.0.2/32 ! -i br-apps -j DROP", table="raw")
+    p = pkt(CLIENT_IP, "10.40.0.2", "tcp", 40000, 80)
+    hops = [rx("eth0", p, 100), nf("PRE_ROUTING", p, 110, in_dev="eth0", verdict_="drop", rule=r),
+            drop("NETFILTER_DROP", p, 120, "nft_do_chain+0x46f")]
+    d = diagnose(path(U, "client", "10.40.0.2:80", hops, proto="tcp", dport=80,
+                      dst_ip="10.40.0.2"), U)
+    assert d.fixes[0].lab == [LabEdit(EditOp.SET, "networks[name=apps].gateway_mode",
                                       "nat-unprotected")]
+    assert "-o com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected" in \
+        " ".join(d.fixes[0].docker)
 
 
 def test_unpublished_port_drop_from_the_index_purpose():
@@ -374,3 +411,95 @@ def test_names_that_lie_do_not_change_the_cause():
     d = diagnose(path(L, "internal-client", "noicc", hops), L)
     assert d.cause == Cause.NETWORK_ISOLATION
     assert d.fixes[0].docker == ["docker network connect icc internal-client"]
+
+
+# -- fixes that must really work (cases from the fault catalogue's first runs) ---------------
+
+def test_flushed_forward_chain_is_restored_not_patched():
+    L = bridge_lab()
+    L.hosts["host"].firewall = ["-F FORWARD"]
+    hops = to_client(L, lambda p: [nf("FORWARD", p, 200, in_dev="docker0", out_dev="eth0",
+                                      verdict_="drop",
+                                      rule=rule("filter", "FORWARD", "policy drop", "drop")),
+                                   drop("NETFILTER_DROP", p, 210, "nft_do_chain+0x46f")])
+    d = diagnose(path(L, "c1", "client", hops), L)
+    assert d.cause == Cause.FORWARD_POLICY and "iptables -F FORWARD" in d.summary
+    assert [f.lab for f in d.fixes] == [[LabEdit(EditOp.REMOVE, "hosts[name=host].firewall",
+                                                 "-F FORWARD")]]
+    assert d.fixes[0].docker == ["systemctl restart docker"]
+
+
+def test_internal_inbound_connects_the_internal_container_to_the_peer_network_only():
+    L = lab(("vault", "10.97.1", True, True), containers={"secret": ["vault"], "c1": ["bridge"]})
+    r = indexed(L, "host", "DOCKER-ISOLATION-STAGE-1", 60, RulePurpose.INTERNAL,
+                "-A DOCKER-ISOLATION-STAGE-1 ! -s 10.97.1.0/24 -o br-vaul00000000 -j DROP",
+                network="vault")
+    p = pkt("172.17.0.2", "10.97.1.2")
+    hops = out(L, "c1", p, 0) + [nf("FORWARD", p, 200, in_dev="docker0",
+                                    out_dev=L.network("vault").device, verdict_="drop", rule=r),
+                                 drop("NETFILTER_DROP", p, 210, "nft_do_chain+0x46f")]
+    d = diagnose(path(L, "c1", "secret", hops), L)
+    assert d.cause == Cause.INTERNAL_NETWORK
+    assert [f.lab for f in d.fixes] == [[LabEdit(EditOp.ADD, "containers[name=secret].networks",
+                                                 "bridge")]]     # internal: false would not do
+
+
+def test_ttl_loop_offers_to_remove_the_route_that_sends_a_hosts_own_network_away():
+    L = lab(("svc", "10.60.0", True, False), containers={"web": ["svc"]})
+    L.hosts["host2"] = Host("host2", "nt.t.host2", "eth0", "192.168.50.12",
+                            routes=["10.60.0.0/24 via host"])
+    L.hosts["host"].routes = ["10.60.0.0/25 via host2", "10.61.0.0/24 via host2"]
+    p = pkt("10.61.0.2", "10.60.0.2", ttl=1)
+    hops = [rx("eth0", p, 100), drop("IP_INHDR", p, 200, "ip_forward+0x2c0")]
+    d = diagnose(path(L, "10.61.0.2", "10.60.0.2", hops, dst_ip="10.60.0.2"), L)
+    assert d.cause == Cause.TTL_EXPIRED
+    assert "Host host routes 10.60.0.0/25 via host2" in d.summary
+    assert d.fixes == [Fix(["ip route del 10.60.0.0/25"], [LabEdit(
+        EditOp.REMOVE, "hosts[name=host].routes", "10.60.0.0/25 via host2")])]
+
+
+def test_port_published_on_loopback_only_is_not_published_for_the_lan():
+    L = lab(containers={"web": ["bridge"]}, published={"web": ["127.0.0.1:8080:80/tcp"]})
+    p1 = pkt(CLIENT_IP, HOST_IP, "tcp", 40000, 8080)
+    hops = [rx("eth0", p1, 100), nf("LOCAL_IN", p1, 200, in_dev="eth0"),
+            drop("NO_SOCKET", p1, 210, "tcp_v4_rcv+0x99")]
+    rst = Hop(300, "nf:LOCAL_OUT", host="host", netns="nt.t.host", device="eth0",
+              hook="LOCAL_OUT", verdict="accept",
+              packet=pkt(HOST_IP, CLIENT_IP, "tcp", 8080, 40000, info="RST-ACK"))
+    d = diagnose(path(L, "client", "host:8080", hops, [rst], proto="tcp", dport=8080,
+                      answered="RST-ACK", dst_ip=HOST_IP), L)
+    assert d.cause == Cause.PORT_NOT_PUBLISHED and "on 127.0.0.1 only" in d.summary
+    assert d.fixes[0].lab[-1] == LabEdit(EditOp.ADD, "containers[name=web].publish", "8080:80/tcp")
+    assert LabEdit(EditOp.REMOVE, "containers[name=web].publish",
+                   "127.0.0.1:8080:80/tcp") in d.fixes[0].lab
+
+
+def test_docker_user_drop_after_dnat_says_to_match_the_original_port():
+    L = bridge_lab()
+    r = indexed(L, "host", "DOCKER-USER", 70, RulePurpose.DOCKER_USER,
+                "-A DOCKER-USER -i eth0 -j DROP")
+    p1 = pkt(CLIENT_IP, HOST_IP, "tcp", 40000, 8080)
+    p2 = pkt(CLIENT_IP, "172.17.0.3", "tcp", 40000, 80)
+    hops = [rx("eth0", p1, 100),
+            nf("PRE_ROUTING", p2, 110, in_dev="eth0",
+               changes=[f"dst {HOST_IP}:8080 -> 172.17.0.3:80 (DNAT)"]),
+            nf("FORWARD", p2, 200, in_dev="eth0", out_dev="docker0", verdict_="drop", rule=r),
+            drop("NETFILTER_DROP", p2, 210, "nft_do_chain+0x46f")]
+    d = diagnose(path(L, "client", "host:8080", hops, proto="tcp", dport=8080, dst_ip=HOST_IP), L)
+    assert d.cause == Cause.DOCKER_USER_RULE
+    assert "--ctorigdstport 8080" in d.summary
+
+
+def test_docker_28_raw_drop_between_local_networks_is_isolation():
+    L = lab(("front", "10.10.0", True, False), ("back", "10.20.0", True, False),
+            containers={"c1": ["front"], "c3": ["back"]})
+    r = indexed(L, "host", "PREROUTING", 80, RulePurpose.DIRECT_ACCESS,
+                f"-A PREROUTING -d 10.20.0.2/32 ! -i {L.network('back').device} -j DROP",
+                table="raw")
+    p = pkt("10.10.0.2", "10.20.0.2")
+    hops = out(L, "c1", p, 0) + [nf("PRE_ROUTING", p, 150, in_dev=L.network("front").device,
+                                    verdict_="drop", rule=r),
+                                 drop("NETFILTER_DROP", p, 160, "nft_do_chain+0x46f")]
+    d = diagnose(path(L, "c1", "c3", hops), L)
+    assert d.cause == Cause.NETWORK_ISOLATION
+    assert d.fixes[0].docker == ["docker network connect back c1"]

@@ -36,12 +36,7 @@ TIMES: dict[str, float] = {}
 # /work/shared/notes/faults-for-diagnosis.md). strict: the day one passes, this fails and
 # the entry must go. The expected causes in the lab files stay as written by hand.
 KNOWN_GAPS = {
-    "faults/forward-flushed": "the fix adds a DOCKER-USER accept, which nothing jumps to",
-    "faults/internal-inbound": "fix 'internal: false' leaves the networks isolated",
-    "faults/loopback-publish": "a port published on 127.0.0.1 only is taken as no-listener",
-    "faults/mtu-underlay": "no fix: the underlay MTU is not counted on the path",
     "faults/nft-forward-drop": "the fix adds a DOCKER-USER rule; the nftables backend has no DOCKER-USER",
-    "faults/ttl-loop": "no fix: the looping route is not offered for removal",
 }
 
 

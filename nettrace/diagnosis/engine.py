@@ -27,6 +27,7 @@ from nettrace.topology.model import Host, Lab, Network, Sandbox
 from nettrace.trace.model import DELIVERED, DROPPED, Hop, Path
 
 VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50            # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 #: kernel drop reasons (enum skb_drop_reason names) -> cause, when no rule decided
 REASON_CAUSES = {
     "IP_INNOROUTES": Cause.NO_ROUTE, "IP_OUTNOROUTES": Cause.NO_ROUTE,
@@ -347,18 +348,15 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
         return _not_published(f, ev, pre, f"{rule} at {ref} drops traffic to ports the "
                               f"container does not publish")
     if purpose == rp.DIRECT_ACCESS:
-        if isinstance(src, Sandbox) and isinstance(dst, Sandbox):
-            # Docker 28.2+ keeps two containers on different networks apart with this drop
-            # (the packet reaches the other bridge's address from outside it)
-            return _isolation(f, hop, info, ev, pre, src, dst)
         return _direct_access(f, hop, info, ev, pre)
     if purpose == rp.DOCKER_USER:
         entry = _find_entry(lab, hop, info)
+        after = _after_dnat(part.hops[:i + 1], hop)
         return Diagnosis(
             Cause.DOCKER_USER_RULE,
             f"{pre}{_name(src)} -> {_name(dst)} was dropped by a rule in DOCKER-USER, the "
             f"chain Docker keeps for the administrator's own rules: {rule} at {ref}. "
-            f"Docker's rules never ran; the drop is the host's own policy.",
+            f"Docker's rules never ran; the drop is the host's own policy.{after}",
             ev, [_remove_entry_fix(lab, hop.host, entry)] if entry else [])
     if purpose == rp.POLICY and hop.hook == "FORWARD":
         return _forward_policy(f, hop, info, ev, pre)
@@ -366,6 +364,19 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
         return _host_firewall(f, hop, info, ev, pre)
     return _unknown(f"{pre}dropped at {ref} by {rule}, a rule whose purpose nettrace cannot "
                     f"tell (not in the lab's rule index)", ev)
+
+
+def _after_dnat(hops: list[Hop], hop: Hop) -> str:
+    """A sentence when FORWARD saw the packet after a published port's DNAT: DOCKER-USER
+    rules written for the host port never match it."""
+    change = next((c for h in hops for c in h.changes if c.endswith("(DNAT)")), None)
+    if change is None or hop.packet is None or not hop.packet.dport:
+        return ""
+    original = change.split(" -> ")[0].removeprefix("dst ")
+    port = original.rpartition(":")[2]
+    return (f" DOCKER-USER sees the packet after Docker's DNAT ({change}): a rule for the "
+            f"published port must match the original port with `-m conntrack "
+            f"--ctorigdstport {port}`, not `--dport {port}`.")
 
 
 def _is_vxlan(hop: Hop) -> bool:
@@ -465,11 +476,18 @@ def _outside_net(lab: Lab, sb: Sandbox) -> str:
     return "bridge"
 
 
-def _internal_fixes(lab: Lab, sb: Sandbox, net: Network | None) -> list[Fix]:
-    other = _outside_net(lab, sb)
+def _internal_fixes(lab: Lab, sb: Sandbox, net: Network | None,
+                    peer: Sandbox | Host | None = None) -> list[Fix]:
+    """Connect the container to a normal network (the peer container's, when the peer is
+    one, so that they share it); or re-create the network without --internal, which helps
+    only when the peer is not a container on another network (isolation would remain)."""
+    peer_nets = [n for n in _nets(lab, peer) if not n.internal and n.host in (None, sb.host)] \
+        if isinstance(peer, Sandbox) else []
+    other = peer_nets[0].name if peer_nets else _outside_net(lab, sb)
     fixes = [Fix([f"docker network connect {other} {sb.name}"],
                  [LabEdit(EditOp.ADD, f"containers[name={sb.name}].networks", other)])]
-    if net is not None:
+    if net is not None and not (isinstance(peer, Sandbox) and
+                                not any(ep.network == net.name for ep in peer.endpoints)):
         fixes.append(Fix(_recreate(lab, net, []),
                          [LabEdit(EditOp.SET, f"networks[name={net.name}].internal", False)]))
     return fixes
@@ -485,7 +503,8 @@ def _internal(f, hop, info, ev, pre, src, dst) -> Diagnosis:
     if net is None and inner is not None:
         net = next((n for n in _nets(lab, inner) if n.internal), None)
     name = net.name if net else "?"
-    fixes = _internal_fixes(lab, inner, net) if inner is not None else []
+    peer = dst if inner is src else src
+    fixes = _internal_fixes(lab, inner, net, peer) if inner is not None else []
     return Diagnosis(
         Cause.INTERNAL_NETWORK,
         f"{pre}Network {name} is internal (docker network create --internal): nothing enters "
@@ -529,11 +548,21 @@ def _not_published(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
 def _direct_access(f, hop, info, ev, pre) -> Diagnosis:
     lab = f.lab
     dst = f.dst if isinstance(f.dst, Sandbox) else None
+    if dst is not None and isinstance(f.src, Sandbox) and f.src.host == dst.host:
+        # a container of the same host on another network: Docker 28.2+ keeps networks apart
+        # with this per-endpoint raw rule too (the packet reaches the other bridge's address
+        # from outside it); in Docker's terms that is isolation (or an internal network)
+        if any(n.internal for n in _nets(lab, dst)):
+            return _internal(f, hop, info, ev, pre, f.src, dst)
+        return _isolation(f, hop, info, ev, pre, f.src, dst)
     net = _net_of_ip(lab, dst, hop.packet.dst if hop.packet else None) if dst else None
     fixes = []
-    if net is not None:
+    opt = "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected"
+    if net is not None and net.name == "bridge":     # the default bridge: a daemon option
+        fixes.append(Fix([f"dockerd --default-network-opt bridge={opt}"], []))
+    elif net is not None:
         fixes.append(Fix(
-            _recreate(lab, net, ["-o com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected"]),
+            _recreate(lab, net, [f"-o {opt}"]),
             [LabEdit(EditOp.SET, f"networks[name={net.name}].gateway_mode", "nat-unprotected")]))
     return Diagnosis(
         Cause.DIRECT_ACCESS_BLOCKED,
@@ -544,9 +573,29 @@ def _direct_access(f, hop, info, ev, pre) -> Diagnosis:
         f"nat-unprotected or routed.", ev, fixes)
 
 
+def _removes_docker_rules(entry: str) -> bool:
+    """A lab firewall entry that flushes or deletes rules of a filter chain (`-F FORWARD`,
+    `-F`, `-D FORWARD 1`): what a firewall reload does to Docker's rules."""
+    words = entry.split()
+    table = words[words.index("-t") + 1] if "-t" in words[:-1] else "filter"
+    return table == "filter" and any(w in ("-F", "--flush", "-D", "--delete", "-X",
+                                           "--delete-chain") for w in words)
+
+
 def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
     lab = f.lab
     dst_ip = hop.packet.dst if hop.packet else f.dst_ip
+    lost = [e for e in _entries(lab, hop.host) if _removes_docker_rules(e)]
+    if lost:               # Docker's own rules are gone: put them back, nothing else works
+        return Diagnosis(
+            Cause.FORWARD_POLICY,
+            f"{pre}No rule accepted {_name(f.src)} -> {_name(f.dst)} in FORWARD on "
+            f"{hop.host}, so the chain's policy DROP decided at {_hop_ref(f, ev[0])}: Docker's "
+            f"own FORWARD rules are gone (the host's firewall ran `iptables "
+            f"{lost[0]}`, as a firewall reload does). Restarting Docker puts them back.",
+            ev, [Fix(["systemctl restart docker"],
+                     [LabEdit(EditOp.REMOVE, f"hosts[name={hop.host}].firewall", e)
+                      for e in lost])])
     fixes = []
     if f.proto in ("tcp", "udp") and isinstance(f.dst, Sandbox) and f.port:
         spec = f"{f.port}:{f.port}/{f.proto}"
@@ -660,15 +709,42 @@ def _ip_forward(f: _Facts, host: str, ev: list[int], pre: str, ref: str) -> Diag
                  [LabEdit(EditOp.SET, f'hosts[name={host}].sysctls["{FORWARD_SYSCTL}"]', 1)])])
 
 
+def _looping_routes(lab: Lab, ip: str | None) -> list[tuple[str, str]]:
+    """(host, route) of lab routes on a host that owns the network of `ip` yet send that
+    address to another machine: one half of a routing loop."""
+    out = []
+    if not ip:
+        return out
+    addr = ipaddress.ip_address(ip)
+    for host in lab.hosts.values():
+        owns = any(n.host == host.name and n.subnet and addr in ipaddress.ip_network(n.subnet)
+                   for n in lab.networks)
+        for route in host.routes:
+            prefix = route.split()[0]
+            try:
+                if owns and addr in ipaddress.ip_network(prefix, strict=False):
+                    out.append((host.name, route))
+            except ValueError:
+                continue
+    return out
+
+
 def _ttl(f, hop, ev, pre, ref) -> Diagnosis:
     fixes = []
     for entry in _entries(f.lab, hop.host):
         if "TTL" in entry.split():
             fixes.append(_remove_entry_fix(f.lab, hop.host, entry))
+    answer = hop.packet is not None and hop.packet.info == "time-exceeded"
+    loops = _looping_routes(f.lab, f.dst_ip if answer or hop.packet is None else hop.packet.dst)
+    for host, route in loops:
+        fixes.append(Fix([f"ip route del {route.split()[0]}"],
+                         [LabEdit(EditOp.REMOVE, f"hosts[name={host}].routes", route)]))
+    loop = "".join(f" Host {h} routes {r}, although that address is on its own network: "
+                   f"a routing loop." for h, r in loops[:1])
     return Diagnosis(
         Cause.TTL_EXPIRED,
         f"{pre}The packet's TTL ran out at {ref}: the router decremented it to zero "
-        f"(a routing loop, too many hops, or a rule that lowered it).", ev, fixes)
+        f"(a routing loop, too many hops, or a rule that lowered it).{loop}", ev, fixes)
 
 
 def _rp_filter(f, hop, ev, pre, ref) -> Diagnosis:
@@ -691,6 +767,12 @@ def _mtu(f, hop, ev, pre, ref) -> Diagnosis:
     mtus = _path_mtus(f)
     bottleneck = min(mtus.values()) if mtus else None
     fixes = []
+    under = next((v for k, v in mtus.items() if k.startswith("underlay")), None)
+    if under is not None and under == bottleneck and size and size > under and \
+            lab.underlay_mtu < 1500:           # a link below Ethernet's usual 1500
+        need = max(size + (VXLAN_OVERHEAD if _in_vxlan(f) else 0), 1500)
+        fixes.append(Fix([f"ip link set dev {_uplink(f)} mtu {need}"],
+                         [LabEdit(EditOp.SET, "underlay.mtu", need)]))
     if isinstance(f.src, Sandbox) and bottleneck:
         net = _net_of_ip(lab, f.src, f.path.hops[0].packet.src if f.path.hops and
                          f.path.hops[0].packet else None)
@@ -709,6 +791,11 @@ def _mtu(f, hop, ev, pre, ref) -> Diagnosis:
         ev, fixes)
 
 
+def _uplink(f: _Facts) -> str:
+    host = f.lab.hosts.get(f.src.host) if isinstance(f.src, Sandbox) else None
+    return (host.uplink if host and host.uplink else "eth0")
+
+
 def _path_mtus(f: _Facts) -> dict[str, int]:
     """MTUs the lab knows along the request: its networks, the overlay's and the underlay."""
     lab = f.lab
@@ -721,9 +808,23 @@ def _path_mtus(f: _Facts) -> dict[str, int]:
                     out[f"network {net.name}"] = net.mtu
     leaves = isinstance(f.dst, Host) or (isinstance(f.dst, Sandbox) and isinstance(f.src, Sandbox)
                                          and f.dst.host != f.src.host)
-    if lab.underlay_mtu and (leaves or any(h.packet and h.packet.outer for h in f.path.hops)):
-        out["underlay"] = int(lab.underlay_mtu)
+    if lab.underlay_mtu and (leaves or _in_vxlan(f)):
+        under = int(lab.underlay_mtu)
+        if _in_vxlan(f):       # the container's packet travels inside VXLAN: 50 bytes less
+            out[f"underlay ({under} less VXLAN's {VXLAN_OVERHEAD})"] = under - VXLAN_OVERHEAD
+        else:
+            out["underlay"] = under
     return out
+
+
+def _in_vxlan(f: _Facts) -> bool:
+    """The request crosses hosts over an overlay network (encapsulated, or about to be)."""
+    if any(h.packet and h.packet.outer for h in f.path.hops):
+        return True
+    return isinstance(f.src, Sandbox) and isinstance(f.dst, Sandbox) and \
+        f.src.host != f.dst.host and \
+        any(n.driver == "overlay" and any(ep.network == n.name for ep in f.dst.endpoints)
+            for n in _nets(f.lab, f.src))
 
 
 def _macvlan_host(f: _Facts, seen: str = "ARP got no answer") -> Diagnosis | None:
@@ -776,7 +877,7 @@ def _no_route(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
                 Cause.INTERNAL_NETWORK,
                 f"{pre}{_on(lab, src)}, an internal network (docker network create "
                 f"--internal): Docker gives its containers no gateway, so nothing outside the "
-                f"network is reachable ({how}).", ev, _internal_fixes(lab, src, net))
+                f"network is reachable ({how}).", ev, _internal_fixes(lab, src, net, f.dst))
         dst = f.dst
         if isinstance(dst, Sandbox) and dst.host != src.host and \
                 not {n.id for n in nets} & {n.id for n in _nets(lab, dst)}:   # same name, two hosts
@@ -885,6 +986,9 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
                 f"network, so {proto}/{port} reached host {dst.name}'s own stack at "
                 f"{_hop_ref(f, i)} with no DNAT ({how}).", ev,
                 _internal_fixes(lab, sb, nets[0] if nets else None))
+        here = [(sb, p) for sb, p in published if p.host_ip in (None, first.dst)]
+        if published and not here:
+            return _bound_elsewhere(f, i, ev, published[0][0], published[0][1], how)
         if published and isinstance(f.src, Sandbox) and f.src.host == dst.name:
             return _hairpin(f, ev, published[0][0])
         if not published:
@@ -920,6 +1024,24 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
         f"{_name(f.src)} reached {_name(dst)}{via} at {_hop_ref(f, i)}, but nothing listens on "
         f"{proto}/{cport} there: the answer was {how}. The network is fine; the service is not "
         f"running, or listens on another port or only on 127.0.0.1.", ev, fixes)
+
+
+def _bound_elsewhere(f: _Facts, i: int, ev: list[int], sb: Sandbox, port, how: str) -> Diagnosis:
+    """A port published on one host address only (-p 127.0.0.1:8080:80), reached on another."""
+    first = f.path.hops[0].packet
+    everywhere = f"{port.host_port}:{port.container_port}/{port.proto}"
+    written = [str(port)] + ([str(port).removesuffix("/tcp")] if port.proto == "tcp" else [])
+    net = next((n.name for n in _nets(f.lab, sb) if not n.internal), "bridge")
+    return Diagnosis(
+        Cause.PORT_NOT_PUBLISHED,
+        f"{_name(sb)} publishes {port} on {port.host_ip} only, so Docker's DNAT matches that "
+        f"address alone: {port.proto}/{port.host_port} sent to {first.dst} reached the host's "
+        f"own stack at {_hop_ref(f, i)} with no DNAT ({how}). Publish it on every address "
+        f"(or on {first.dst}).", ev,
+        [Fix([f"docker rm -f {sb.name}",
+              f"docker run -d --name {sb.name} --network {net} -p {everywhere} IMAGE"],
+             [LabEdit(EditOp.REMOVE, f"containers[name={sb.name}].publish", w) for w in written]
+             + [LabEdit(EditOp.ADD, f"containers[name={sb.name}].publish", everywhere)])])
 
 
 def _hairpin(f: _Facts, ev: list[int], target: Sandbox) -> Diagnosis:
