@@ -503,3 +503,19 @@ def test_docker_28_raw_drop_between_local_networks_is_isolation():
     d = diagnose(path(L, "c1", "c3", hops), L)
     assert d.cause == Cause.NETWORK_ISOLATION
     assert d.fixes[0].docker == ["docker network connect back c1"]
+
+
+def test_nftables_backend_forward_policy_is_the_hosts_iptables_not_docker_user():
+    from nettrace.topology.model import EngineProfile
+    L = bridge_lab()
+    L.engine = EngineProfile("29", "nftables")
+    L.hosts["host"].firewall = ["-P FORWARD DROP"]
+    hops = to_client(L, lambda p: [nf("FORWARD", p, 200, in_dev="docker0", out_dev="eth0",
+                                      verdict_="drop",
+                                      rule=rule("filter", "FORWARD", "policy drop", "drop")),
+                                   drop("NETFILTER_DROP", p, 210, "nft_do_chain+0x46f")])
+    d = diagnose(path(L, "c1", "client", hops), L)
+    assert d.cause == Cause.FORWARD_POLICY and "nftables backend" in d.summary
+    assert [f.lab for f in d.fixes] == [[LabEdit(EditOp.REMOVE, "hosts[name=host].firewall",
+                                                 "-P FORWARD DROP")]]   # no DOCKER-USER there
+    assert d.fixes[0].docker == ["iptables -P FORWARD ACCEPT"]

@@ -35,9 +35,7 @@ TIMES: dict[str, float] = {}
 # Cases the diagnosis does not get right yet (reported to helper `diagnosis` in
 # /work/shared/notes/faults-for-diagnosis.md). strict: the day one passes, this fails and
 # the entry must go. The expected causes in the lab files stay as written by hand.
-KNOWN_GAPS = {
-    "faults/nft-forward-drop": "the fix adds a DOCKER-USER rule; the nftables backend has no DOCKER-USER",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _cases():

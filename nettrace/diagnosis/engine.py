@@ -582,6 +582,14 @@ def _removes_docker_rules(entry: str) -> bool:
                                            "--delete-chain") for w in words)
 
 
+def _has_docker_user(lab: Lab, host: str | None) -> bool:
+    """Whether the host has a DOCKER-USER chain to add rules to (iptables backends: the
+    rule index has its jump; without an index, the engine's backend says)."""
+    if any(r.host == host for r in lab.rules):
+        return any(r.host == host and r.purpose == rp.DOCKER_USER for r in lab.rules)
+    return lab.engine.firewall.value == "iptables"
+
+
 def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
     lab = f.lab
     dst_ip = hop.packet.dst if hop.packet else f.dst_ip
@@ -596,17 +604,31 @@ def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
             ev, [Fix(["systemctl restart docker"],
                      [LabEdit(EditOp.REMOVE, f"hosts[name={hop.host}].firewall", e)
                       for e in lost])])
+    nft = lab.engine.firewall.value == "nftables"
+    policies = [e for e in _entries(lab, hop.host)
+                if _entry_chain(e)[:2] == ("filter", "FORWARD") and _entry_chain(e)[2] == "DROP"
+                and ("-P" in e.split() or "--policy" in e.split())]
     fixes = []
+    if nft and policies:     # Docker's nftables backend leaves iptables' FORWARD to the host
+        fixes += [_remove_entry_fix(lab, hop.host, e) for e in policies]
     if f.proto in ("tcp", "udp") and isinstance(f.dst, Sandbox) and f.port:
         spec = f"{f.port}:{f.port}/{f.proto}"
         net = next((n.name for n in _nets(lab, f.dst) if not n.internal), "bridge")
         fixes.append(Fix([f"docker rm -f {f.dst.name}",
                           f"docker run -d --name {f.dst.name} --network {net} -p {spec} IMAGE"],
                          [LabEdit(EditOp.ADD, f"containers[name={f.dst.name}].publish", spec)]))
-    if dst_ip:
+    if dst_ip and _has_docker_user(lab, hop.host):
         rule = f"-I DOCKER-USER -d {dst_ip} -j ACCEPT"
         fixes.append(Fix([f"iptables {rule}"],
                          [LabEdit(EditOp.ADD, f"hosts[name={hop.host}].firewall", rule)]))
+    if nft:
+        return Diagnosis(
+            Cause.FORWARD_POLICY,
+            f"{pre}Host {hop.host} runs Docker's nftables backend, where an accept in Docker's "
+            f"own table is not final: the host's iptables FORWARD chain also ran for "
+            f"{_name(f.src)} -> {_name(f.dst)}, and its policy DROP decided at "
+            f"{_hop_ref(f, ev[0])}. Docker leaves iptables' FORWARD to the host there.",
+            ev, fixes)
     return Diagnosis(
         Cause.FORWARD_POLICY,
         f"{pre}No rule accepted {_name(f.src)} -> {_name(f.dst)} in FORWARD on "
