@@ -37,12 +37,17 @@ def open_sockets(lab: Lab) -> tuple[list[socket.socket], list[socket.socket]]:
     for sb in lab.sandboxes.values():
         for entry in sb.listen:
             proto, port = parse(entry)
+            # a container with an IPv6 address listens on both families, as a server bound
+            # to [::] does (IPv4 peers arrive as v4-mapped addresses)
+            dual = any(ep.ipv6 for ep in sb.endpoints)
             with netns.entered(sb.netns):
-                s = socket.socket(socket.AF_INET,
+                s = socket.socket(socket.AF_INET6 if dual else socket.AF_INET,
                                   socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if dual:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             try:
-                s.bind(("0.0.0.0", port))
+                s.bind(("::" if dual else "0.0.0.0", port))
             except OSError as exc:
                 raise OSError(exc.errno, f"{sb.name} {entry}: {exc.strerror}") from None
             if proto == "tcp":

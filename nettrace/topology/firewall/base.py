@@ -3,6 +3,7 @@ interface, and an iptables-restore document builder for the iptables-syntax prof
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +40,7 @@ class Ruleset:
     syntax: str                    # "iptables" | "nft"
     document: str                  # iptables-restore input, or an nft -f script
     rules: list[RenderedRule] = field(default_factory=list)
+    ipv6: "Ruleset | None" = None  # the IPv6 rules (ip6tables-restore input), when any
 
 
 class Profile(Protocol):
@@ -114,6 +116,7 @@ class Published:
     host_port: int
     port: int
     host_ip: str | None            # "127.0.0.1" for -p 127.0.0.1:8080:80; None or 0.0.0.0: any
+    ip6: str | None = None         # the container's IPv6 address there (IPv6 network)
 
 
 def bridges(lab: "Lab", host: "Host") -> list:
@@ -133,5 +136,55 @@ def published(lab: "Lab", host: "Host") -> list[Published]:
             continue                      # internal, macvlan or host mode: Docker ignores them
         for port in sb.ports():
             out.append(Published(sb.name, target, sb.ip(target.name), port.proto,
-                                 port.host_port, port.container_port, port.host_ip))
+                                 port.host_port, port.container_port, port.host_ip,
+                                 sb.ip6(target.name)))
     return out
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the IPv4 (iptables) and IPv6 (ip6tables) renderings."""
+
+    version: int
+
+    def subnet(self, net) -> str | None:
+        return net.subnet if self.version == 4 else (net.subnet_v6 if net.ipv6 else None)
+
+    def addr(self, ep) -> str | None:
+        return ep.ipv4 if self.version == 4 else ep.ipv6
+
+    def port_ip(self, p) -> str | None:
+        """The container address a published port leads to in this family (None: not
+        published here: a port bound to an IPv4 host address is IPv4 only)."""
+        if self.version == 4:
+            return p.ip
+        if p.host_ip and ipaddress.ip_address(p.host_ip).version == 4:
+            return None
+        return p.ip6
+
+    def mode(self, net) -> "GatewayMode":
+        # com.docker.network.bridge.gateway_mode_ipv4 is IPv4's; IPv6 keeps nat
+        from nettrace.topology.model import GatewayMode
+        return net.gateway_mode if self.version == 4 else GatewayMode.NAT
+
+    def host(self, ip: str) -> str:
+        return f"{ip}/{32 if self.version == 4 else 128}"
+
+    def endpoint(self, ip: str, port: int) -> str:
+        return f"{ip}:{port}" if self.version == 4 else f"[{ip}]:{port}"
+
+    def loopback(self, ip: str) -> bool:
+        return ipaddress.ip_address(ip).is_loopback and ipaddress.ip_address(ip).version == self.version
+
+    @property
+    def loopback_net(self) -> str:
+        return "127.0.0.0/8" if self.version == 4 else "::1/128"
+
+    @property
+    def icmp(self) -> str:
+        return "icmp" if self.version == 4 else "ipv6-icmp"
+
+    @property
+    def nft(self) -> str:
+        """The nft family and address keyword: ip / ip6."""
+        return "ip" if self.version == 4 else "ip6"

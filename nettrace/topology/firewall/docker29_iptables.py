@@ -16,9 +16,10 @@ ICMP accepted, no raw drop), isolated (no NAT, no ports).
 
 from __future__ import annotations
 
+
 from nettrace.topology.firewall import index
-from nettrace.topology.firewall.base import (IptablesDoc, Ruleset, bridges, builtin_policies,
-                                             published)
+from nettrace.topology.firewall.base import (Family, IptablesDoc, Ruleset, bridges,
+                                             builtin_policies, published)
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import FwRule, GatewayMode, Host, Lab
 
@@ -30,12 +31,20 @@ class Docker29Iptables:
     syntax = "iptables"
 
     def render(self, lab: Lab, host: Host) -> Ruleset:
+        """IPv4 rules; with IPv6 networks on the host, `ipv6` holds the ip6tables rules
+        (Docker 27+ turns ip6tables on by default: the same layout, IPv6 addresses)."""
+        ruleset = self._render(lab, host, Family(4))
+        if any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
+            ruleset.ipv6 = self._render(lab, host, Family(6))
+        return ruleset
+
+    def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
         proxy = lab.engine.userland_proxy
-        nets = [n for n in bridges(lab, host) if n.subnet]        # IPv4 rules: IPv4 networks
+        nets = [n for n in bridges(lab, host) if fam.subnet(n)]   # networks of this family
         newest_first = list(reversed(nets))
         external = [n for n in nets if not n.internal]
         ports = [p for p in published(lab, host)
-                 if p.network.gateway_mode != GatewayMode.ISOLATED]
+                 if fam.mode(p.network) != GatewayMode.ISOLATED and fam.port_ip(p)]
         doc = IptablesDoc()
 
         # -- raw: direct access to container addresses, remote access to loopback ports
@@ -45,15 +54,14 @@ class Docker29Iptables:
                 continue
             for ep in sb.endpoints:
                 n = next((x for x in nets if x.name == ep.network), None)
-                if n is None or not ep.ipv4 or n.internal or \
-                        n.gateway_mode in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
+                if n is None or not fam.addr(ep) or n.internal or \
+                        fam.mode(n) in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
                     continue
-                doc.add("raw", "PREROUTING", f"-d {ep.ipv4}/32 ! -i {n.device} -j DROP",
+                doc.add("raw", "PREROUTING", f"-d {fam.host(fam.addr(ep))} ! -i {n.device} -j DROP",
                         P.DIRECT_ACCESS, n.name)
         for p in ports:
-            if p.host_ip and p.host_ip.startswith("127.") and \
-                    p.network.gateway_mode in NAT_MODES:
-                doc.add("raw", "PREROUTING", f"-d {p.host_ip}/32 ! -i lo -p {p.proto} -m {p.proto} "
+            if p.host_ip and fam.loopback(p.host_ip) and fam.mode(p.network) in NAT_MODES:
+                doc.add("raw", "PREROUTING", f"-d {fam.host(p.host_ip)} ! -i lo -p {p.proto} -m {p.proto} "
                         f"--dport {p.host_port} -j DROP", P.REMOTE_LOOPBACK, p.network.name)
 
         # -- filter
@@ -65,16 +73,16 @@ class Docker29Iptables:
         f("FORWARD", "-j DOCKER-FORWARD", P.DISPATCH)
         # per-port accepts are inserted at the head of DOCKER: newest container first
         for p in reversed(ports):
-            if p.network.gateway_mode == GatewayMode.NAT_UNPROTECTED:
+            if fam.mode(p.network) == GatewayMode.NAT_UNPROTECTED:
                 continue
             br = p.network.device
-            f("DOCKER", f"-d {p.ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
+            f("DOCKER", f"-d {fam.host(fam.port_ip(p))} ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
                         f"--dport {p.port} -j ACCEPT", P.PUBLISHED_PORT, p.network.name)
         for n in external:
             br = n.device
-            if n.gateway_mode == GatewayMode.ROUTED:
-                f("DOCKER", f"-o {br} -p icmp -j ACCEPT", P.ROUTED_ICMP, n.name)
-            if n.gateway_mode == GatewayMode.NAT_UNPROTECTED:
+            if fam.mode(n) == GatewayMode.ROUTED:
+                f("DOCKER", f"-o {br} -p {fam.icmp} -j ACCEPT", P.ROUTED_ICMP, n.name)
+            if fam.mode(n) == GatewayMode.NAT_UNPROTECTED:
                 f("DOCKER", f"! -i {br} -o {br} -j ACCEPT", P.UNPROTECTED, n.name)
             else:
                 f("DOCKER", f"! -i {br} -o {br} -j DROP", P.UNPUBLISHED_PORT_DROP, n.name)
@@ -97,40 +105,52 @@ class Docker29Iptables:
                 f("DOCKER-FORWARD", f"-i {br} ! -o {br} -j ACCEPT", P.OUTGOING, n.name)
         for n in newest_first:              # each internal network's pair inserted at the head
             if n.internal:
-                f("DOCKER-INTERNAL", f"! -s {n.subnet} -o {n.device} -j DROP", P.INTERNAL, n.name)
-                f("DOCKER-INTERNAL", f"! -d {n.subnet} -i {n.device} -j DROP", P.INTERNAL, n.name)
+                f("DOCKER-INTERNAL", f"! -s {fam.subnet(n)} -o {n.device} -j DROP", P.INTERNAL,
+                  n.name)
+                f("DOCKER-INTERNAL", f"! -d {fam.subnet(n)} -i {n.device} -j DROP", P.INTERNAL,
+                  n.name)
 
         # -- nat
         doc.table("nat", builtin_policies("nat"), ["DOCKER"])
         t = lambda chain, spec, purpose, net=None: doc.add("nat", chain, spec, purpose, net)
         t("PREROUTING", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
-        t("OUTPUT", ("! -d 127.0.0.0/8 " if proxy else "") + "-m addrtype --dst-type LOCAL -j DOCKER",
-          P.DISPATCH)
+        t("OUTPUT", (f"! -d {fam.loopback_net} " if proxy else "") +
+          "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
         for n in newest_first:
-            if n.internal or n.gateway_mode not in NAT_MODES:
+            if n.internal or fam.mode(n) not in NAT_MODES:
                 continue
             if not proxy:
                 t("POSTROUTING", f"-o {n.device} -m addrtype --src-type LOCAL -j MASQUERADE",
                   P.HAIRPIN, n.name)
-            if n.host_ipv4:
+            if n.host_ipv4 and fam.version == 4:
                 t("POSTROUTING", f"-s {n.subnet} ! -o {n.device} -j SNAT --to-source {n.host_ipv4}",
                   P.SNAT, n.name)
             elif n.masquerade:
-                t("POSTROUTING", f"-s {n.subnet} ! -o {n.device} -j MASQUERADE", P.MASQUERADE, n.name)
-        nat_ports = [p for p in ports if p.network.gateway_mode in NAT_MODES]
+                t("POSTROUTING", f"-s {fam.subnet(n)} ! -o {n.device} -j MASQUERADE", P.MASQUERADE,
+                  n.name)
+        nat_ports = [p for p in ports if fam.mode(p.network) in NAT_MODES]
         if not proxy:
             for p in nat_ports:
-                t("POSTROUTING", f"-s {p.ip}/32 -d {p.ip}/32 -p {p.proto} -m {p.proto} "
+                ip = fam.host(fam.port_ip(p))
+                t("POSTROUTING", f"-s {ip} -d {ip} -p {p.proto} -m {p.proto} "
                                  f"--dport {p.port} -j MASQUERADE", P.HAIRPIN, p.network.name)
         for p in nat_ports:
-            dst = f"-d {p.host_ip}/32 " if p.host_ip else ""
+            dst = f"-d {fam.host(p.host_ip)} " if p.host_ip else ""
             src = "" if not proxy else f"! -i {p.network.device} "
             t("DOCKER", f"{dst}{src}-p {p.proto} -m {p.proto} --dport {p.host_port} "
-                        f"-j DNAT --to-destination {p.ip}:{p.port}", P.DNAT, p.network.name)
+                        f"-j DNAT --to-destination {fam.endpoint(fam.port_ip(p), p.port)}", P.DNAT,
+              p.network.name)
         return doc.ruleset()
 
     def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.load_iptables(host.name, host.netns, ruleset)
+        rules = index.load_iptables(host.name, host.netns, ruleset)
+        if ruleset.ipv6 is not None:
+            rules += index.load_iptables(host.name, host.netns, ruleset.ipv6, family="ip6")
+        return rules
 
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.read_iptables(host.name, host.netns, ruleset.rules)
+        rules = index.read_iptables(host.name, host.netns, ruleset.rules)
+        if ruleset.ipv6 is not None:
+            rules += index.read_iptables(host.name, host.netns, ruleset.ipv6.rules, family="ip6")
+        return rules
+

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from nettrace.topology import netns
 from nettrace.topology.firewall import index
-from nettrace.topology.firewall.base import RenderedRule, Ruleset, bridges, published
+from nettrace.topology.firewall.base import Family, RenderedRule, Ruleset, bridges, published
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import FwRule, GatewayMode, Host, Lab
 
@@ -43,10 +43,19 @@ class Docker29Nftables:
     syntax = "nft"
 
     def render(self, lab: Lab, host: Host) -> Ruleset:
+        """`ip docker-bridges`; with IPv6 networks on the host, `ipv6` holds the same layout
+        in `ip6 docker-bridges` (Docker's documents: IPv6 rules follow the IPv4 pattern)."""
+        ruleset = self._render(lab, host, Family(4))
+        if any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
+            ruleset.ipv6 = self._render(lab, host, Family(6))
+        return ruleset
+
+    def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
         proxy = lab.engine.userland_proxy
-        nets = [n for n in bridges(lab, host) if n.subnet]
+        ip = fam.nft                      # "ip" or "ip6": the family and the address keyword
+        nets = [n for n in bridges(lab, host) if fam.subnet(n)]
         ports = [p for p in published(lab, host)
-                 if p.network.gateway_mode != GatewayMode.ISOLATED]
+                 if fam.mode(p.network) != GatewayMode.ISOLATED and fam.port_ip(p)]
         rules: list[RenderedRule] = []
 
         def add(chain: str, text: str, purpose: P, net=None) -> None:
@@ -54,33 +63,35 @@ class Docker29Nftables:
 
         add("filter-FORWARD", "oifname vmap @filter-forward-in-jumps", P.DISPATCH)
         add("filter-FORWARD", "iifname vmap @filter-forward-out-jumps", P.DISPATCH)
-        add("nat-OUTPUT", ("ip daddr != 127.0.0.0/8 " if proxy else "") +
+        add("nat-OUTPUT", (f"{ip} daddr != {'127.0.0.0/8' if ip == 'ip' else '::1'} "
+                           if proxy else "") +
             "fib daddr type local counter jump nat-prerouting-and-output", P.DISPATCH)
         add("nat-POSTROUTING", "iifname vmap @nat-postrouting-out-jumps", P.DISPATCH)
         add("nat-POSTROUTING", "oifname vmap @nat-postrouting-in-jumps", P.DISPATCH)
         add("nat-PREROUTING", "fib daddr type local counter jump nat-prerouting-and-output",
             P.DISPATCH)
         for p in ports:
-            if p.network.gateway_mode not in NAT_MODES:
+            if fam.mode(p.network) not in NAT_MODES:
                 continue
             match = "" if not proxy else f'iifname != "{p.network.device}" '
             if p.host_ip:
-                match += f"ip daddr {p.host_ip} "
+                match += f"{ip} daddr {p.host_ip} "
             add("nat-prerouting-and-output", f"{match}{p.proto} dport {p.host_port} counter "
-                f'dnat to {p.ip}:{p.port} comment "DNAT"', P.DNAT, p.network)
+                f'dnat to {fam.endpoint(fam.port_ip(p), p.port)} comment "DNAT"', P.DNAT,
+                p.network)
         for sb in lab.sandboxes.values():
             if sb.host != host.name:
                 continue
             for ep in sb.endpoints:
                 n = next((x for x in nets if x.name == ep.network), None)
-                if n is None or not ep.ipv4 or n.internal or \
-                        n.gateway_mode in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
+                if n is None or not fam.addr(ep) or n.internal or \
+                        fam.mode(n) in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
                     continue
-                add("raw-PREROUTING", f'ip daddr {ep.ipv4} iifname != "{n.device}" counter drop '
-                    'comment "DROP DIRECT ACCESS"', P.DIRECT_ACCESS, n)
+                add("raw-PREROUTING", f'{ip} daddr {fam.addr(ep)} iifname != "{n.device}" counter '
+                    'drop comment "DROP DIRECT ACCESS"', P.DIRECT_ACCESS, n)
         for p in ports:
-            if p.host_ip and p.host_ip.startswith("127.") and p.network.gateway_mode in NAT_MODES:
-                add("raw-PREROUTING", f'iifname != "lo" ip daddr {p.host_ip} {p.proto} dport '
+            if p.host_ip and fam.loopback(p.host_ip) and fam.mode(p.network) in NAT_MODES:
+                add("raw-PREROUTING", f'iifname != "lo" {ip} daddr {p.host_ip} {p.proto} dport '
                     f'{p.host_port} counter drop comment "DROP REMOTE LOOPBACK"',
                     P.REMOTE_LOOPBACK, p.network)
 
@@ -95,15 +106,17 @@ class Docker29Nftables:
                     P.INTERNAL, n)
                 add(fin, f'counter {verdict} comment "ICC"', P.ICC, n)
             else:
-                if n.gateway_mode == GatewayMode.ROUTED:
-                    add(fin, 'ip protocol icmp counter accept comment "ICMP"', P.ROUTED_ICMP, n)
+                if fam.mode(n) == GatewayMode.ROUTED:
+                    icmp = "ip protocol icmp" if ip == "ip" else "meta l4proto ipv6-icmp"
+                    add(fin, f'{icmp} counter accept comment "ICMP"', P.ROUTED_ICMP, n)
                 add(fin, f'iifname "{br}" counter {verdict} comment "ICC"', P.ICC, n)
-                if n.gateway_mode == GatewayMode.NAT_UNPROTECTED:
+                if fam.mode(n) == GatewayMode.NAT_UNPROTECTED:
                     add(fin, 'counter accept comment "UNPROTECTED"', P.UNPROTECTED, n)
                 else:
                     for p in ports:
                         if p.network is n:
-                            add(fin, f"ip daddr {p.ip} {p.proto} dport {p.port} counter accept",
+                            add(fin, f"{ip} daddr {fam.port_ip(p)} {p.proto} dport {p.port} "
+                                "counter accept",
                                 P.PUBLISHED_PORT, n)
                     add(fin, 'counter drop comment "UNPUBLISHED PORT DROP"',
                         P.UNPUBLISHED_PORT_DROP, n)
@@ -113,26 +126,27 @@ class Docker29Nftables:
                     P.INTERNAL, n)
             else:
                 add(fout, 'counter accept comment "OUTGOING"', P.OUTGOING, n)
-            nat = not n.internal and n.gateway_mode in NAT_MODES
+            nat = not n.internal and fam.mode(n) in NAT_MODES
             if nat and not proxy:
                 add(pin, 'fib saddr type local counter masquerade comment "MASQUERADE FROM HOST"',
                     P.HAIRPIN, n)
                 for p in ports:
                     if p.network is n:
-                        add(pin, f"ip saddr {p.ip} ip daddr {p.ip} {p.proto} dport {p.port} "
+                        add(pin, f"{ip} saddr {fam.port_ip(p)} {ip} daddr {fam.port_ip(p)} "
+                            f"{p.proto} dport {p.port} "
                             'counter masquerade comment "MASQ TO OWN PORT"', P.HAIRPIN, n)
-            if nat and n.host_ipv4:
+            if nat and n.host_ipv4 and ip == "ip":
                 add(pout, f'oifname != "{br}" ip saddr {n.subnet} counter snat to {n.host_ipv4} '
                     'comment "SNAT"', P.SNAT, n)
             elif nat and n.masquerade:
-                add(pout, f'oifname != "{br}" ip saddr {n.subnet} counter masquerade '
+                add(pout, f'oifname != "{br}" {ip} saddr {fam.subnet(n)} counter masquerade '
                     'comment "MASQUERADE"', P.MASQUERADE, n)
 
         chains = list(BASE_CHAINS) + ["nat-prerouting-and-output"]
         for n in nets:
             chains += [f"{kind}__{n.device}" for kind in ("filter-forward-in", "filter-forward-out",
                                                          "nat-postrouting-in", "nat-postrouting-out")]
-        lines = [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+        lines = [f"table {ip} {TABLE}", f"delete table {ip} {TABLE}", f"table {ip} {TABLE} {{"]
         for chain in chains:
             spec = BASE_CHAINS.get(chain)
             lines.append(f"\tchain {chain} {{" + (f" {spec}" if spec else "") + " }")
@@ -142,14 +156,18 @@ class Docker29Nftables:
             lines.append(f"\tmap {m} {{ type ifname : verdict;" +
                          (f" elements = {{ {elems} }}" if elems else "") + " }")
         lines.append("}")
-        lines += [f"add rule ip {TABLE} {r.chain} {r.text}" for r in rules]
+        lines += [f"add rule {ip} {TABLE} {r.chain} {r.text}" for r in rules]
         return Ruleset("nft", "\n".join(lines) + "\n", rules)
 
     def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
         netns.run(host.netns, ["nft", "-f", "-"], input=ruleset.document)
+        if ruleset.ipv6 is not None:
+            netns.run(host.netns, ["nft", "-f", "-"], input=ruleset.ipv6.document)
         return self.read(lab, host, ruleset)
 
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
         # the lab's own entries are iptables commands: index those tables too (user rules)
-        return index.read_nft_table(host.name, host.netns, "ip", TABLE, ruleset.rules) + \
-            index.read_iptables(host.name, host.netns, [])
+        rules = index.read_nft_table(host.name, host.netns, "ip", TABLE, ruleset.rules)
+        if ruleset.ipv6 is not None:
+            rules += index.read_nft_table(host.name, host.netns, "ip6", TABLE, ruleset.ipv6.rules)
+        return rules + index.read_iptables(host.name, host.netns, [])

@@ -95,18 +95,23 @@ def normalise(text: str) -> str:
     return " ".join(_COUNTER.sub("counter", text).split())
 
 
-def read_iptables(owner: str, ns: str, rendered: list[RenderedRule]) -> list[FwRule]:
-    """Index the iptables-nft rules in namespace `ns` (ip family)."""
-    saved = netns.run(ns, ["iptables-save"]).stdout
+#: the iptables command family for each nft family the iptables-nft tools write to
+IPTABLES = {"ip": "iptables", "ip6": "ip6tables"}
+
+
+def read_iptables(owner: str, ns: str, rendered: list[RenderedRule],
+                  family: str = "ip") -> list[FwRule]:
+    """Index the iptables-nft rules in namespace `ns` (ip family, or ip6 for ip6tables)."""
+    saved = netns.run(ns, [f"{IPTABLES[family]}-save"]).stdout
     listed = netns.run(ns, ["nft", "-j", "-a", "list", "ruleset"]).stdout
-    return zip_rules(owner, "ip", nft_handles(listed, "ip", IPT_TABLES),
+    return zip_rules(owner, family, nft_handles(listed, family, IPT_TABLES),
                      iptables_save_rules(saved), rendered)
 
 
-def load_iptables(owner: str, ns: str, ruleset: Ruleset) -> list[FwRule]:
-    """iptables-restore `ruleset` in `ns`, then index what the kernel holds."""
-    netns.run(ns, ["iptables-restore"], input=ruleset.document)
-    return read_iptables(owner, ns, ruleset.rules)
+def load_iptables(owner: str, ns: str, ruleset: Ruleset, family: str = "ip") -> list[FwRule]:
+    """iptables-restore (ip6tables-restore) `ruleset` in `ns`, then index what the kernel holds."""
+    netns.run(ns, [f"{IPTABLES[family]}-restore"], input=ruleset.document)
+    return read_iptables(owner, ns, ruleset.rules, family)
 
 
 def read_nft_table(owner: str, ns: str, family: str, table: str,
