@@ -141,6 +141,8 @@ def test_fault_cause_and_fixes(ref, worker_tag):
         assert lab_fixes, "\n".join(report + ["  no fix carries a lab edit"])
         from nettrace.diagnosis import apply_edits
         for k, fx in enumerate(lab_fixes):
+            # the same fix in Docker's terms, for a user without a lab file
+            assert fx.docker, "\n".join(report + [f"  fix {k} has no docker command"])
             fixed_doc = apply_edits(doc, fx.lab)
             after = _trace(fixed_doc, os.path.join(os.path.dirname(s.file), f"fixed-{k}.yaml"),
                            f"{name}x{k}", s.trace)
