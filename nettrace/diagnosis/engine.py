@@ -20,9 +20,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from nettrace.diagnosis import rules as rp
 from nettrace.diagnosis.model import Cause, Diagnosis, EditOp, Fix, LabEdit
 from nettrace.diagnosis.rules import RuleInfo, explain
+from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import Host, Lab, Network, Sandbox
 from nettrace.trace.model import DELIVERED, DROPPED, Hop, Path
 
@@ -230,7 +230,7 @@ def _find_entry(lab: Lab, hop: Hop, info: RuleInfo | None) -> str | None:
     """The lab firewall entry that made the rule at `hop`, when one matches clearly."""
     if info is None:
         return None
-    policy = info.purpose == rp.POLICY or info.text.startswith("policy ")
+    policy = info.purpose == P.POLICY or info.text.startswith("policy ")
     cands = []
     for entry in _entries(lab, hop.host):
         table, chain, target = _entry_chain(entry)
@@ -338,18 +338,18 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
         return _conntrack_invalid(f, hop, info, ev, pre)
     if vxlan:
         return _vxlan(f, hop, info, ev, pre)
-    if purpose == rp.ISOLATION:
+    if purpose == P.ISOLATION:
         return _isolation(f, hop, info, ev, pre, src, dst)
-    if purpose == rp.ICC:
+    if purpose == P.ICC:
         return _icc(f, hop, info, ev, pre)
-    if purpose == rp.INTERNAL:
+    if purpose == P.INTERNAL:
         return _internal(f, hop, info, ev, pre, src, dst)
-    if purpose == rp.UNPUBLISHED_PORT_DROP:
+    if purpose == P.UNPUBLISHED_PORT_DROP:
         return _not_published(f, ev, pre, f"{rule} at {ref} drops traffic to ports the "
                               f"container does not publish")
-    if purpose == rp.DIRECT_ACCESS:
+    if purpose == P.DIRECT_ACCESS:
         return _direct_access(f, hop, info, ev, pre)
-    if purpose == rp.DOCKER_USER:
+    if purpose == P.DOCKER_USER:
         entry = _find_entry(lab, hop, info)
         after = _after_dnat(part.hops[:i + 1], hop)
         return Diagnosis(
@@ -358,9 +358,9 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
             f"chain Docker keeps for the administrator's own rules: {rule} at {ref}. "
             f"Docker's rules never ran; the drop is the host's own policy.{after}",
             ev, [_remove_entry_fix(lab, hop.host, entry)] if entry else [])
-    if purpose == rp.POLICY and hop.hook == "FORWARD":
+    if purpose == P.POLICY and hop.hook == "FORWARD":
         return _forward_policy(f, hop, info, ev, pre)
-    if purpose in (rp.POLICY, rp.USER_FIREWALL):
+    if purpose in (P.POLICY, P.USER_FIREWALL):
         return _host_firewall(f, hop, info, ev, pre)
     return _unknown(f"{pre}dropped at {ref} by {rule}, a rule whose purpose nettrace cannot "
                     f"tell (not in the lab's rule index)", ev)
@@ -586,7 +586,7 @@ def _has_docker_user(lab: Lab, host: str | None) -> bool:
     """Whether the host has a DOCKER-USER chain to add rules to (iptables backends: the
     rule index has its jump; without an index, the engine's backend says)."""
     if any(r.host == host for r in lab.rules):
-        return any(r.host == host and r.purpose == rp.DOCKER_USER for r in lab.rules)
+        return any(r.host == host and r.purpose == P.DOCKER_USER for r in lab.rules)
     return lab.engine.firewall.value == "iptables"
 
 

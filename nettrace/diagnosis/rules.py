@@ -4,8 +4,8 @@ The lab's rule index (`Lab.rules`, `lab.rule_for(host, family, table, chain, han
 maintained by the firewall profiles) is the source: a traced `NfRule` keeps numbers and
 is looked up there. For rules the index cannot know (a chain's policy verdict, a path
 recorded without handles, an engine whose rules were not indexed) `_purpose_20_10` reads
-Docker 20.10's chain layout from the rule text: it is the one place that knows chain
-names, and goes once the index covers every case.
+Docker 20.10's chain layout from the rule text (a live 20.10 engine, `--docker`, has no
+index): it is the one place that knows chain names, and goes once every engine has one.
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.model import Lab
 from nettrace.trace.model import Hop, NfRule
 
-ISOLATION, ICC, INTERNAL = RulePurpose.ISOLATION, RulePurpose.ICC, RulePurpose.INTERNAL
-PUBLISHED_PORT = RulePurpose.PUBLISHED_PORT
-UNPUBLISHED_PORT_DROP = RulePurpose.UNPUBLISHED_PORT_DROP
-DIRECT_ACCESS = RulePurpose.DIRECT_ACCESS
-CONNTRACK_ESTABLISHED = RulePurpose.CONNTRACK_ESTABLISHED
-DOCKER_USER, USER_FIREWALL = RulePurpose.DOCKER_USER, RulePurpose.USER_FIREWALL
-POLICY, MASQUERADE, DNAT = RulePurpose.POLICY, RulePurpose.MASQUERADE, RulePurpose.DNAT
-EGRESS = RulePurpose.OUTGOING
+P = RulePurpose
 
 
 @dataclass
@@ -50,8 +43,8 @@ def explain(lab: Lab, hop: Hop, rule: NfRule | None = None) -> RuleInfo | None:
     fw = lab.rule_for(owner, rule.family, rule.table, rule.chain, rule.handle) if owner else None
     if fw is not None:
         purpose = fw.purpose
-        if purpose == USER_FIREWALL and fw.chain in _user_chains(lab, fw):
-            purpose = DOCKER_USER            # the administrator's rule, where Docker wants it
+        if purpose == P.USER_FIREWALL and fw.chain in _user_chains(lab, fw):
+            purpose = P.DOCKER_USER            # the administrator's rule, where Docker wants it
         return RuleInfo(purpose.value, fw.network, fw.text, fw.chain, fw.table, named)
     purpose, network = _purpose_20_10(lab, hop, rule)
     return RuleInfo(purpose, network, rule.rule or rule.verdict or "", rule.chain, rule.table,
@@ -63,7 +56,7 @@ def _user_chains(lab: Lab, fw) -> set[str]:
     profiles): targets of the index's DOCKER_USER-purpose jumps on that host and table."""
     out = set()
     for r in lab.rules:
-        if r.purpose == DOCKER_USER and (r.host, r.family, r.table) == (fw.host, fw.family,
+        if r.purpose == P.DOCKER_USER and (r.host, r.family, r.table) == (fw.host, fw.family,
                                                                         fw.table):
             m = re.search(r"(?:-j|-g|jump|goto) (\S+)$", r.text.strip())
             if m and m.group(1) not in ("RETURN", "return", "ACCEPT", "DROP"):
@@ -85,35 +78,35 @@ def _purpose_20_10(lab: Lab, hop: Hop, rule: NfRule) -> tuple[str | None, str | 
     network = next((n for n in (_bridge_network(lab, hop.host, d) for d in devices) if n), None)
     chain, table = rule.chain, rule.table
     if text.startswith("policy "):
-        return POLICY, None
+        return P.POLICY, None
     if chain == "DOCKER-USER":
-        return DOCKER_USER, network
+        return P.DOCKER_USER, network
     if chain == "DOCKER-ISOLATION-STAGE-2":
-        return ISOLATION, network
+        return P.ISOLATION, network
     if chain == "DOCKER-ISOLATION-STAGE-1":
         if re.search(r"ip [sd]addr != ", text):
-            return INTERNAL, network
-        return ISOLATION, network
+            return P.INTERNAL, network
+        return P.ISOLATION, network
     if table == "nat":
         if "dnat" in text:
-            return DNAT, network
+            return P.DNAT, network
         if "masquerade" in text:
-            return MASQUERADE, network
+            return P.MASQUERADE, network
         return None, network
     if chain == "DOCKER" and table == "filter":
-        return (PUBLISHED_PORT if text.endswith("accept") else UNPUBLISHED_PORT_DROP), network
+        return (P.PUBLISHED_PORT if text.endswith("accept") else P.UNPUBLISHED_PORT_DROP), network
     if table == "raw" and chain == "PREROUTING" and text.endswith("drop"):
         m = re.search(r"ip daddr (\d+\.\d+\.\d+\.\d+)", text)
         if m and any(ep.ipv4 == m.group(1) for sb in lab.sandboxes.values()
                      for ep in sb.endpoints) and "iifname !=" in text:
-            return DIRECT_ACCESS, network
-        return USER_FIREWALL, network
+            return P.DIRECT_ACCESS, network
+        return P.USER_FIREWALL, network
     if chain == "FORWARD" and table == "filter":
         if "ct state" in text and "established" in text:
-            return CONNTRACK_ESTABLISHED, network
+            return P.CONNTRACK_ESTABLISHED, network
         m = re.match(r'iifname "([^"]+)" oifname "([^"]+)" (accept|drop)$', text)
         if m and m.group(1) == m.group(2) and network:
-            return ICC, network
+            return P.ICC, network
         if re.match(r'iifname "[^"]+" oifname != "[^"]+" accept$', text) and network:
-            return EGRESS, network
-    return USER_FIREWALL, network
+            return P.OUTGOING, network
+    return P.USER_FIREWALL, network
