@@ -191,3 +191,23 @@ def test_macvlan_ipv6_children_through_the_parent(tracer_ov6):
     assert ("m2", "eth0", "tc:ingress") in seq             # the receive no tracepoint sees
     assert seq[-1] == ("m2", "eth0", "nf:LOCAL_IN")
     assert p.reply is not None and p.reply.verdict.kind == "delivered"
+
+
+@needs_root
+def test_ipv6_only_lab(labs):
+    """No IPv4 at all: names resolve to IPv6 without -6, the published port answers over
+    IPv6 through the ip6tables DNAT, and ARP is refused with the way to go."""
+    from conftest import run_cli
+    from nettrace.trace import Tracer
+    lab = labs("ipv6-only", as_name="tr6-only")
+    assert all(ep.ipv4 is None and ep.ipv6 for sb in lab.sandboxes.values() for ep in sb.endpoints)
+    assert lab.network("v6net").subnet is None and lab.network("v6net").gateway is None
+    with Tracer(lab) as tr:
+        (echo,) = tr.path("c1", "c2", proto=None)
+        (syn,) = tr.path("client", f"[{lab.hosts['host'].address6}]:8080", proto=None)
+    assert echo.hops[0].packet.src == lab.sandbox("c1").ip6()
+    assert echo.verdict.reason == "answered: echo-reply"
+    assert syn.verdict.kind == "delivered" and syn.verdict.reason == "answered: SYN-ACK"
+    assert any("(DNAT)" in c for h in syn.hops for c in h.changes)
+    proc = run_cli("path", lab.name, "c1", "c2", "--proto", "arp")
+    assert proc.returncode == 2 and "--proto nd" in proc.stderr and "Traceback" not in proc.stderr

@@ -105,12 +105,12 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
     the_lab = get_lab(lab, docker)
     from nettrace.trace.endpoints import resolve_request
     resolve_request(the_lab, src, dst, proto, dport,      # bad SRC/DST/port: before any probe
-                    family=6 if ipv6 else 4)
+                    family=6 if ipv6 else None)
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         tr.records = [] if bundle_file else None
         paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
                         layer="l2" if layer2 else "l3", size=size, df=df,
-                        family=6 if ipv6 else 4)
+                        family=6 if ipv6 else None)
     if bundle_file:
         from nettrace.trace import bundle
         saved = bundle.Bundle.of_lab(the_lab, tr.names)

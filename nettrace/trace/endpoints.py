@@ -121,7 +121,8 @@ def _port(text: str, port_text: str) -> int:
     return port
 
 
-def resolve_target(lab: Lab, text: str, src: str | None = None, family: int = 4) -> Target:
+def resolve_target(lab: Lab, text: str, src: str | None = None,
+                   family: int | None = None) -> Target:
     """A container or node name, an IP address, or HOST:PORT / IP:PORT / [IPv6]:PORT.
     A name resolves to its address of `family` (4, or 6 for `nettrace path -6`)."""
     port = None
@@ -144,14 +145,15 @@ def resolve_target(lab: Lab, text: str, src: str | None = None, family: int = 4)
     if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
         node = lab.hosts[node.host]
     if isinstance(node, Sandbox):
+        if family is None:               # IPv4 when it has one, else IPv6 (IPv6-only networks)
+            family = 4 if _common_ip(lab, node, src, 4) else 6
         ip = _common_ip(lab, node, src, family)
         if not ip:
-            raise NettraceError(f"DST '{text}' has no IPv{family} address"
-                                + (" (IPv6-only: use -6)" if family == 4 and node.ip6() else ""))
+            raise NettraceError(f"DST '{text}' has no IPv{family} address")
         return Target(text, ip, port, node.netns)
     address = node.address6 if family == 6 else node.address
     if not address:
-        raise NettraceError(f"DST '{text}' has no IPv{family} underlay address")
+        raise NettraceError(f"DST '{text}' has no IPv{family or 4} underlay address")
     return Target(text, address, port, node.netns)
 
 
@@ -180,7 +182,7 @@ _SPECIAL = ((lambda a: a.is_unspecified, "the unspecified address"),
 
 
 def resolve_request(lab: Lab, src: str, dst: str, proto: str | None, dport: int | None,
-                    family: int = 4) -> tuple[Source, Target, str, int | None]:
+                    family: int | None = None) -> tuple[Source, Target, str, int | None]:
     """SRC, DST, protocol and port of `nettrace path`, checked before anything is traced:
     (source, target, proto, port). SRC and DST must be different nodes, DST a unicast
     address, and a port goes with tcp or udp only."""

@@ -221,11 +221,12 @@ class Tracer:
     # -- tracing injected packets -----------------------------------------------------------
     def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
              count: int = 1, timeout: float = 2.0, layer: str = "l3", size: int | None = None,
-             df: bool = False, family: int = 4) -> list[Path]:
+             df: bool = False, family: int | None = None) -> list[Path]:
         """Inject `count` packets from SRC to DST and trace each, with its reply.
 
         `size` is the IP packet's length in bytes, `df` sets Don't Fragment (MTU faults);
-        `family` 6 resolves names to IPv6 addresses (an IPv6 DST implies it)."""
+        `family` 4 or 6 resolves names to that family's addresses (default: IPv4 where the
+        destination has it, else IPv6; an IPv6 DST implies 6)."""
         if not self.watch:
             raise NettraceError("this Tracer was opened with watch=False: it only traces live")
         source, target, proto, port = resolve_request(self.lab, src, dst, proto, dport, family)
