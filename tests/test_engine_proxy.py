@@ -150,3 +150,73 @@ def test_docker_proxy_that_does_not_answer_fails_up_and_nothing_is_left():
     finally:
         proxy.DOCKER_PROXY = orig
     assert not [ns for ns in our_namespaces() if ".pxe." in ns]
+
+
+def _held_by_proxy(ns: str, local: str, peer: tuple[str, int]) -> list[str]:
+    """`ss` lines of TCP sockets in `ns` that docker-proxy holds, local address `local`
+    ("127.0.0.1:8080") and peer `peer` (our client's address and port), in any state (the
+    lab's listener closes at once, so the proxy's side may already be in FIN-WAIT)."""
+    from nettrace.topology import netns
+    out = netns.run(ns, ["ss", "-tanpH"]).stdout
+    return [ln for ln in out.splitlines() if '"docker-proxy"' in ln and
+            ln.split()[3] == local and ln.split()[4] == f"{peer[0]}:{peer[1]}"]
+
+
+@needs_root
+def test_loopback_and_hairpin_reach_the_published_port_through_docker_proxy(make_lab):
+    """Docker 29, userland proxy on (the defaults): the host reaches its published port on
+    127.0.0.1 and a container reaches it on the host's address, both served by docker-proxy
+    (ss shows the proxy holding the connection); with the proxies stopped both are refused."""
+    import socket
+    from nettrace.topology import netns
+    lab = make_lab(text=LAB, name="pxr")
+    assert lab.engine.userland_proxy
+    host_ns = lab.hosts["host"].netns
+    c1, gateway = lab.sandbox("c1"), lab.network("bridge", "host").gateway
+
+    def connect(ns: str, addr: str) -> socket.socket:
+        with netns.entered(ns):
+            s = socket.socket()
+        s.settimeout(3)
+        s.connect((addr, 8080))
+        return s
+
+    held = connect(host_ns, "127.0.0.1")
+    try:
+        assert _held_by_proxy(host_ns, "127.0.0.1:8080", held.getsockname())
+    finally:
+        held.close()
+    held = connect(c1.netns, gateway)                  # hairpin: the host's address
+    try:
+        assert held.getsockname()[0] == c1.ip("bridge")
+        assert _held_by_proxy(host_ns, f"{gateway}:8080", held.getsockname())
+    finally:
+        held.close()
+    assert proxy.stop_in([host_ns]) == 3
+    time.sleep(0.3)
+    for ns, addr in ((host_ns, "127.0.0.1"), (c1.netns, gateway)):
+        with pytest.raises(ConnectionRefusedError):
+            connect(ns, addr).close()
+
+
+@needs_root
+@pytest.mark.parametrize("profile,hairpin", [
+    ({}, False),                                         # 29, proxy on: docker-proxy serves
+    ({"userland_proxy": False}, True),                   # hairpin-NAT layout
+    ({"version": "20.10", "userland_proxy": False}, True)])
+def test_bridge_hairpin_and_route_localnet_only_with_hairpin_nat(profile, hairpin):
+    """Docker sets route_localnet=1 on the bridge and hairpin on its ports only with the
+    userland proxy off (docker-drivers.md §2.2 step 6, §2.3 step 2)."""
+    from nettrace.topology import builder, netns, spec
+    s = spec.parse(LAB, default_name=f"pxh{len(profile)}{int(hairpin)}")
+    s.engine = EngineProfile(**profile)
+    lab = builder.up(s)
+    try:
+        host_ns = lab.hosts["host"].netns
+        assert netns.sysctl_read(host_ns, "net.ipv4.conf.docker0.route_localnet") == \
+            ("1" if hairpin else "0")
+        ports = json.loads(netns.run(host_ns, ["bridge", "-d", "-j", "link", "show"]).stdout)
+        modes = {p["ifname"]: p.get("hairpin") for p in ports if p.get("master") == "docker0"}
+        assert len(modes) == 2 and set(modes.values()) == {hairpin}, modes
+    finally:
+        builder.down(lab.name)

@@ -1,15 +1,17 @@
 """bridge driver: docker0 and user-defined br-<id12> bridges, veth per container.
 
-Published ports follow Docker's userland-proxy-off layout (nettrace has no docker-proxy):
-route_localnet=1 on the bridge and hairpin on every port, so the host, the external client
-and other containers all reach a published port through DNAT alone.
+With the userland proxy (Docker's default) docker-proxy serves the host's own and same-bridge
+connections to a published port, and Docker leaves the bridge as it is. With the hairpin-NAT
+layout (proxy off), Docker sets route_localnet=1 on the bridge and hairpin on every port, so
+the host, the external client and other containers all reach a published port through DNAT
+alone (docker-drivers.md §2.2, §2.3, §9; measured side by side with the real engine).
 """
 
 from __future__ import annotations
 
 import os
 
-from nettrace.topology import netns
+from nettrace.topology import firewall, netns
 from nettrace.topology.builder import (address6_for, address_for, network_for, random_mac,
                                        short_hash)
 from nettrace.topology.drivers.base import IFA_F_NODAD, Driver, veth_endpoint
@@ -37,9 +39,11 @@ class BridgeDriver(Driver):
             # dockerd turns IPv6 forwarding on when it has an IPv6 network
             netns.sysctl_write(host_ns, "net.ipv6.conf.all.forwarding", 1)
         ipr.link("set", index=idx, state="up")
-        with netns.entered(host_ns):
-            with open(os.path.join("/proc/sys/net/ipv4/conf", device, "route_localnet"), "w") as f:
-                f.write("1")
+        if firewall.hairpin_nat(ctx.lab):
+            with netns.entered(host_ns):
+                with open(os.path.join("/proc/sys/net/ipv4/conf", device, "route_localnet"),
+                          "w") as f:
+                    f.write("1")
         ctx.record(Interface(host_ns, device, Role.BRIDGE, host=host, network=spec.name,
                              kind="bridge", mac=mac))
 
@@ -48,10 +52,11 @@ class BridgeDriver(Driver):
         ip = address_for(ctx, network, att.ip)
         veth_endpoint(ctx, network, sandbox, bridge_ns=network.netns, bridge=network.device,
                       host_ifname="veth" + short_hash(ctx.lab.name, sandbox.name, spec.name),
-                      ip=ip, hairpin=True, ip6=address6_for(ctx, network, att.ip6))
+                      ip=ip, hairpin=firewall.hairpin_nat(ctx.lab),
+                      ip6=address6_for(ctx, network, att.ip6))
 
     def finish(self, ctx) -> None:
-        """Hairpin on every bridge port (userland proxy off), one `bridge -batch` per host.
+        """Hairpin on every bridge port (hairpin-NAT layout), one `bridge -batch` per host.
 
         pyroute2's brport() does not set IFLA_BRPORT_MODE on this kernel, so iproute2 does it.
         """

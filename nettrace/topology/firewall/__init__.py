@@ -46,6 +46,15 @@ def profile_for(lab: "Lab") -> Profile:
     raise NettraceError(f"no firewall profile for Docker {version} with the {backend} backend")
 
 
+def hairpin_nat(lab: "Lab") -> bool:
+    """Whether the profile publishes ports with Docker's hairpin-NAT layout (userland proxy
+    off: DNAT for loopback and same-bridge sources too), which needs hairpin on the bridge
+    ports and route_localnet on the bridges; with the proxy layout, docker-proxy serves those
+    and Docker sets neither. Docker2010 renders the hairpin layout whatever the proxy setting."""
+    from nettrace.topology.firewall.docker2010 import Docker2010
+    return isinstance(profile_for(lab), Docker2010) or not lab.engine.userland_proxy
+
+
 def render_host(lab: "Lab", host: "Host") -> str:
     """The document that loads `host`'s rules (iptables-restore input or nft script)."""
     return profile_for(lab).render(lab, host).document
