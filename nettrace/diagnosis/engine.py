@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from nettrace.diagnosis.model import Cause, Diagnosis, EditOp, Fix, LabEdit
 from nettrace.diagnosis.rules import RuleInfo, explain
 from nettrace.topology.firewall.purposes import RulePurpose as P
+from nettrace.topology.firewall.sandbox_dns import DNS_IP
 from nettrace.topology.model import Host, Lab, Network, Sandbox
 from nettrace.trace.model import DELIVERED, DROPPED, Hop, Path
 
@@ -115,9 +116,11 @@ def _hop_ref(f: _Facts, i: int) -> str:
     return f"{'reply ' if reply else ''}hop {n} ({where})"
 
 
-def _name(node: Sandbox | Host | None) -> str:
-    if node is None:
-        return "?"
+def _name(node: Sandbox | Host | None, address: str | None = None) -> str:
+    if node is None:          # an address no container or node of the lab owns
+        if address == DNS_IP:
+            return f"Docker's embedded DNS server ({DNS_IP})"
+        return address or "?"
     if isinstance(node, Sandbox):
         return f"container {node.name}"
     return f"{'client' if node.kind == 'client' else 'host'} {node.name}"
@@ -319,7 +322,7 @@ def _dropped(f: _Facts, part: Path, base: int, side: str) -> Diagnosis:
 
 def _prefix(side: str, f: _Facts) -> str:
     if side == "reply":
-        return (f"The request reached {_name(f.dst)}, but its reply did not come back: ")
+        return (f"The request reached {_name(f.dst, f.dst_ip)}, but its reply did not come back: ")
     return ""
 
 
@@ -403,7 +406,7 @@ def _vxlan(f: _Facts, hop: Hop, info: RuleInfo | None, ev: list[int], pre: str) 
     between = f" from {outer.src} to {outer.dst}" if outer else ""
     return Diagnosis(
         Cause.VXLAN_BLOCKED,
-        f"{pre}{_name(f.src)} and {_name(f.dst)} talk over an overlay network, carried between "
+        f"{pre}{_name(f.src, f.path.src)} and {_name(f.dst, f.dst_ip)} talk over an overlay network, carried between "
         f"Docker hosts in VXLAN (UDP {VXLAN_PORT}){between}. Host {hop.host} dropped that "
         f"outer packet {by} at {_hop_ref(f, ev[0])}: the hosts' firewalls must let UDP "
         f"{VXLAN_PORT} through between the swarm's nodes.", ev, fixes)
@@ -446,7 +449,7 @@ def _icc(f, hop, info, ev, pre) -> Diagnosis:
         if net else []
     return Diagnosis(
         Cause.ICC_DISABLED,
-        f"{pre}{_name(f.src)} and {_name(f.dst)} are both on network {name}, which was "
+        f"{pre}{_name(f.src, f.path.src)} and {_name(f.dst, f.dst_ip)} are both on network {name}, which was "
         f"created with com.docker.network.bridge.enable_icc=false: containers on it may not "
         f"talk to each other. {_rule_words(info)} dropped the packet at {_hop_ref(f, ev[0])}. "
         f"ICC is fixed when a network is created: re-create it with ICC on.",
@@ -597,7 +600,7 @@ def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
     if lost:               # Docker's own rules are gone: put them back, nothing else works
         return Diagnosis(
             Cause.FORWARD_POLICY,
-            f"{pre}No rule accepted {_name(f.src)} -> {_name(f.dst)} in FORWARD on "
+            f"{pre}No rule accepted {_name(f.src, f.path.src)} -> {_name(f.dst, f.dst_ip)} in FORWARD on "
             f"{hop.host}, so the chain's policy DROP decided at {_hop_ref(f, ev[0])}: Docker's "
             f"own FORWARD rules are gone (the host's firewall ran `iptables "
             f"{lost[0]}`, as a firewall reload does). Restarting Docker puts them back.",
@@ -626,12 +629,12 @@ def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
             Cause.FORWARD_POLICY,
             f"{pre}Host {hop.host} runs Docker's nftables backend, where an accept in Docker's "
             f"own table is not final: the host's iptables FORWARD chain also ran for "
-            f"{_name(f.src)} -> {_name(f.dst)}, and its policy DROP decided at "
+            f"{_name(f.src, f.path.src)} -> {_name(f.dst, f.dst_ip)}, and its policy DROP decided at "
             f"{_hop_ref(f, ev[0])}. Docker leaves iptables' FORWARD to the host there.",
             ev, fixes)
     return Diagnosis(
         Cause.FORWARD_POLICY,
-        f"{pre}No rule accepted {_name(f.src)} -> {_name(f.dst)} in FORWARD on "
+        f"{pre}No rule accepted {_name(f.src, f.path.src)} -> {_name(f.dst, f.dst_ip)} in FORWARD on "
         f"{hop.host}, so the chain's policy DROP decided at {_hop_ref(f, ev[0])}. Docker "
         f"accepts forwarded traffic only for its networks' own flows and published ports.",
         ev, fixes)
@@ -652,14 +655,14 @@ def _host_firewall(f, hop, info, ev, pre) -> Diagnosis:
     if to_host:
         return Diagnosis(
             Cause.HOST_FIREWALL_INPUT,
-            f"{pre}{_name(f.src)} reached host {hop.host}, but the host's own firewall dropped "
+            f"{pre}{_name(f.src, f.path.src)} reached host {hop.host}, but the host's own firewall dropped "
             f"it in INPUT: {_rule_words(info)} at {_hop_ref(f, ev[0])}. Traffic from a "
             f"container to a service on its host goes through INPUT (not Docker's FORWARD "
             f"rules): allow it from the Docker bridge.", ev, fixes)
     return Diagnosis(
         Cause.HOST_FIREWALL_FORWARD,
         f"{pre}A rule of the host's own firewall (not Docker's, and not in DOCKER-USER) "
-        f"dropped {_name(f.src)} -> {_name(f.dst)} at {_hop_ref(f, ev[0])}: "
+        f"dropped {_name(f.src, f.path.src)} -> {_name(f.dst, f.dst_ip)} at {_hop_ref(f, ev[0])}: "
         f"{_rule_words(info)}. Docker's rules never decided; put exceptions in DOCKER-USER.",
         ev, fixes)
 
@@ -724,7 +727,7 @@ def _ip_forward(f: _Facts, host: str, ev: list[int], pre: str, ref: str) -> Diag
     return Diagnosis(
         Cause.IP_FORWARD_DISABLED,
         f"{pre}Host {host} does not forward IPv4 ({FORWARD_SYSCTL} is 0), so the packet from "
-        f"{_name(f.src)} to {_name(f.dst)} was dropped when the host had to route it "
+        f"{_name(f.src, f.path.src)} to {_name(f.dst, f.dst_ip)} was dropped when the host had to route it "
         f"at {ref}. Docker needs forwarding on (it turns it on at start; a later host change "
         f"can turn it off).",
         ev, [Fix([f"sysctl -w {FORWARD_SYSCTL}=1"],
@@ -916,7 +919,7 @@ def _no_route(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
                       LabEdit(EditOp.ADD, f"containers[name={src.name}].networks", name),
                       LabEdit(EditOp.ADD, f"containers[name={dst.name}].networks", name)])])
     return Diagnosis(Cause.NO_ROUTE,
-                     f"{pre}No route to {f.dst_ip or _name(f.dst)} from {_name(src)}: {how}.",
+                     f"{pre}No route to {f.dst_ip or _name(f.dst, f.dst_ip)} from {_name(src)}: {how}.",
                      ev, [])
 
 
@@ -955,7 +958,10 @@ def _unknown(why: str, ev: list[int]) -> Diagnosis:
 def _delivered(f: _Facts) -> Diagnosis:
     path = f.path
     v = path.verdict
-    i = v.hop_index if v.hop_index is not None else len(path.hops) - 1
+    if not path.hops:
+        return _unknown("the path says delivered, but no hop of the request was recorded", [])
+    i = v.hop_index if v.hop_index is not None and v.hop_index < len(path.hops) \
+        else len(path.hops) - 1
     ai, answer = _answer(f)
     icmp = _icmp(answer) if answer is not None else None
     rst = answer is not None and answer.packet.proto == "tcp" and \
@@ -981,7 +987,7 @@ def _delivered(f: _Facts) -> Diagnosis:
     if path.reply is not None and path.reply.verdict.kind == DROPPED:
         return _dropped(f, path.reply, f.offset, "reply")
     if path.reply is None and f.proto in ("icmp", "tcp"):
-        return _unknown(f"the request was delivered to {_name(f.dst)} "
+        return _unknown(f"the request was delivered to {_name(f.dst, f.dst_ip)} "
                         f"at {_hop_ref(f, i)} but no answer was seen", [i])
     if path.reply is not None and path.reply.verdict.kind != DELIVERED:
         return _lost(f, path.reply, f.offset, "reply")
@@ -1043,7 +1049,7 @@ def _no_socket(f: _Facts, i: int, ev: list[int], how: str) -> Diagnosis:
         via = f" (the published port {port}/{proto} was DNATed to {proto}/{cport})"
     return Diagnosis(
         Cause.NO_LISTENER,
-        f"{_name(f.src)} reached {_name(dst)}{via} at {_hop_ref(f, i)}, but nothing listens on "
+        f"{_name(f.src, f.path.src)} reached {_name(dst)}{via} at {_hop_ref(f, i)}, but nothing listens on "
         f"{proto}/{cport} there: the answer was {how}. The network is fine; the service is not "
         f"running, or listens on another port or only on 127.0.0.1.", ev, fixes)
 
@@ -1174,7 +1180,7 @@ def _ok(f: _Facts, i: int) -> Diagnosis:
         accepts.append((j, explain(lab, hop, r)))
     dnat = next(((j, explain(lab, h)) for j, h in enumerate(f.path.hops)
                  if any("(DNAT)" in c for c in h.changes) and h.rule is not None), None)
-    parts = [f"{_name(f.src)} reached {_name(f.dst)} at {_hop_ref(f, i)}"]
+    parts = [f"{_name(f.src, f.path.src)} reached {_name(f.dst, f.dst_ip)} at {_hop_ref(f, i)}"]
     if f.path.reply is not None:
         parts[0] += " and the answer came back"
     ev = [i]
