@@ -172,3 +172,27 @@ def test_lab_show_names_the_lab_settings(make_lab):
                   "iptables -t raw -A PREROUTING -p udp --dport 4789 -j DROP",
                   "listen tcp/80 udp/53", "mtu 1400"):
         assert words in text, words
+
+
+@needs_root
+def test_path_with_lab_alone_traces_its_flow():
+    """`nettrace path LAB` traces the flow the lab file names (trace:), with its size/df."""
+    from conftest import run_cli
+    run_cli("lab", "up", "faults/mtu-underlay", "--name", "fmtpath", check=True)
+    try:
+        proc = run_cli("path", "fmtpath", "--json")
+        assert proc.returncode == 1, proc.stderr          # dropped: not the default "delivered"
+        import json
+        first = json.loads(proc.stdout.splitlines()[0])
+        assert first["diagnosis"]["cause"] == "mtu-blackhole"
+        hops = first["hops"]
+        assert any(h.get("packet", {}).get("length") == 1450 for h in hops if h.get("packet"))
+        assert run_cli("path", "fmtpath", "--expect-cause", "mtu-blackhole").returncode == 0
+    finally:
+        run_cli("lab", "down", "fmtpath")
+    proc = run_cli("lab", "up", "bridge", "--name", "fmtpath2", check=True)
+    try:
+        proc = run_cli("path", "fmtpath2")
+        assert proc.returncode == 2 and "has no trace: key; give SRC DST" in proc.stderr
+    finally:
+        run_cli("lab", "down", "fmtpath2")

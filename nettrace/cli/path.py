@@ -26,11 +26,29 @@ def _lab_src_dst(args: tuple[str, ...], docker: str | None) -> tuple[str | None,
         return args[0], args[1], args[2]
     if len(args) == 2 and docker is not None:
         return None, args[0], args[1]
-    raise click.UsageError("expected LAB SRC DST (or SRC DST with --docker)")
+    raise click.UsageError("expected LAB SRC DST (or SRC DST with --docker, or LAB alone for "
+                           "a lab whose file has a trace: key)")
+
+
+def _lab_trace(lab_name: str):
+    """The `trace:` flow of a running lab's file (fault labs name the flow they are about)."""
+    from nettrace.errors import NettraceError
+    from nettrace.topology import spec
+    from nettrace.topology.model import load_lab
+    source = load_lab(lab_name).source
+    try:
+        trace = spec.load(source).trace if source else None
+    except NettraceError as exc:
+        raise click.UsageError(f"lab '{lab_name}' alone: its file {source} cannot be read "
+                               f"again ({exc}); give SRC DST") from None
+    if trace is None:
+        raise click.UsageError(f"lab '{lab_name}' alone: its file ({source}) has no trace: "
+                               f"key; give SRC DST")
+    return trace
 
 
 @click.command("path")
-@click.argument("args", nargs=-1, metavar="LAB SRC DST")
+@click.argument("args", nargs=-1, metavar="LAB [SRC DST]")
 @click.option("--proto", type=click.Choice(["icmp", "udp", "tcp", "arp", "nd"]), default=None,
               help="Packet to inject (default icmp, or tcp when DST is HOST:PORT). icmp is "
               "ICMPv6 echo over IPv6; nd is IPv6 neighbour discovery (IPv6's ARP).")
@@ -85,6 +103,9 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
 
     MTU: nettrace path overlay c1 c2 --size 1450 --df
 
+    A lab whose file names its flow (`trace:`, as every fault lab does) is traced with
+    LAB alone: nettrace lab up faults/icc-disabled && nettrace path icc-disabled
+
     IPv6: nettrace path dual-stack c1 c2 -6   (or --proto nd for neighbour discovery)
 
     Under the verdict, `why:` says in Docker's terms why the packet (or its reply) ended as
@@ -98,7 +119,15 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
         raise click.BadParameter(f"unknown cause code {expect_cause!r} (known: "
                                  f"{', '.join(c.value for c in Cause)})",
                                  param_hint="'--expect-cause'")
-    lab, src, dst = _lab_src_dst(args, docker)
+    if len(args) == 1 and docker is None:          # LAB alone: the flow its file names
+        trace = _lab_trace(args[0])
+        lab, src, dst = args[0], trace.src, trace.dst
+        proto = proto or trace.proto
+        dport = dport or trace.dport
+        size = size or trace.size
+        df = df or trace.df
+    else:
+        lab, src, dst = _lab_src_dst(args, docker)
     for file, option in ((pcapng_file, "'--pcapng'"), (bundle_file, "'--save'")):
         if file:
             check_output_file(file, option)
