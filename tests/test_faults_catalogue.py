@@ -167,6 +167,19 @@ def test_fault_cause_without_name_or_words(ref, worker_tag, tmp_path):
     assert got.cause == s.expect.cause, f"{got.verdict}\n{got.summary}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def patient_nft_trace():
+    """`nft monitor trace` lines lag on a loaded machine (8 helpers on 2 cores): wait up to
+    2 s for them instead of 0.5 s, so a drop's rule is named (a path with all its lines
+    does not wait at all). Without its rule a drop is diagnosed `unknown`, honestly, but
+    that says nothing about the catalogue."""
+    from nettrace.trace import pipeline
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pipeline, "NFT_WAIT_S", max(pipeline.NFT_WAIT_S, 2.0))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def worker_tag():
     return f"{os.getpid() % 97}"
