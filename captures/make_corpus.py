@@ -32,6 +32,7 @@ class Case:
     layer: str = "auto"
     rewrite: Callable | list[str] = field(default_factory=list)   # or (lab) -> list
     listen: list[str] = field(default_factory=list)               # "web tcp/80"
+    engine: str = "20.10"                 # the profile the expectations are written for
 
 
 def _mac(lab, node: str) -> str:
@@ -141,6 +142,38 @@ def overlay_ping(lab):
     return [_ping(lab, "c1", _ip(lab, "c2@ovnet"), _mac(lab, "c2@ovnet"))]
 
 
+def _ip6(lab, node: str) -> str:
+    return lab.sandboxes[node].ip6() if node in lab.sandboxes else \
+        ({**lab.hosts, **lab.clients}[node]).address6
+
+
+def ping6(lab):
+    """ICMPv6 echo c1 -> c2 on the dual-stack bridge (flow label 0x4e54 is its identity)."""
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import Ether
+    return [Ether(src=_mac(lab, "c1"), dst=_mac(lab, "c2"))
+            / IPv6(src=_ip6(lab, "c1"), dst=_ip6(lab, "c2"), fl=0x4e54, hlim=64)
+            / ICMPv6EchoRequest(id=0x4e54, seq=1, data=b"nettrace-corpus-1")]
+
+
+def published_tcp6(lab):
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    client = lab.clients["client"]
+    return [Ether(src=lab.interface(client.netns, "eth0").mac, dst=_host_uplink_mac(lab, "host"))
+            / IPv6(src=client.address6, dst=lab.hosts["host"].address6, fl=0x4e55, hlim=64)
+            / TCP(sport=41006, dport=8080, flags="S", seq=1000)]
+
+
+def solicit6(lab):
+    """c1 asks who has c2's IPv6 address: a neighbour solicitation to its solicited-node group."""
+    from nettrace.inject.fingerprint import Fingerprint
+    from nettrace.inject.frames import neighbour_solicitation
+    return [neighbour_solicitation(Fingerprint(1, "nd", _ip6(lab, "c1"), _ip6(lab, "c2"),
+                                               family=6), _mac(lab, "c1"))]
+
+
 def foreign_ping(lab):
     """A capture taken elsewhere (10.1.2.x addresses), mapped onto the lab by --rewrite."""
     from scapy.layers.inet import ICMP, IP
@@ -181,6 +214,16 @@ CASES = [
     Case("bridge-ping-rewrite", "bridge", "c1",
          "a foreign capture (10.1.2.5 -> 10.1.2.9) replayed as c1 -> c2", foreign_ping,
          rewrite=["auto", "10.1.2.9=c2"]),
+    Case("ipv6-ping", "dual-stack", "c1",
+         "c1 pings c2 over IPv6 on a dual-stack user-defined bridge (Docker 29, ip6tables)",
+         ping6, engine="29"),
+    Case("ipv6-published-port", "dual-stack", "client",
+         "external client sends a SYN over IPv6 to the host's published port 8080: NAT66 DNAT "
+         "to web's IPv6 address, port 80, where a server listens: SYN-ACK back, un-DNATed",
+         published_tcp6, engine="29"),
+    Case("ipv6-nd", "dual-stack", "c1",
+         "c1 solicits c2's IPv6 address (neighbour discovery, IPv6's ARP), c2 advertises it",
+         solicit6, layer="l2", engine="29"),
 ]
 
 
@@ -193,7 +236,7 @@ def make(case: Case) -> str:
     pcap = os.path.join(HERE, f"{case.name}.pcap")
     golden = os.path.join(HERE, f"{case.name}.paths.yaml")
     lab_spec = spec.load(case.lab)
-    lab_spec.engine = dataclasses.replace(lab_spec.engine, version="20.10")   # as the goldens
+    lab_spec.engine = dataclasses.replace(lab_spec.engine, version=case.engine)  # as the golden
     reuse = lab_spec.name in running_labs()
     lab = builder.up(lab_spec) if not reuse else None
     try:
@@ -210,7 +253,7 @@ def make(case: Case) -> str:
     result = run_case(GoldenCase(golden, pcap, case.lab, case.source, rewrite, case.layer,
                                  2.0, case.description, listen=case.listen,
                                  expect=old.expect if old else [],
-                                 engine=old.engine if old else {"version": "20.10"}),
+                                 engine=old.engine if old else {"version": case.engine}),
                       update=True)
     if result.problems:
         print("\n".join(f"  expect: {p}" for p in result.problems), file=sys.stderr)

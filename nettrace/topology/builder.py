@@ -241,6 +241,7 @@ def _underlay(ctx: BuildContext) -> None:
     ipr.link("set", index=ctx.index(ns, "lan0"), state="up")
     # a plain switch: bridged frames must not traverse iptables here
     netns.sysctl_write(ns, "net.bridge.bridge-nf-call-iptables", 0)
+    netns.sysctl_write(ns, "net.bridge.bridge-nf-call-ip6tables", 0)
     ctx.record(Interface(ns, "lan0", Role.UNDERLAY, kind="bridge"))
 
 

@@ -278,13 +278,19 @@ class Tracer:
             raise NettraceError(f"layer must be 'l3' or 'l2' (not {layer!r})")
         source = resolve_source(self.lab, src)
         from scapy.layers.inet import IP
+        from scapy.layers.inet6 import IPv6
         if isinstance(pkt, (bytes, bytearray)):
             from scapy.layers.l2 import Ether
-            pkt = (Ether if layer == "l2" else IP)(bytes(pkt))
+            data = bytes(pkt)
+            pkt = Ether(data) if layer == "l2" else \
+                (IPv6 if data and data[0] >> 4 == 6 else IP)(data)
         fp = fingerprint_of(pkt, self.fingerprints.trace_id())
         if pkt.haslayer(IP) and pkt[IP].id != fp.ip_id:
             pkt = pkt.copy()                   # the caller's packet stays as it was
             pkt[IP].id = fp.ip_id
+        elif fp.flow_label is not None and pkt.haslayer(IPv6) and pkt[IPv6].fl != fp.flow_label:
+            pkt = pkt.copy()
+            pkt[IPv6].fl = fp.flow_label
         request = Request(self.lab.name, src, fp.dst or "?", fp, self._netns_of_ip(fp.dst))
         return Injection(request, source.netns, source.ifname, bytes(pkt), layer, tag)
 
@@ -379,9 +385,10 @@ class Tracer:
         return assemble_observed(evs, self.names, self.lab.name, probes.events_lost)
 
     def _netns_of_ip(self, ip: str | None) -> str | None:
-        """The namespace of the container that has `ip` (an ARP request is delivered there)."""
+        """The namespace of the container that has `ip` (an ARP request or IPv6 neighbour
+        solicitation is delivered there)."""
         for sb in self.lab.sandboxes.values():
-            if ip and any(ep.ipv4 == ip for ep in sb.endpoints):
+            if ip and any(ip in (ep.ipv4, ep.ipv6) for ep in sb.endpoints):
                 return sb.netns
         return None
 
@@ -409,12 +416,15 @@ def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
     not changed: an IPv4 id of 0 gets a fingerprint id derived from `trace_id`, which the
     sender must put on the packet it sends (Tracer.prepare does, on a copy)."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP
     if pkt.haslayer(ARP):
         arp = pkt[ARP]
         return Fingerprint(trace_id, "arp", arp.psrc, arp.pdst)
+    if pkt.haslayer(IPv6) and not pkt.haslayer(IP):
+        return _fingerprint6(pkt, trace_id)
     if not pkt.haslayer(IP):
-        raise NettraceError("only IPv4 and ARP packets can be traced")
+        raise NettraceError("only IPv4, IPv6 and ARP packets can be traced")
     ip = pkt[IP]
     ip_id = ip.id or (trace_id * 7919) % 0xFFFE + 1   # the id is the identity: never 0
     raw = bytes(pkt)
@@ -429,6 +439,30 @@ def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
         if pkt.haslayer(layer):
             return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
     return Fingerprint(proto=str(ip.proto), **common)
+
+
+def _fingerprint6(pkt, trace_id: int) -> Fingerprint:
+    """IPv6: the flow label is the identity (a label of 0 gets one derived from `trace_id`,
+    which the sender puts on its copy); a neighbour solicitation is watched by its target."""
+    from scapy.layers.inet import TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6
+    ip = pkt[IPv6]
+    if pkt.haslayer(ICMPv6ND_NS):
+        return Fingerprint(trace_id, "nd", ip.src, pkt[ICMPv6ND_NS].tgt, family=6)
+    flow = ip.fl or (trace_id * 7919) % 0xFFFFE + 1
+    marker = None
+    if b"nettrace-" in bytes(pkt):
+        from nettrace.trace.events import marker as find_marker
+        marker = find_marker(bytes(pkt))
+    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, flow_label=flow, marker=marker,
+                  family=6)
+    if pkt.haslayer(ICMPv6EchoRequest):
+        echo = pkt[ICMPv6EchoRequest]
+        return Fingerprint(proto="icmp", icmp_id=echo.id, icmp_seq=echo.seq, **common)
+    for layer, name in ((TCP, "tcp"), (UDP, "udp")):
+        if pkt.haslayer(layer):
+            return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
+    return Fingerprint(proto=str(ip.nh), **common)
 
 
 __all__ = ["Tracer", "ProbeStatus", "fingerprint_of"]
