@@ -103,6 +103,49 @@ def test_stream_late_events_of_a_shown_packet_do_not_make_a_new_packet():
     assert len(s.drain()) == 1 and s.stats.shown == 2
 
 
+def test_packet_key_tells_packets_apart_like_the_header_parser():
+    """The raw-byte key groups events exactly as the parsed headers would: same packet at
+    L2 and L3, with and without VXLAN around it; different ids, ports, echo sequences and
+    directions apart; ARP and IPv6 by their own rules."""
+    import struct
+    from nettrace.trace.events import parse_headers
+
+    def ip(ip_id, proto=1, l4=b"", src=(172, 17, 0, 2), dst=(172, 17, 0, 3)):
+        return bytes([0x45, 0, 0, 20 + len(l4)]) + ip_id.to_bytes(2, "big") + \
+            bytes([0x40, 0, 64, proto, 0, 0]) + bytes(src) + bytes(dst) + l4
+
+    eth = bytes(6) + bytes(6) + b"\x08\x00"
+    echo = lambda t, seq: bytes([t, 0, 0, 0, 0, 7]) + seq.to_bytes(2, "big")    # noqa: E731
+    udp = lambda sp, dp: struct.pack("!HHHH", sp, dp, 8, 0)                    # noqa: E731
+    vxlan = lambda inner: ip(99, 17, udp(40000, 4789) + bytes(8) + eth + inner,  # noqa: E731
+                             (192, 168, 50, 11), (192, 168, 50, 12))
+
+    def ev(hdr, l2=False, ethertype=0x0800, skb=1):
+        raw = _Raw(netns=1, ethertype=ethertype, l2=int(l2), skb=skb, hdr_len=len(hdr))
+        ct.memmove(raw.hdr, hdr, len(hdr))
+        return Event(raw)
+
+    def parsed(e):
+        p = parse_headers(e.hdr, e.l2, e.ethertype)
+        return (p.proto, p.src, p.dst, p.ip_id, p.sport, p.dport)
+
+    same = [ev(ip(5, 1, echo(8, 1))), ev(eth + ip(5, 1, echo(8, 1)), l2=True),
+            ev(vxlan(ip(5, 1, echo(8, 1)))), ev(eth + vxlan(ip(5, 1, echo(8, 1))), l2=True)]
+    assert len({live.packet_key(e) for e in same}) == 1
+    assert len({parsed(e) for e in same}) == 1
+    apart = [ev(ip(5, 1, echo(8, 1))), ev(ip(6, 1, echo(8, 1))), ev(ip(5, 1, echo(8, 2))),
+             ev(ip(5, 1, echo(8, 1), (172, 17, 0, 3), (172, 17, 0, 2))),
+             ev(ip(5, 17, udp(1000, 53))), ev(ip(5, 17, udp(1001, 53))), ev(ip(5, 6, udp(1000, 53)))]
+    assert len({live.packet_key(e) for e in apart}) == len(apart)
+    assert len({parsed(e) for e in apart}) == len(apart)
+    arp = bytes([0, 1, 8, 0, 6, 4, 0, 1]) + bytes(6) + bytes([10, 0, 0, 1]) + bytes(6) + \
+        bytes([10, 0, 0, 2])
+    assert live.packet_key(ev(arp, ethertype=0x0806)) == ("arp", "10.0.0.1", "10.0.0.2",
+                                                          "who-has 10.0.0.2 tell 10.0.0.1")
+    v6 = bytes([0x60, 0, 0, 0, 0, 8, 17, 64]) + bytes(32) + udp(1, 2)
+    assert live.packet_key(ev(v6, ethertype=0x86DD, skb=42)) == ("skb", 42)
+
+
 def test_held_event_memory_is_within_the_documented_bound():
     """EVENT_BYTES and GONE_BYTES (the memory bound's terms) measured, not guessed, in the
     worst case: every event a packet of its own (a key, an entry and a list each)."""
@@ -157,8 +200,11 @@ def _status(pid: int, key: str) -> int:
 
 def _start_trace(lab, *args: str) -> subprocess.Popen:
     from test_signals import _wait_tracing
+    # unbuffered (as python -u): a signal that interrupts a write to the full pipe (the test
+    # reads only at the end) must not cut a line short
     proc = subprocess.Popen([NETTRACE, "trace", lab.name, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _wait_tracing(proc, lab.namespaces, nft=False)
     return proc
 

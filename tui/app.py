@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -110,6 +110,7 @@ class NettraceApp(App):
             self.query_one(DiagnosisPanel).show(None)
         table.focus()
         self.set_interval(0.25, self.refresh_status)
+        self.set_interval(0.1, self._check_stop_request)
         self.refresh_status()
         if self.lab is not None:
             self.start_tracer()
@@ -117,6 +118,14 @@ class NettraceApp(App):
             self.lab_up(self.bring_up)
         else:
             self.call_after_refresh(self.action_labs)
+
+    #: set by `nettrace tui`: returns a signal number once SIGINT/SIGTERM/SIGHUP arrived
+    stop_requested: Callable[[], object] | None = None
+
+    def _check_stop_request(self) -> None:
+        """A signal asked nettrace to stop: leave as quitting does (cli.common)."""
+        if self.stop_requested is not None and self.stop_requested():
+            self.exit()
 
     def on_unmount(self) -> None:
         """However the app ends (q, Ctrl-C, a crash), tell the tracer thread to leave its

@@ -69,8 +69,25 @@ def _note(msg: str) -> None:
 
 def install_signal_handlers() -> None:
     """Route SIGINT, SIGTERM and SIGHUP through `Interrupted` (main thread only)."""
+    _buffered_stdio()
     for sig in HANDLED:
         signal.signal(sig, _on_signal)
+
+
+def _buffered_stdio() -> None:
+    """Under PYTHONUNBUFFERED (python -u) stdout and stderr write straight to the file
+    descriptor, and when a signal interrupts a write to a full pipe part-way, the text layer
+    drops the rest of the line (the kernel wrote only part of it). A buffered layer retries
+    partial writes; click.echo flushes after every message, so output is not delayed."""
+    import io
+    import sys
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        raw = getattr(stream, "buffer", None)
+        if isinstance(raw, io.FileIO):
+            setattr(sys, name, io.TextIOWrapper(
+                io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+                line_buffering=True))
 
 
 def interrupted_exit_code(exc: KeyboardInterrupt) -> int:

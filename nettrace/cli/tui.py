@@ -110,13 +110,16 @@ def register(cli: click.Group) -> None:
             require_root(f"bringing lab {lab} up")
             bring_up = lab
         from tui.app import make_app
-        with c_stderr_to_log() as log:
+        from nettrace.cli.common import Interrupted, stop_on_signal
+        with c_stderr_to_log() as log, stop_on_signal() as signalled:
             app = make_app(opened, paths=paths, trace=not no_trace, bring_up=bring_up,
                            trace_off_reason="--no-trace" if no_trace else None)
+            app.stop_requested = signalled      # a signal quits the app like `q` does
             try:
                 app.run()
             finally:
                 stopped = app.close_session()
+            signum = signalled()
         if not stopped:
             click.echo("nettrace: the tracer did not stop in time; probes go with this "
                        "process", err=True)
@@ -128,3 +131,5 @@ def register(cli: click.Group) -> None:
         left = sorted(n for n in app.labs_brought_up if n in running_labs())
         if left:
             click.echo(f"labs still up: {', '.join(left)} (nettrace lab down NAME)", err=True)
+        if signum is not None:
+            raise Interrupted(signum)           # exit 128 + signal, after the cleanup above

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, Hashable
 
-from nettrace.trace.events import Event, parse_headers
+from nettrace.trace.events import ETH_P_IP, VXLAN_PORT, Event, parse_headers
 
 HOLD_NS = 50_000_000          # a packet is shown 50 ms after its first event
 MAX_EVENTS = 50_000           # events held for packets not shown yet
@@ -48,13 +48,39 @@ MAX_REMEMBERED = 16_384      # 150 ms of packets at 100k/s
 
 
 def packet_key(ev: Event) -> Hashable:
-    """One observed packet: its IPv4 identity (or ARP operation), else its skb."""
-    pkt = parse_headers(ev.hdr, ev.l2, ev.ethertype)
-    if pkt.ip_id is not None:
-        return (pkt.proto, pkt.src, pkt.dst, pkt.ip_id, pkt.sport, pkt.dport)
+    """One observed packet: its IPv4 identity (protocol, addresses, id, ports or ICMP echo
+    id and sequence; the inner packet of VXLAN), its ARP operation, else its skb.
+
+    IPv4 is keyed on the raw header bytes (the same fields parse_headers reads, a few times
+    cheaper: every event of a flood goes through here)."""
+    hdr = ev.hdr
+    off, ethertype = 0, ev.ethertype
+    if ev.l2 and len(hdr) >= 14:
+        ethertype, off = hdr[12] << 8 | hdr[13], 14
+    if ethertype == ETH_P_IP:
+        key = _ipv4_key(hdr, off)
+        if key is not None:
+            return key
+    pkt = parse_headers(hdr, ev.l2, ev.ethertype)
     if pkt.proto == "arp":
         return ("arp", pkt.src, pkt.dst, pkt.info)
     return ("skb", ev.skb)
+
+
+def _ipv4_key(hdr: bytes, off: int) -> bytes | None:
+    if len(hdr) < off + 20:
+        return None
+    proto, l4 = hdr[off + 9], off + (hdr[off] & 0xF) * 4
+    if proto in (6, 17) and len(hdr) >= l4 + 4:
+        if proto == 17 and hdr[l4 + 2] << 8 | hdr[l4 + 3] == VXLAN_PORT and \
+                len(hdr) >= l4 + 16 + 14 + 20 and hdr[l4 + 28:l4 + 30] == b"\x08\x00":
+            return _ipv4_key(hdr, l4 + 16 + 14)        # VXLAN: the inner packet
+        ports = hdr[l4:l4 + 4]
+    elif proto == 1 and len(hdr) >= l4 + 8:
+        ports = hdr[l4:l4 + 1] + (hdr[l4 + 4:l4 + 8] if hdr[l4] in (0, 8) else b"")
+    else:
+        ports = b""
+    return hdr[off + 9:off + 10] + hdr[off + 12:off + 20] + hdr[off + 4:off + 6] + ports
 
 
 @dataclass
