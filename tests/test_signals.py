@@ -361,15 +361,17 @@ def test_replay_interrupted_cleans_up(make_lab, tmp_path, sig):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_check_live_interrupted_takes_its_case_lab_down(sig):
-    """`check --live` brings the case's lab up: a signal while it replays takes it down
-    (SIGKILL cannot: then `lab down` removes it)."""
+    """`check --live` brings the case's lab up: a signal as soon as the lab exists (its
+    tracer starting) takes it down (SIGKILL cannot: then `lab down` removes it)."""
     from conftest import ROOT
     name = _name("sc")
     golden = os.path.join(ROOT, "captures", "bridge-ping.paths.yaml")
     proc = _start("check", "--live", golden, "--lab-name", name)
     namespaces = _wait_for(lambda: _lab_namespaces(name) if len(_lab_namespaces(name)) >= 3
                            else None, 60, "the case's lab")
-    held = _wait_tracing(proc, namespaces, nft=True)
+    time.sleep(0.2)
+    assert proc.poll() is None, "check finished before the signal"
+    held = Held(proc, namespaces)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     held.assert_released()

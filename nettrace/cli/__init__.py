@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 
@@ -42,6 +43,9 @@ class NettraceGroup(click.Group):
             click.secho(f"nettrace: {exc}", fg="red", err=True, color=None)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:      # SIGINT, SIGTERM, SIGHUP: see cli.common
+            # generators left suspended in the unwound frames (a replay holding a Tracer)
+            # run their cleanup now, not during interpreter shutdown
+            traceback.clear_frames(exc.__traceback__)
             _say_interrupted(exc)
             ctx.exit(interrupted_exit_code(exc))
 
