@@ -16,18 +16,29 @@ from nettrace.errors import require_root
 
 @contextmanager
 def _progress(enabled: bool, what: str) -> Iterator:
-    """A byte-based progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    """A progress bar on stderr when it is a terminal (bytes of the capture read, frames
+    traced and their rate, time left); a no-op callback otherwise. The callback is called
+    once per traced frame."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
+    import time
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     with Progress(TextColumn(what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[frames]:,} frames, {task.fields[rate]:,.0f}/s"),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=1)
+        task = bar.add_task(what, total=1, frames=0, rate=0.0)
+        start, frames = 0.0, 0
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=max(total, 1))
+            nonlocal frames, start
+            frames += 1
+            if frames == 1:                     # the rate of tracing, not of start-up
+                start = time.monotonic()
+            rate = (frames - 1) / max(time.monotonic() - start, 1e-6)
+            bar.update(task, completed=done, total=max(total, 1), frames=frames, rate=rate)
         yield update
 
 
