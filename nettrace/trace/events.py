@@ -89,7 +89,7 @@ def tcp_flags(bits: int) -> str:
 
 
 def _mac(b: bytes) -> str:
-    return ":".join(f"{x:02x}" for x in b)
+    return bytes(b).hex(":")
 
 
 def parse_headers(hdr: bytes, l2: bool, ethertype: int) -> Packet:
