@@ -161,6 +161,7 @@ def run(tracer, injections: Iterable[Injection], *, timeout: float = 2.0,
 
     with tracer._lock:
         tracer._settle()
+        probes.ipv6 = False                  # IPv6 hooks only once an IPv6 packet comes
         tracer._attach(probes, skip)
         try:
             while True:
