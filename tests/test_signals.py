@@ -438,3 +438,20 @@ def test_tui_ended_by_signal_restores_the_terminal_and_cleans_up(labs, sig):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=SIG_IDS)
+def test_lab_exec_passes_the_signal_on_and_leaves_no_process(make_lab, sig):
+    """`lab exec` gives its command the signal (it ends as it would, its exit code is
+    nettrace's), and nothing of it stays in the container."""
+    from nettrace.topology import netns
+    lab = make_lab("bridge", name=_name("se"))
+    c1 = lab.sandboxes["c1"]
+    script = "trap 'echo got-signal; exit 7' INT TERM HUP; echo ready; while :; do sleep 0.05; done"
+    proc = _start("lab", "exec", lab.name, "c1", "--", "sh", "-c", script)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert "got-signal" in out, (out, err)
+    assert proc.returncode == 7, err
+    assert netns.processes_in([c1.netns]) == []

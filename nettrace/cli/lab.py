@@ -221,7 +221,39 @@ def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
             proc = netns.popen(target, list(command))
     except FileNotFoundError:
         raise NettraceError(f"command not found: {command[0]}") from None
-    sys.exit(proc.wait())
+    sys.exit(_wait_forwarding_signals(proc))
+
+
+def _terminal_foreground() -> bool:
+    """Whether this process group has the terminal (a Ctrl-C there signals the group)."""
+    import os
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _wait_forwarding_signals(proc) -> int:
+    """The command's exit code. SIGINT, SIGTERM and SIGHUP are passed on to it (a Ctrl-C
+    reaches it from the terminal too) and it is given 5 s to end on its own; it dies with
+    nettrace in any case (netns.popen)."""
+    import signal
+    import subprocess
+    from nettrace.cli.common import stop_on_signal
+    with stop_on_signal() as stopped:
+        forwarded, deadline = None, None
+        while True:
+            try:
+                return proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+            sig = stopped()
+            if sig is not None and forwarded is None:
+                forwarded, deadline = sig, time.monotonic() + 5
+                if sig != signal.SIGINT or not _terminal_foreground():
+                    proc.send_signal(sig)       # (a Ctrl-C reached it from the terminal)
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
 
 
 def register(cli: click.Group) -> None:

@@ -224,8 +224,9 @@ def popen(name: str | None, argv: Sequence[str], **kw) -> subprocess.Popen:
     The child dies with its parent (PR_SET_PDEATHSIG), unless it is started in a session
     of its own (`start_new_session=True`): that is how a daemon meant to outlive the
     command is started (a private Docker engine)."""
-    if not kw.get("start_new_session") and "preexec_fn" not in kw:
-        kw["preexec_fn"] = die_with_parent()
+    if not kw.get("start_new_session"):
+        dying, then = die_with_parent(), kw.get("preexec_fn")
+        kw["preexec_fn"] = dying if then is None else lambda: (dying(), then())
     with entered(name):
         return subprocess.Popen(list(argv), **kw)
 
