@@ -530,7 +530,8 @@ def _not_published(f: _Facts, ev: list[int], pre: str, how: str) -> Diagnosis:
         f.dst.host if isinstance(f.dst, Sandbox) else None)
     port, proto = f.port, f.proto
     fixes = []
-    cands = _candidates(lab, host, port, proto)
+    # the container the packet was for, else those that could serve the port
+    cands = [f.dst] if isinstance(f.dst, Sandbox) else _candidates(lab, host, port, proto)
     for sb in cands[:2]:
         listen = [x for x in (sb.listen) if x.startswith(proto + "/")]
         cport = int(listen[0].split("/")[1]) if listen and f"{proto}/{port}" not in listen \
@@ -708,7 +709,7 @@ def _kernel_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, reason: str
     if cause == Cause.MTU_BLACKHOLE:
         return _mtu(f, hop, ev, pre, ref)
     if cause == Cause.NO_ROUTE:
-        return _no_route(f, ev, pre, f"the kernel found no route at {ref} ({reason})")
+        return _no_route(f, ev, pre, f"the kernel found no route ({reason}) at {ref}")
     return _unknown(f"{pre}the kernel dropped it at {ref} ({reason}"
                     f"{' at ' + hop.location if hop.location else ''}), a reason nettrace "
                     f"does not map to a Docker cause", ev)
@@ -754,7 +755,7 @@ def _looping_routes(lab: Lab, ip: str | None) -> list[tuple[str, str]]:
     return out
 
 
-def _ttl(f, hop, ev, pre, ref) -> Diagnosis:
+def _ttl(f, hop, ev, pre, ref, answered: bool = False) -> Diagnosis:
     fixes = []
     for entry in _entries(f.lab, hop.host):
         if "TTL" in entry.split():
@@ -768,8 +769,10 @@ def _ttl(f, hop, ev, pre, ref) -> Diagnosis:
                    f"a routing loop." for h, r in loops[:1])
     return Diagnosis(
         Cause.TTL_EXPIRED,
-        f"{pre}The packet's TTL ran out at {ref}: the router decremented it to zero "
-        f"(a routing loop, too many hops, or a rule that lowered it).{loop}", ev, fixes)
+        f"{pre}The packet's TTL ran out" + (f": a router answered ICMP time exceeded "
+                                            f"(seen at {ref})" if answered else
+                                            f" at {ref}: the router decremented it to zero") +
+        f" (a routing loop, too many hops, or a rule that lowered it).{loop}", ev, fixes)
 
 
 def _rp_filter(f, hop, ev, pre, ref) -> Diagnosis:
@@ -786,7 +789,7 @@ def _rp_filter(f, hop, ev, pre, ref) -> Diagnosis:
                  [LabEdit(EditOp.SET, f'hosts[name={host}].sysctls["{k}"]', 2) for k in keys])])
 
 
-def _mtu(f, hop, ev, pre, ref) -> Diagnosis:
+def _mtu(f, hop, ev, pre, ref, answered: bool = False, lost: bool = False) -> Diagnosis:
     lab = f.lab
     size = _size(f)
     mtus = _path_mtus(f)
@@ -811,8 +814,11 @@ def _mtu(f, hop, ev, pre, ref) -> Diagnosis:
     return Diagnosis(
         Cause.MTU_BLACKHOLE,
         f"{pre}A {size or '?'}-byte packet that may not be fragmented (DF) is larger than "
-        f"the path MTU{f' ({where})' if where else ''}; it was dropped at {ref}. Without the "
-        f"ICMP 'fragmentation needed' getting back, connections hang on large packets.",
+        f"the path MTU{f' ({where})' if where else ''}; " +
+        (f"a router dropped it and answered ICMP 'fragmentation needed' (seen at {ref})."
+         if answered else f"it was {'last seen' if lost else 'dropped'} at {ref}.") +
+        " Without that ICMP answer getting back to the sender, connections hang on large "
+        "packets.",
         ev, fixes)
 
 
@@ -941,7 +947,7 @@ def _lost(f: _Facts, part: Path, base: int, side: str) -> Diagnosis:
     if size and mtus and size > min(mtus.values()):
         last = len(part.hops) - 1
         return _mtu(f, part.hops[last], [base + last] if last >= 0 else [], _prefix(side, f),
-                    _hop_ref(f, base + last) if last >= 0 else "the sender")
+                    _hop_ref(f, base + last) if last >= 0 else "the sender", lost=True)
     last = len(part.hops) - 1
     where = f" after {_hop_ref(f, base + last)}" if last >= 0 else ""
     return _unknown(f"the {side} disappeared{where} with no drop event and no rule verdict "
@@ -971,9 +977,9 @@ def _delivered(f: _Facts) -> Diagnosis:
                       if path.hops[j].point == "drop" and
                       path.hops[j].drop_reason == "NO_SOCKET"), None)
     if icmp == (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED):
-        return _mtu(f, answer, [ai], "", _hop_ref(f, ai))
+        return _mtu(f, answer, [ai], "", _hop_ref(f, ai), answered=True)
     if icmp is not None and icmp[0] == ICMP_TIME_EXCEEDED:
-        return _ttl(f, answer, [ai], "", _hop_ref(f, ai))
+        return _ttl(f, answer, [ai], "", _hop_ref(f, ai), answered=True)
     if f.proto in ("tcp", "udp") and (rst or port_unreach or no_socket is not None):
         ev = [j for j in (i, no_socket, ai) if j is not None]
         return _no_socket(f, i, ev, "RST" if rst else (
