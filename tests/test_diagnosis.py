@@ -261,3 +261,15 @@ def test_the_engine_imports_nothing_from_the_kernel_side():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bcc', 'pyroute2', 'scapy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_documents_every_cause_code_and_no_other():
+    import os
+    import re
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme) as f:
+        text = f.read()
+    section = text[text.index("## Why, and what to do"):]
+    section = section[:section.index("\n## ", 5)]
+    documented = re.findall(r"^\| `([a-z-]+)` \|", section, re.M)
+    assert sorted(documented) == sorted(c.value for c in Cause)
