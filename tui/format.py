@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from nettrace.trace.model import DELIVERED, DROPPED, LOST, Hop, Path
+from nettrace.trace.model import DELIVERED, DROPPED, LOST, Hop, HookVerdict, Path
 from nettrace.views.paths import verdict_line
 
 VERDICT_STYLE = {DELIVERED: "bold green", DROPPED: "bold red", LOST: "bold yellow"}
@@ -38,7 +38,7 @@ def drop_hop(path: Path) -> int | None:
     if path.verdict.hop_index is not None:
         return path.verdict.hop_index
     for i, hop in reversed(list(enumerate(path.hops))):
-        if hop.verdict == "drop" or hop.drop_reason:
+        if hop.verdict is HookVerdict.DROP or hop.drop_reason:
             return i
     return len(path.hops) - 1 if path.hops else None
 

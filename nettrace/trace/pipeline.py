@@ -290,7 +290,7 @@ def _all_lines(nft, path: Path, found: list, ip_ids: set[int]) -> bool:
     """Whether `nft monitor trace` has printed a verdict for every netfilter hop of the
     path (and of its answer) at a hook where the namespace has base chains."""
     hops = path.hops + (path.reply.hops if path.reply else [])
-    needed = {(h.netns, h.hook) for h in hops if h.point.startswith("nf:") and h.netns in
+    needed = {(h.netns, h.hook) for h in hops if h.point.is_netfilter and h.netns in
               nft.namespaces and h.hook in nft.base_hooks(h.netns, h.family or "ipv4")}
     if not needed:
         return True

@@ -41,10 +41,13 @@ import json
 import re
 from typing import Callable, Iterable
 
-from nettrace.trace.model import DELIVERED, DROPPED, Hop, NfRule, Packet, Path, Verdict
+from nettrace.trace.model import (DELIVERED, DROPPED, Hop, HookVerdict, NfRule, Packet, Path,
+                                  Point, Verdict)
 from nettrace.views.names import Aliases, hop_device, hop_owner
 
 VERDICT_STYLE = {DELIVERED: "green", DROPPED: "red"}
+#: hook verdicts that ended the packet in the hook
+STOPPED = (HookVerdict.DROP, HookVerdict.STOLEN)
 
 
 def packet_summary(pkt: Packet | None) -> str:
@@ -118,7 +121,7 @@ def verdict_line(path: Path, lab=None) -> str:
 def hop_detail(hop: Hop, lab=None) -> str:
     """Verdict, rule, drop reason and header changes of one hop, in one cell."""
     parts = []
-    if hop.point.startswith("nf:"):
+    if hop.point.is_netfilter:
         devs = " ".join(x for x in (f"in={hop.in_dev}" if hop.in_dev else "",
                                     f"out={hop.out_dev}" if hop.out_dev else "") if x)
         parts.append(f"{hop.verdict or '?'} {devs}".strip())
@@ -126,7 +129,7 @@ def hop_detail(hop: Hop, lab=None) -> str:
         parts.append(rule_text(hop.rule, lab, hop.netns))
     if hop.drop_reason:
         parts.append(hop.drop_reason + (f" at {hop.location}" if hop.location else ""))
-    elif hop.point == "consume" and hop.location:
+    elif hop.point is Point.CONSUME and hop.location:
         parts.append(f"at {hop.location}")
     parts += hop.changes
     return "; ".join(parts)
@@ -143,7 +146,7 @@ def path_table(path: Path, *, title: str | None = None, lab=None):
         table.add_column(col, **kw)
     t0 = path.hops[0].ts_ns if path.hops else 0
     for i, hop in enumerate(path.hops):
-        style = "red" if hop.point == "drop" or hop.verdict in ("drop", "stolen") else None
+        style = "red" if hop.point is Point.DROP or hop.verdict in STOPPED else None
         if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
             style = "green"
         cells = (str(i + 1), f"{(hop.ts_ns - t0) / 1000:.0f}", hop.place, hop.role or "",
@@ -188,7 +191,7 @@ def diagnosis_lines(diagnosis, width: int = WHY_WIDTH) -> list[str]:
 def short_detail(hop: Hop, lab=None) -> str:
     """hop_detail in few words: verdict, the rule (unless a policy accept), reason, changes."""
     parts = []
-    if hop.point.startswith("nf:"):
+    if hop.point.is_netfilter:
         parts.append(hop.verdict or "?")
     if hop.rule is not None and not (hop.rule.rule or "").startswith("policy accept"):
         parts.append(rule_text(hop.rule, lab, hop.netns))
@@ -214,10 +217,10 @@ def compact_table(path: Path, *, title: str | None = None, lab=None):
     table.add_column("point", no_wrap=True, max_width=12)
     table.add_column("detail", overflow="fold", ratio=1)
     for i, hop in enumerate(path.hops):
-        style = "red" if hop.point == "drop" or hop.verdict in ("drop", "stolen") else None
+        style = "red" if hop.point is Point.DROP or hop.verdict in STOPPED else None
         if path.verdict.hop_index == i and path.verdict.kind == DELIVERED:
             style = "green"
-        point = hop.hook if hop.point.startswith("nf:") else SHORT_POINTS.get(hop.point, hop.point)
+        point = hop.hook if hop.point.is_netfilter else SHORT_POINTS.get(hop.point, hop.point)
         table.add_row(*(Text(c) for c in (str(i + 1), hop.place, point or "", short_detail(hop, lab))),
                       style=style)
     return table

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from nettrace.trace.model import Hop, Path
+from nettrace.trace.model import Hop, HookVerdict, Path
 from nettrace.views.paths import rule_text
 from tui.format import VERDICT_STYLE, drop_hop, kernel_point, summary
 
@@ -54,7 +54,7 @@ def hop_text(hop: Hop, t0: int, dropped: bool, path_reason: str | None = None,
         if hop.verdict:
             line += f" → {hop.verdict}"
         text.append(f"\n{pad}{SPINE} ", "dim")
-        text.append(line, "bold red" if hop.verdict == "drop" else "")
+        text.append(line, "bold red" if hop.verdict is HookVerdict.DROP else "")
     rule = rule_text(hop.rule, lab, hop.netns) if hop.rule else None
     if rule:
         text.append(f"\n{pad}{SPINE} ", "dim")
