@@ -173,6 +173,10 @@ def test_cli_up_engine_override_is_saved_and_shown():
         state = json.loads(run_cli("lab", "show", name, "--json", check=True).stdout)
         assert state["engine"] == {"version": "20.10", "firewall": "iptables",
                                    "userland_proxy": False}
+        listed = json.loads(run_cli("lab", "ls", "--json", check=True).stdout)["labs"]
+        assert {"name": name, "engine": "20.10/iptables/no-proxy"}.items() <= \
+            next(r for r in listed if r["name"] == name).items()
+        assert "20.10/iptables/no-proxy" in run_cli("lab", "ls", check=True).stdout
     finally:
         run_cli("lab", "down", name)
 

@@ -72,6 +72,12 @@ def lab_up(lab: str, name: str | None, version: str | None, firewall: str | None
                f"{len(live.interfaces)} interfaces. Next: nettrace lab show {live.name}")
 
 
+def _profile_label(profile) -> str:
+    """29/iptables, 20.10/iptables/no-proxy: the profile in one column."""
+    label = f"{profile.version.value}/{profile.firewall.value}"
+    return label if profile.userland_proxy else label + "/no-proxy"
+
+
 def _engine_override(profile, version: str | None, firewall: str | None,
                      userland_proxy: bool | None):
     """The lab file's engine profile with the command line's choices applied."""
@@ -121,21 +127,24 @@ def lab_ls(as_json: bool, faults: bool) -> None:
         alive = all(netns.exists(ns) for ns in lab.namespaces)
         rows.append({"name": name, "source": lab.source, "hosts": len(lab.hosts),
                      "containers": len(lab.sandboxes), "namespaces": len(lab.namespaces),
-                     "age_s": round(time.time() - lab.created), "state": "up" if alive else "broken"})
+                     "age_s": round(time.time() - lab.created), "state": "up" if alive else "broken",
+                     "engine": _profile_label(lab.engine)})
     known = {r["name"] for r in rows}
     stale = sorted({ns.split(".")[1] for ns in netns.list_all()
                     if ns.startswith(NS_PREFIX + ".") and ns.count(".") >= 2} - known)
     for name in stale:
         rows.append({"name": name, "source": None, "hosts": 0, "containers": 0,
-                     "namespaces": None, "age_s": None, "state": "leftover"})
+                     "namespaces": None, "age_s": None, "state": "leftover", "engine": None})
     if as_json:
         click.echo(json.dumps({"labs": rows, "embedded": list(spec.embedded_labs())}, indent=1))
         return
     from nettrace.cli.views import print_table
     if rows:
-        print_table(["LAB", "STATE", "HOSTS", "CONTAINERS", "NAMESPACES", "AGE", "SOURCE"],
-                    [[r["name"], r["state"], r["hosts"], r["containers"], r["namespaces"] or "",
-                      f"{r['age_s']}s" if r["age_s"] is not None else "", r["source"] or ""]
+        print_table(["LAB", "STATE", "ENGINE", "HOSTS", "CONTAINERS", "NAMESPACES", "AGE",
+                     "SOURCE"],
+                    [[r["name"], r["state"], r["engine"] or "", r["hosts"], r["containers"],
+                      r["namespaces"] or "", f"{r['age_s']}s" if r["age_s"] is not None else "",
+                      r["source"] or ""]
                      for r in rows])
     else:
         click.echo("no labs are up")
