@@ -163,9 +163,10 @@ def test_route_the_kernel_refuses_names_its_line():
 @needs_root
 def test_lab_show_names_the_lab_settings(make_lab):
     from nettrace.cli.views import lab_tree
+    import io
     from rich.console import Console
     lab = make_lab(text=LAB, name="fmts")
-    con = Console(width=200, record=True, file=open(os.devnull, "w"))
+    con = Console(width=200, record=True, file=io.StringIO())
     con.print(lab_tree(lab))
     text = con.export_text()
     for words in ("sysctl net.ipv4.conf.all.rp_filter=1", "iptables -P INPUT DROP",
