@@ -224,9 +224,11 @@ def test_unroutable_frame_names_the_frame_and_keeps_earlier_ones(tmp_path, make_
 
 
 def test_frame_the_tracer_cannot_follow_is_named(tmp_path, bridge):
-    """An IPv6 frame: at layer 3 c1 has no route for it, at layer 2 the tracer cannot
-    follow it; either way the error names frame 2, after frame 1 was traced."""
+    """An IPv6 frame on an IPv4-only lab: at layer 3 c1 has no route for it; a frame of a
+    protocol the tracer cannot follow (neither IP nor ARP), at layer 2. Either way the error
+    names frame 2, after frame 1 was traced."""
     from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
     v6 = bytes(Ether(src="02:42:ac:11:00:02", dst="02:42:ac:11:00:03")
                / IPv6(src="fd00::2", dst="fd00::3") / ICMP())
     cap = pcap(tmp_path, "v6.pcap", [ping_frame("172.17.0.2", "172.17.0.3", 1), v6])
@@ -234,6 +236,9 @@ def test_frame_the_tracer_cannot_follow_is_named(tmp_path, bridge):
     assert proc.returncode == 2
     assert f"{cap}: frame 2: fd00::3 cannot be routed from c1" in proc.stderr
     assert "sent      1" in proc.stderr and "delivered 1" in proc.stderr
+    other = bytes(Ether(src="02:42:ac:11:00:02", dst="02:42:ac:11:00:03", type=0x88B5)
+                  / Raw(b"local experimental ethertype"))
+    cap = pcap(tmp_path, "other.pcap", [ping_frame("172.17.0.2", "172.17.0.3", 1), other])
     proc = run_cli("replay", bridge.name, cap, "--from", "c1", "--layer", "l2")
     assert proc.returncode == 2
     assert f"{cap}: frame 2: cannot be traced: " in proc.stderr, proc.stderr

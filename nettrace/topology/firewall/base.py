@@ -162,7 +162,7 @@ class Family:
             return None
         return p.ip6
 
-    def mode(self, net) -> "GatewayMode":
+    def mode(self, net):
         # com.docker.network.bridge.gateway_mode_ipv4 is IPv4's; IPv6 keeps nat
         from nettrace.topology.model import GatewayMode
         return net.gateway_mode if self.version == 4 else GatewayMode.NAT
