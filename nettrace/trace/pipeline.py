@@ -168,7 +168,12 @@ def run(tracer, injections: Iterable[Injection], *, timeout: float = 2.0,
                 # 1. admit new injections while the window has room
                 batch: list[Injection] = []
                 batch_keys: set[tuple] = set()
-                while not exhausted and len(flying) + len(waiting) + len(batch) < window:
+                # in batches of a quarter window: each batch costs a round trip to every
+                # namespace's nft shell (the marks must be in before the packets leave)
+                room = window - len(flying) - len(waiting)
+                if room < max(1, window // 4) and (flying or waiting):
+                    room = 0
+                while not exhausted and len(batch) < room:
                     if held is not None:
                         inj, held = held, None
                     else:
