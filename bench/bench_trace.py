@@ -69,26 +69,36 @@ def bpftrace_script(a: str, b: str) -> str:
 
 class Bpftrace:
     """bpftrace running the peer script; `ready` is the time from launch to its BEGIN
-    line (BEGIN runs once every probe is attached)."""
+    line (BEGIN runs once every probe is attached). A loaded machine sometimes makes one
+    start fail: up to 3 tries, the last error said."""
 
     def __init__(self, a: str, b: str) -> None:
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", bpftrace_script(a, b)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        deadline = t0 + 30
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], deadline - time.monotonic())
-            if not ready:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.strip() == "ready":
-                self.ready = time.monotonic() - t0
-                return
-        self.stop()
-        raise RuntimeError("bpftrace did not attach")
+        import tempfile
+        why = ""
+        for _ in range(3):
+            t0 = time.monotonic()
+            self.err = tempfile.TemporaryFile(mode="w+")
+            self.proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", bpftrace_script(a, b)],
+                                         stdout=subprocess.PIPE, stderr=self.err, text=True)
+            deadline = t0 + 30
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.proc.stdout], [], [],
+                                            max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    break
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.strip() == "ready":
+                    self.ready = time.monotonic() - t0
+                    return
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.err.seek(0)
+            why = " ".join(ln for ln in self.err.read().splitlines() if "RLIMIT" not in ln)
+            self.err.close()
+        raise RuntimeError(f"bpftrace did not attach: {why[-300:]}")
 
     def rss_mib(self) -> float:
         return peak_rss_mib(self.proc.pid)
@@ -102,6 +112,8 @@ class Bpftrace:
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
+        if not self.err.closed:
+            self.err.close()
 
 
 class Tcpdump:
