@@ -48,7 +48,8 @@ def test_size_and_df_shape_the_packet(proto):
 @needs_root
 def test_host_settings_underlay_and_listeners(make_lab):
     from nettrace.topology import firewall, netns
-    from nettrace.topology.builder import down, pidfile
+    from nettrace.topology.builder import down
+    from nettrace.topology.state import pidfile
     lab = make_lab(text=LAB, name="fmt1")
     h1 = lab.hosts["h1"]
     assert netns.sysctl_read(h1.netns, "net.ipv4.conf.all.rp_filter") == "1"

@@ -13,95 +13,37 @@ namespace, with its links and rules, alive after its name is gone).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from nettrace.errors import NettraceError, require_root
-from nettrace.topology import firewall, netns
+from nettrace.topology import firewall, netns, state
+from nettrace.topology.context import BuildContext, Progress, random_mac
+from nettrace.topology.drivers.base import Driver, SandboxWiring
 from nettrace.topology.ipam import UNDERLAY, UNDERLAY6, Ipam
-from nettrace.topology.model import (NS_PREFIX, STATE_DIR, Host, Interface, Lab, Network, Role,
-                                     Scope, ns_name, running_labs)
+from nettrace.topology.model import STATE_DIR, Host, Interface, Lab, Role, running_labs
 from nettrace.topology.spec import LabSpec, NetworkSpec
 
-Progress = Callable[[str], None]
 
+def up(spec: LabSpec, *, progress: Progress | None = None,
+       drivers: Mapping[str, Driver] | None = None,
+       sandboxes: SandboxWiring | None = None) -> Lab:
+    """Create every namespace, link, address, route, rule and sysctl of the lab.
 
-def net_id(lab: str, network: str) -> str:
-    """A stable 64-hex network id, as Docker shows them (br-<first 12>)."""
-    return hashlib.sha256(f"nettrace/{lab}/{network}".encode()).hexdigest()
-
-
-def short_hash(*parts: str, n: int = 7) -> str:
-    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:n]
-
-
-def random_mac(*seed: str) -> str:
-    """02:42 + 4 bytes: Docker's bridge MAC layout, stable for a given lab."""
-    h = hashlib.sha1("/".join(seed).encode()).digest()
-    return "02:42:" + ":".join(f"{b:02x}" for b in h[:4])
-
-
-@dataclass
-class BuildContext:
-    """What drivers need while building: the lab so far, netlink sockets, IPAM."""
-
-    lab: Lab
-    spec: LabSpec
-    ipam: Ipam
-    progress: Progress
-    driver_state: dict = field(default_factory=dict)   # per-build scratch space of drivers
-    _sockets: dict = field(default_factory=dict)
-
-    def ipr(self, ns: str):
-        """The netlink socket living in namespace `ns` (one per namespace, reused)."""
-        sock = self._sockets.get(ns)
-        if sock is None:
-            sock = self._sockets[ns] = netns.iproute(ns)
-        return sock
-
-    def new_netns(self, *parts: str) -> str:
-        name = ns_name(self.lab.name, *parts)
-        netns.create(name)
-        self.lab.namespaces.append(name)
-        return name
-
-    def record(self, itf: Interface) -> Interface:
-        self.lab.interfaces.append(itf)
-        return itf
-
-    def index(self, ns: str, ifname: str) -> int:
-        """ifindex by name with one RTM_GETLINK (no dump: hosts have hundreds of veths)."""
-        from pyroute2.netlink.exceptions import NetlinkError
-        try:
-            return self.ipr(ns).link("get", ifname=ifname)[0]["index"]
-        except NetlinkError:
-            raise NettraceError(f"interface {ifname} not found in {ns}") from None
-
-    def bridge_index(self, ns: str, bridge: str) -> int:
-        key = ("bridge-index", ns, bridge)
-        if key not in self.driver_state:
-            self.driver_state[key] = self.index(ns, bridge)
-        return self.driver_state[key]
-
-    def close(self) -> None:
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()
-
-
-def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
-    """Create every namespace, link, address, route, rule and sysctl of the lab."""
+    `drivers` maps Docker's driver names to the drivers that wire them and `sandboxes`
+    wires containers' namespaces; by default nettrace's own (`nettrace.topology.drivers`)."""
     require_root("bringing a lab up")
-    from nettrace.topology.drivers import DRIVERS, check_kernel_support
+    from nettrace.topology.drivers import DRIVERS, SANDBOXES, check_kernel_support
+    drivers = DRIVERS if drivers is None else drivers
+    sandboxes = SANDBOXES if sandboxes is None else sandboxes
     check_kernel_support(spec)               # refuse missing kernel features before building
     from nettrace.topology.spec import check_engine_support
     check_engine_support(spec)               # and what the engine profile cannot do
-    if spec.name in running_labs() or _lab_namespaces(spec.name):
+    if spec.name in running_labs() or state.lab_namespaces(spec.name):
         raise NettraceError(f"lab '{spec.name}' is already up (nettrace lab down {spec.name})")
     say = progress or (lambda msg: None)
     lab = Lab(name=spec.name, source=spec.file, pid=os.getpid(), created=time.time(),
@@ -110,7 +52,7 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     ctx = BuildContext(lab=lab, spec=spec, ipam=Ipam(reserved), progress=say)
     ctx.ipam.reserved6 = [ipaddress.IPv6Network(n.subnet_v6) for n in spec.networks if n.subnet_v6]
     try:
-        _build(ctx, DRIVERS)
+        _build(ctx, drivers, sandboxes)
         lab.save()
         from nettrace.topology import dns, listeners, proxy, sandbox_files
         sandbox_files.write(lab)             # resolv.conf, hosts, hostname per container
@@ -125,7 +67,8 @@ def up(spec: LabSpec, *, progress: Progress | None = None) -> Lab:
     return lab
 
 
-def _build(ctx: BuildContext, drivers: dict) -> None:
+def _build(ctx: BuildContext, drivers: Mapping[str, Driver],
+           sandboxes: SandboxWiring) -> None:
     spec, lab = ctx.spec, ctx.lab
     if spec.needs_underlay:
         _underlay(ctx)
@@ -142,11 +85,11 @@ def _build(ctx: BuildContext, drivers: dict) -> None:
     say(f"networks: {', '.join(sorted({n.name for n in lab.networks}))}")
 
     for ctr in spec.containers:
-        sandbox = drivers["sandbox"].create_sandbox(ctx, ctr)
+        sandbox = sandboxes.create_sandbox(ctx, ctr)
         for att in ctr.networks:
             net_spec = spec.network(att.network)
             drivers[net_spec.driver].join(ctx, net_spec, sandbox, att)
-        drivers["sandbox"].finish_sandbox(ctx, sandbox, ctr)
+        sandboxes.finish_sandbox(ctx, sandbox, ctr)
     say(f"containers: {len(spec.containers)}")
 
     for driver in {id(d): d for d in drivers.values()}.values():
@@ -301,11 +244,6 @@ def _client(ctx: BuildContext, name: str, i: int) -> None:
 
 # -- teardown ---------------------------------------------------------------------------
 
-def _lab_namespaces(name: str) -> list[str]:
-    prefix = f"{NS_PREFIX}.{name}."
-    return [ns for ns in netns.list_all() if ns.startswith(prefix)]
-
-
 @dataclass
 class DownReport:
     lab: str
@@ -318,25 +256,25 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
     """Remove every namespace, link and process of lab `name` (rules die with their namespace)."""
     require_root("taking a lab down")
     report = DownReport(name)
-    state = os.path.join(STATE_DIR, f"{name}.json")
+    state_file = os.path.join(STATE_DIR, f"{name}.json")
     signalled = _stop_lab_processes(name)
     report.processes = len(signalled)
-    namespaces = _lab_namespaces(name)
+    namespaces = state.lab_namespaces(name)
     # a process living in one of them keeps that namespace (and its bridge, rules, a trace
     # table) alive after the mount is gone: an orphan of a killed nettrace, a `lab exec`,
     # a docker-proxy (SIGTERM, then SIGKILL after a grace period)
     report.processes += _kill_processes_in(namespaces, signalled)
     from nettrace.topology import proxy, sandbox_files
     report.processes += proxy.stop_in(namespaces)   # proxies a pid file never recorded
-    if not namespaces and not os.path.exists(state) and not quiet:
+    if not namespaces and not os.path.exists(state_file) and not quiet:
         raise NettraceError(f"no lab named '{name}' is up (see: nettrace lab ls)")
     # All of a lab's namespaces go together, so the kernel reaps their links (veth pairs,
     # bridges, vxlan, macvlan) and rules in one batch; nothing of it lives anywhere else.
-    report.links = _count_links(name)
+    report.links = state.count_links(name)
     for ns in namespaces:
         netns.remove(ns)
         report.namespaces += 1
-    for path in (state, state + ".tmp"):
+    for path in (state_file, state_file + ".tmp"):
         if os.path.exists(path):
             os.unlink(path)
     sandbox_files.remove(name)
@@ -345,34 +283,7 @@ def down(name: str, *, quiet: bool = False) -> DownReport:
 
 def down_all() -> list[DownReport]:
     """Every lab: those with a state file and leftovers found only by namespace name."""
-    names = set(running_labs())
-    prefix = NS_PREFIX + "."
-    for ns in netns.list_all():
-        if ns.startswith(prefix) and ns.count(".") >= 2:
-            names.add(ns.split(".")[1])
-    for pidfile in _pidfiles():
-        names.add(os.path.basename(pidfile).split(".")[0])
-    return [down(n, quiet=True) for n in sorted(names)]
-
-
-def _count_links(name: str) -> int:
-    try:
-        with open(os.path.join(STATE_DIR, f"{name}.json")) as f:
-            import json
-            return sum(1 for i in json.load(f).get("interfaces", []) if i["role"] != "loopback")
-    except (OSError, ValueError):
-        return 0
-
-
-def _pidfiles() -> list[str]:
-    try:
-        return [os.path.join(STATE_DIR, f) for f in os.listdir(STATE_DIR) if f.endswith(".pid")]
-    except FileNotFoundError:
-        return []
-
-
-def pidfile(lab: str, what: str) -> str:
-    return os.path.join(STATE_DIR, f"{lab}.{what}.pid")
+    return [down(n, quiet=True) for n in state.lab_names()]
 
 
 def _stop_lab_processes(name: str) -> list[int]:
@@ -380,7 +291,7 @@ def _stop_lab_processes(name: str) -> list[int]:
     we recorded: a pid file "PID" names one of our Python processes, "PID NETNS-INODE" a
     binary (docker-proxy) that must still run in the namespace it was started in."""
     stopped = []
-    for path in _pidfiles():
+    for path in state.pidfiles():
         if not os.path.basename(path).startswith(name + "."):
             continue
         try:
@@ -426,60 +337,3 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, device: str | None,
-                netns_name: str | None, mtu: int, vni: int | None = None) -> Network:
-    """Allocate the subnet and record a Network in the lab (shared by all drivers)."""
-    space = "global" if spec.driver == "overlay" else host
-    subnet = gateway = subnet_v6 = gateway_v6 = None
-    if spec.driver not in ("host", "null") and spec.ipv6:
-        net6 = ctx.ipam.subnet6(space, spec.subnet_v6, seed=f"{ctx.lab.name}/{space}")
-        subnet_v6 = str(net6)
-        gateway_v6 = spec.gateway_v6 or str(next(net6.hosts()))
-        ctx.ipam.reserve(space, net6, gateway_v6)
-        for c in ctx.spec.containers:
-            for a in c.networks:
-                if a.network == spec.name and a.ip6 and (host is None or c.host == host):
-                    ctx.ipam.reserve(space, net6, a.ip6)
-    if spec.driver not in ("host", "null") and spec.ipv4:
-        net = ctx.ipam.subnet(space, spec.subnet, swarm=spec.driver == "overlay")
-        subnet = str(net)
-        gw = spec.gateway or str(next(net.hosts()))
-        ctx.ipam.reserve(space, net, gw)
-        # explicit container addresses are reserved before automatic ones are handed out
-        for c in ctx.spec.containers:
-            for a in c.networks:
-                if a.network == spec.name and a.ip and (host is None or c.host == host):
-                    ctx.ipam.reserve(space, net, a.ip)
-        gateway = gw
-    network = Network(
-        name=spec.name, driver=spec.driver,
-        scope=Scope.SWARM if spec.driver == "overlay" else Scope.LOCAL,
-        id=net_id(ctx.lab.name, spec.name), host=host, subnet=subnet, gateway=gateway,
-        device=device, netns=netns_name, mtu=mtu, icc=spec.icc, internal=spec.internal,
-        masquerade=spec.masquerade and not spec.internal, vni=vni,
-        gateway_mode=spec.gateway_mode, host_ipv4=spec.host_ipv4, ipv4=spec.ipv4,
-        ipv6=spec.ipv6, subnet_v6=subnet_v6, gateway_v6=gateway_v6,
-        options={k: v for k, v in (("mode", spec.mode if spec.driver in ("macvlan", "ipvlan") else None),
-                                   ("parent", spec.parent)) if v})
-    ctx.lab.networks.append(network)
-    return network
-
-
-def address_for(ctx: BuildContext, network: Network, wanted: str | None) -> str | None:
-    """The endpoint's IPv4 address (None on an IPv6-only network)."""
-    if not network.subnet:
-        return None
-    if wanted:
-        return wanted                         # reserved in network_for()
-    return str(ctx.ipam.allocate(network.host or "global", ipaddress.IPv4Network(network.subnet)))
-
-
-def address6_for(ctx: BuildContext, network: Network, wanted: str | None) -> str | None:
-    """The endpoint's IPv6 address on an IPv6 network, next free in order as Docker's IPAM."""
-    if not network.subnet_v6:
-        return None
-    if wanted:
-        return wanted
-    return str(ctx.ipam.allocate(network.host or "global", ipaddress.IPv6Network(network.subnet_v6)))

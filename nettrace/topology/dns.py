@@ -137,7 +137,7 @@ def start(lab: Lab) -> int | None:
     import subprocess
     if not any(uses_embedded_dns(sb) for sb in lab.sandboxes.values()):
         return None
-    from nettrace.topology.builder import pidfile
+    from nettrace.topology.state import pidfile
     proc = subprocess.Popen([sys.executable, "-m", "nettrace.topology.dns", lab.name],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)

@@ -92,7 +92,7 @@ def start(lab: Lab) -> int | None:
     if not any(sb.listen for sb in lab.sandboxes.values()):
         return None
     from nettrace.errors import NettraceError
-    from nettrace.topology.builder import pidfile
+    from nettrace.topology.state import pidfile
     proc = subprocess.Popen([sys.executable, "-m", "nettrace.topology.listeners", lab.name],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)

@@ -30,7 +30,7 @@ import subprocess
 from dataclasses import dataclass
 
 from nettrace.errors import EnvironmentProblem, NettraceError
-from nettrace.topology import netns
+from nettrace.topology import netns, state
 from nettrace.topology.model import STATE_DIR, EngineVersion, GatewayMode, Lab
 
 DOCKER_PROXY = "/usr/sbin/docker-proxy"
@@ -92,7 +92,7 @@ def binary() -> str:
 
 
 def pidfile(lab: str, n: int) -> str:
-    return os.path.join(STATE_DIR, f"{lab}.proxy-{n}.pid")
+    return state.pidfile(lab, f"proxy-{n}")
 
 
 def start(lab: Lab) -> list[int]:

@@ -682,7 +682,7 @@ def _expect(doc: dict, file: str) -> ExpectSpec | None:
 def _cause_codes() -> list[str]:
     """The diagnosis's cause codes, when that package is installed (it owns the list)."""
     try:
-        from nettrace.diagnosis import Cause
+        from nettrace.diagnosis.model import Cause
     except ImportError:
         return []
     return [c.value for c in Cause]

@@ -1,16 +1,18 @@
 """Network drivers: each wires sandboxes to its kind of network out of Linux primitives.
 
-A driver has three steps, called by the builder:
+A driver (the `Driver` protocol in base.py) has three steps, called by the builder:
 `create_network(ctx, spec, host)` (bridge, overlay sandbox, macvlan parent...),
 `join(ctx, spec, sandbox, attachment)` (an Endpoint: veth pair or macvlan child), and
 `finish(ctx)` once every container is joined (overlay peer programming). The registry
-below maps Docker's driver names to them, like Mininet is handed its classes.
+below maps Docker's driver names to them, and SANDBOXES wires containers' namespaces;
+both are handed to the builder (`builder.up(spec, drivers=, sandboxes=)`), like Mininet is
+handed its classes. Drivers build with `nettrace.topology.context`, never the builder.
 """
 
 from __future__ import annotations
 
 from nettrace.errors import KernelFeatureMissing
-from nettrace.topology.drivers.base import Driver
+from nettrace.topology.drivers.base import Driver, NullDriver, SandboxWiring
 from nettrace.topology.drivers.bridge import BridgeDriver
 from nettrace.topology.drivers.macvlan import IpvlanDriver, MacvlanDriver
 from nettrace.topology.drivers.overlay import OverlayDriver
@@ -19,13 +21,13 @@ from nettrace.topology.spec import LabSpec
 
 DRIVERS: dict[str, Driver] = {
     "bridge": BridgeDriver(),
-    "host": Driver(),          # the container shares its host's namespace: nothing to wire
-    "null": Driver(),          # only lo
+    "host": NullDriver(),      # the container shares its host's namespace: nothing to wire
+    "null": NullDriver(),      # only lo
     "macvlan": MacvlanDriver(),
     "ipvlan": IpvlanDriver(),
     "overlay": OverlayDriver(),
-    "sandbox": SandboxDriver(),
 }
+SANDBOXES: SandboxWiring = SandboxDriver()
 
 
 def check_kernel_support(spec: LabSpec) -> None:

@@ -1,22 +1,56 @@
-"""The driver interface and the veth plumbing the bridge and overlay drivers share."""
+"""The driver interfaces and the veth plumbing the bridge and overlay drivers share.
+
+Drivers are handed to the builder (`builder.up(spec, drivers=..., sandboxes=...)`) and
+build with what `nettrace.topology.context` gives them; they never import the builder.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from nettrace.topology import netns
+from nettrace.topology.context import BuildContext
 from nettrace.topology.ipam import mac_for, mac_for_v6
 from nettrace.topology.model import Endpoint, Interface, Network, Role, Sandbox
+from nettrace.topology.spec import Attachment, ContainerSpec, NetworkSpec
 
 
-class Driver:
-    """A driver that creates nothing (host, none)."""
+@runtime_checkable
+class Driver(Protocol):
+    """A network driver, in the builder's three steps."""
 
-    def create_network(self, ctx, spec, host) -> None:
+    def create_network(self, ctx: BuildContext, spec: NetworkSpec, host: str | None) -> None:
+        """The network on `host` (None: swarm scope, one network across hosts)."""
+
+    def join(self, ctx: BuildContext, spec: NetworkSpec, sandbox: Sandbox,
+             att: Attachment) -> None:
+        """An endpoint of `sandbox` on the network (appended to `sandbox.endpoints`)."""
+
+    def finish(self, ctx: BuildContext) -> None:
+        """Once every container has joined (overlay peers, hairpin ports)."""
+
+
+@runtime_checkable
+class SandboxWiring(Protocol):
+    """Containers' namespaces: created before their networks join, finished after."""
+
+    def create_sandbox(self, ctx: BuildContext, ctr: ContainerSpec) -> Sandbox: ...
+
+    def finish_sandbox(self, ctx: BuildContext, sandbox: Sandbox, ctr: ContainerSpec) -> None:
+        ...
+
+
+class NullDriver:
+    """A driver that creates nothing (host, none): the base of the others."""
+
+    def create_network(self, ctx: BuildContext, spec: NetworkSpec, host: str | None) -> None:
         return None
 
-    def join(self, ctx, spec, sandbox: Sandbox, att) -> None:
+    def join(self, ctx: BuildContext, spec: NetworkSpec, sandbox: Sandbox,
+             att: Attachment) -> None:
         return None
 
-    def finish(self, ctx) -> None:
+    def finish(self, ctx: BuildContext) -> None:
         return None
 
 
@@ -36,8 +70,8 @@ def add_addresses(ipr, index: int, network: Network, ip: str | None,
     return prefixlen, prefixlen6
 
 
-def veth_endpoint(ctx, network: Network, sandbox: Sandbox, *, bridge_ns: str, bridge: str,
-                  host_ifname: str, ip: str | None, hairpin: bool,
+def veth_endpoint(ctx: BuildContext, network: Network, sandbox: Sandbox, *, bridge_ns: str,
+                  bridge: str, host_ifname: str, ip: str | None, hairpin: bool,
                   ip6: str | None = None) -> Endpoint:
     """A veth pair: `host_ifname` as a port of `bridge` in `bridge_ns`, ethN in the sandbox.
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 
 from nettrace.topology import firewall, netns
-from nettrace.topology.builder import (address6_for, address_for, network_for, random_mac,
-                                       short_hash)
-from nettrace.topology.drivers.base import IFA_F_NODAD, Driver, veth_endpoint
+from nettrace.topology.context import (address6_for, address_for, net_id, network_for,
+                                       random_mac, short_hash)
+from nettrace.topology.drivers.base import IFA_F_NODAD, NullDriver, veth_endpoint
 from nettrace.topology.model import GatewayMode, Interface, Role, Sandbox
 
 
-class BridgeDriver(Driver):
+class BridgeDriver(NullDriver):
     def create_network(self, ctx, spec, host) -> None:
         host_ns = ctx.lab.hosts[host].netns
-        from nettrace.topology.builder import net_id
         device = spec.bridge_name or f"br-{net_id(ctx.lab.name, spec.name)[:12]}"
         network = network_for(ctx, spec, host, device=device, netns_name=host_ns,
                               mtu=spec.mtu or 1500)

@@ -8,13 +8,13 @@ when no parent is given or the parent is a VLAN sub-interface). No iptables rule
 from __future__ import annotations
 
 from nettrace.topology import netns
-from nettrace.topology.builder import address6_for, address_for, network_for, short_hash
-from nettrace.topology.drivers.base import Driver, add_addresses
+from nettrace.topology.context import address6_for, address_for, network_for, short_hash
+from nettrace.topology.drivers.base import NullDriver, add_addresses
 from nettrace.topology.ipam import mac_for, mac_for_v6
 from nettrace.topology.model import Endpoint, Interface, Role, Sandbox
 
 
-class MacvlanDriver(Driver):
+class MacvlanDriver(NullDriver):
     kind = "macvlan"
 
     def create_network(self, ctx, spec, host) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from nettrace.topology import netns
-from nettrace.topology.builder import address6_for, address_for, network_for
-from nettrace.topology.drivers.base import Driver, add_addresses, veth_endpoint
+from nettrace.topology.context import address6_for, address_for, network_for
+from nettrace.topology.drivers.base import NullDriver, add_addresses, veth_endpoint
 from nettrace.topology.drivers.bridge import BridgeDriver
 from nettrace.topology.model import Interface, Role, Sandbox
 from nettrace.topology.spec import Attachment
@@ -24,7 +24,7 @@ VXLAN_PORT = 4789
 OVERLAY_OVERHEAD = 50
 
 
-class OverlayDriver(Driver):
+class OverlayDriver(NullDriver):
     def _state(self, ctx) -> dict:
         return ctx.driver_state.setdefault("overlay", {"vnis": set(), "sboxes": {}, "endpoints": []})
 

@@ -8,9 +8,6 @@ from nettrace.topology.spec import ContainerSpec
 
 
 class SandboxDriver:
-    def finish(self, ctx) -> None:
-        return None
-
     def create_sandbox(self, ctx, ctr: ContainerSpec) -> Sandbox:
         host = ctx.lab.hosts[ctr.host]
         if ctr.mode == "host":
