@@ -229,8 +229,11 @@ def paper_lab(spec):
         sb = Sandbox(c.name, "host", f"ns.{c.name}", published=[str(p) for p in c.publish])
         for i, att in enumerate(c.networks):
             net = lab.network(att.network)
-            ip = ipaddress.IPv4Network(net.subnet)[next_ip[net.name]]
-            next_ip[net.name] += 1
+            if att.ip:
+                ip = att.ip
+            else:
+                ip = ipaddress.IPv4Network(net.subnet)[next_ip[net.name]]
+                next_ip[net.name] += 1
             sb.endpoints.append(Endpoint(f"{c.name}-{net.name}", c.name, net.name, f"eth{i}",
                                          "02:42:00:00:00:00", str(ip), 24, 1500))
         lab.sandboxes[c.name] = sb

@@ -68,3 +68,7 @@ def test_nftables_paths_name_rules_with_their_comment(make_lab):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert 'filter-forward-out__bridge1 rule 2: counter accept comment "OUTGOING"' in \
         " ".join(ok.stdout.split())
+    # lab show lists the firewall in the profile's syntax
+    show = run_cli("lab", "show", lab.name, check=True).stdout
+    assert "(nft list table ip docker-bridges in" in show
+    assert 'comment "DROP DIRECT ACCESS"' in show and "-A DOCKER" not in show

@@ -110,5 +110,6 @@ def print_firewall(lab: Lab) -> None:
     from nettrace.topology import firewall
     con = console()
     for host in lab.hosts.values():
-        con.print(f"\n[bold]firewall of host {host.name}[/] (iptables-save in {host.netns})")
-        con.print(firewall.dump(host.netns) or "(no rules)", markup=False)
+        how, text = firewall.listing(lab, host)      # in the engine profile's own syntax
+        con.print(f"\n[bold]firewall of host {host.name}[/] ({how} in {host.netns})")
+        con.print(text or "(no rules)", markup=False)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from nettrace.topology.model import Host, Lab
 
 __all__ = ["DNS_IP", "Profile", "RenderedRule", "RulePurpose", "Ruleset", "apply_host",
-           "apply_sandboxes", "dns_ports", "dump", "profile_for", "reindex_host", "render_host",
-           "render_sandbox_dns"]
+           "apply_sandboxes", "dns_ports", "dump", "listing", "profile_for", "reindex_host",
+           "render_host", "render_sandbox_dns"]
 
 
 def profile_for(lab: "Lab") -> Profile:
@@ -50,9 +50,9 @@ def hairpin_nat(lab: "Lab") -> bool:
     """Whether the profile publishes ports with Docker's hairpin-NAT layout (userland proxy
     off: DNAT for loopback and same-bridge sources too), which needs hairpin on the bridge
     ports and route_localnet on the bridges; with the proxy layout, docker-proxy serves those
-    and Docker sets neither. Docker2010 renders the hairpin layout whatever the proxy setting."""
-    from nettrace.topology.firewall.docker2010 import Docker2010
-    return isinstance(profile_for(lab), Docker2010) or not lab.engine.userland_proxy
+    and Docker sets neither (20.10 as recorded on the real engine: hairpin off). Every
+    profile renders the layout `engine.userland_proxy` asks for."""
+    return not lab.engine.userland_proxy
 
 
 def render_host(lab: "Lab", host: "Host") -> str:
@@ -102,6 +102,11 @@ def apply_sandboxes(lab: "Lab") -> None:
         saved, listed = save.communicate()[0], listing.communicate()[0]
         lab.rules += index.zip_rules(sb.name, "ip", index.nft_handles(listed, "ip", ("nat",)),
                                      index.iptables_save_rules(saved), ruleset.rules)
+
+
+def listing(lab: "Lab", host: "Host") -> tuple[str, str]:
+    """(command, text): `host`'s rules as the kernel lists them in the profile's syntax."""
+    return profile_for(lab).listing(host)
 
 
 def dump(netns_name: str) -> str:

@@ -62,6 +62,10 @@ class Profile(Protocol):
         """Index what the host's namespace holds now (after the lab's own entries too)."""
         ...
 
+    def listing(self, host: "Host") -> tuple[str, str]:
+        """(how it was listed, the host's rules as the kernel has them, in this syntax)."""
+        ...
+
 
 class IptablesDoc:
     """Builds an iptables-restore document table by table, each rule with its purpose.

@@ -1,8 +1,11 @@
 """Docker 20.10's firewall (docker-drivers.md §7.1), iptables-nft in the host namespace.
 
-The userland proxy is off (hairpin mode): each network's FORWARD block is inserted above
-older ones, ICC-off drops are appended, internal networks get the two isolation drops, and
-a published port adds a DOCKER accept, a DNAT and a hairpin MASQUERADE.
+Each network's FORWARD block is inserted above older ones, ICC-off drops are appended,
+internal networks get the two isolation drops, and a published port adds a DOCKER accept, a
+DNAT and a hairpin MASQUERADE. The nat table follows `engine.userland_proxy`: with the proxy
+(Docker's default, the layout recorded on a real 20.10 engine in
+tests/fixtures/docker/recorded-facts.json) each bridge's own traffic and loopback are left to
+docker-proxy; without it (hairpin mode) the DNAT and LOCAL-source MASQUERADE cover them.
 """
 
 from __future__ import annotations
@@ -63,13 +66,19 @@ class Docker2010:
         f("DOCKER-ISOLATION-STAGE-2", "-j RETURN", P.ISOLATION)
         f("DOCKER-USER", "-j RETURN", P.DOCKER_USER)
 
-        # nat: userland proxy off -> OUTPUT covers loopback too, and LOCAL sources are masqueraded
+        # nat. Userland proxy off (hairpin mode): OUTPUT covers loopback too, LOCAL sources
+        # are masqueraded, and the DNAT takes packets from the bridge itself, so containers
+        # reach published ports through the host's address without a proxy. Userland proxy
+        # on (Docker's default): loopback and each bridge's own traffic are left to
+        # docker-proxy (`-i <br> -j RETURN`, `! -i <br>` on the DNAT), as recorded on 20.10.
+        proxy = lab.engine.userland_proxy
         doc.table("nat", builtin_policies("nat"), ["DOCKER"])
         t = lambda chain, spec, purpose, net=None: doc.add("nat", chain, spec, purpose, net)
         t("PREROUTING", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
-        t("OUTPUT", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
+        t("OUTPUT", ("! -d 127.0.0.0/8 " if proxy else "") + "-m addrtype --dst-type LOCAL -j DOCKER",
+          P.DISPATCH)
         for n in newest_first:
-            if not n.internal:
+            if not n.internal and not proxy:
                 t("POSTROUTING", f"-o {n.device} -m addrtype --src-type LOCAL -j MASQUERADE",
                   P.HAIRPIN, n.name)
         for n in newest_first:
@@ -79,11 +88,14 @@ class Docker2010:
         for p in ports:
             t("POSTROUTING", f"-s {p.ip}/32 -d {p.ip}/32 -p {p.proto} -m {p.proto} "
                              f"--dport {p.port} -j MASQUERADE", P.HAIRPIN, p.network.name)
-        # Hairpin mode: no `-i <br> -j RETURN` and no `! -i <br>` on the DNAT, so containers
-        # reach published ports through the host's address without a proxy.
+        if proxy:
+            for n in newest_first:
+                if not n.internal:
+                    t("DOCKER", f"-i {n.device} -j RETURN", P.DISPATCH, n.name)
         for p in ports:
             dst = f"-d {p.host_ip}/32 " if p.host_ip else ""
-            t("DOCKER", f"{dst}-p {p.proto} -m {p.proto} --dport {p.host_port} "
+            src = f"! -i {p.network.device} " if proxy else ""
+            t("DOCKER", f"{dst}{src}-p {p.proto} -m {p.proto} --dport {p.host_port} "
                         f"-j DNAT --to-destination {p.ip}:{p.port}", P.DNAT, p.network.name)
         return doc.ruleset()
 
@@ -92,3 +104,7 @@ class Docker2010:
 
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
         return index.read_iptables(host.name, host.netns, ruleset.rules)
+
+    def listing(self, host: Host) -> tuple[str, str]:
+        from nettrace.topology.firewall import dump
+        return "iptables-save", dump(host.netns)

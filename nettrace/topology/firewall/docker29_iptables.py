@@ -154,3 +154,7 @@ class Docker29Iptables:
             rules += index.read_iptables(host.name, host.netns, ruleset.ipv6.rules, family="ip6")
         return rules
 
+    def listing(self, host: Host) -> tuple[str, str]:
+        from nettrace.topology.firewall import dump
+        return "iptables-save", dump(host.netns)
+

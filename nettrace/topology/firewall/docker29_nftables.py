@@ -165,6 +165,13 @@ class Docker29Nftables:
             netns.run(host.netns, ["nft", "-f", "-"], input=ruleset.ipv6.document)
         return self.read(lab, host, ruleset)
 
+    def listing(self, host: Host) -> tuple[str, str]:
+        from nettrace.topology.firewall import dump
+        text = netns.run(host.netns, ["nft", "list", "table", "ip", TABLE], check=False).stdout
+        users = dump(host.netns)                  # the lab's own iptables entries, if any
+        return f"nft list table ip {TABLE}", text.rstrip() + (
+            "\n" + users if "-A " in users else "")
+
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
         # the lab's own entries are iptables commands: index those tables too (user rules)
         rules = index.read_nft_table(host.name, host.netns, "ip", TABLE, ruleset.rules)
