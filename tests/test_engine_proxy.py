@@ -203,6 +203,7 @@ def test_loopback_and_hairpin_reach_the_published_port_through_docker_proxy(make
 @pytest.mark.parametrize("profile,hairpin", [
     ({}, False),                                         # 29, proxy on: docker-proxy serves
     ({"userland_proxy": False}, True),                   # hairpin-NAT layout
+    ({"version": "20.10"}, False),                       # 20.10, proxy on (recorded)
     ({"version": "20.10", "userland_proxy": False}, True)])
 def test_bridge_hairpin_and_route_localnet_only_with_hairpin_nat(profile, hairpin):
     """Docker sets route_localnet=1 on the bridge and hairpin on its ports only with the
