@@ -167,6 +167,26 @@ def test_fault_cause_without_name_or_words(ref, worker_tag, tmp_path):
     assert got.cause == s.expect.cause, f"{got.verdict}\n{got.summary}"
 
 
+# Faults whose lab sets no engine and no DOCKER-USER entry, run again under Docker 29's
+# nftables backend: other tables, chains and rule texts, the same cause in Docker's terms
+# (the diagnosis reads rule purposes, not one profile's chain names).
+NFTABLES = ["faults/isolation-icmp", "faults/icc-disabled-tcp", "faults/internal-inbound",
+            "faults/no-listener-published", "faults/port-not-published", "faults/ip-forward-off",
+            "faults/mtu-underlay", "faults/vxlan-blocked"]
+
+
+@needs_root
+@pytest.mark.parametrize("ref", NFTABLES)
+def test_fault_cause_under_nftables_backend(ref, worker_tag):
+    doc, s = _doc(ref)
+    assert "engine" not in doc
+    doc["engine"] = {"version": "29", "firewall": "nftables"}
+    start = time.perf_counter()
+    got = _trace(doc, s.file, f"fn{worker_tag}{NFTABLES.index(ref)}", s.trace)
+    TIMES[f"{ref} (nftables)"] = time.perf_counter() - start
+    assert got.cause == s.expect.cause, f"{got.verdict}\n{got.summary}"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def patient_nft_trace():
     """`nft monitor trace` lines lag on a loaded machine (8 helpers on 2 cores): wait up to
