@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from nettrace.topology import netns
 from nettrace.topology.firewall.base import Profile, RenderedRule, Ruleset
+from nettrace.topology.firewall.saved import dump
 from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.firewall.sandbox_dns import DNS_IP, dns_ports, render_sandbox_dns
 
@@ -107,11 +108,3 @@ def apply_sandboxes(lab: "Lab") -> None:
 def listing(lab: "Lab", host: "Host") -> tuple[str, str]:
     """(command, text): `host`'s rules as the kernel lists them in the profile's syntax."""
     return profile_for(lab).listing(host)
-
-
-def dump(netns_name: str) -> str:
-    """The namespace's rules as iptables-save prints them, without counters or comments."""
-    out = netns.run(netns_name, ["iptables-save"], check=False).stdout
-    keep = [ln if not ln.startswith(":") else ln.split(" [")[0]
-            for ln in out.splitlines() if ln and not ln.startswith("#")]
-    return "\n".join(keep)

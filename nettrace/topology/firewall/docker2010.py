@@ -106,5 +106,5 @@ class Docker2010:
         return index.read_iptables(host.name, host.netns, ruleset.rules)
 
     def listing(self, host: Host) -> tuple[str, str]:
-        from nettrace.topology.firewall import dump
+        from nettrace.topology.firewall.saved import dump
         return "iptables-save", dump(host.netns)

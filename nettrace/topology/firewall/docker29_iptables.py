@@ -155,6 +155,6 @@ class Docker29Iptables:
         return rules
 
     def listing(self, host: Host) -> tuple[str, str]:
-        from nettrace.topology.firewall import dump
+        from nettrace.topology.firewall.saved import dump
         return "iptables-save", dump(host.netns)
 

@@ -166,7 +166,7 @@ class Docker29Nftables:
         return self.read(lab, host, ruleset)
 
     def listing(self, host: Host) -> tuple[str, str]:
-        from nettrace.topology.firewall import dump
+        from nettrace.topology.firewall.saved import dump
         text = netns.run(host.netns, ["nft", "list", "table", "ip", TABLE], check=False).stdout
         users = dump(host.netns)                  # the lab's own iptables entries, if any
         return f"nft list table ip {TABLE}", text.rstrip() + (
