@@ -6,7 +6,7 @@ scenario are named at its top): iptables fixtures hold the document's `iptables 
 blocks (`-P`/`-N`/`-A` per table, as `iptables -S` prints them), nftables fixtures the
 document's full `table ip docker-bridges` listing.
 
-Normalisation (documented in tests/fixtures/moby-rules/README.md):
+Normalisation (the fixtures and their sources: tests/fixtures/moby-rules/README.md):
   * interface and address names: none needed. The labs use the documents' own bridge
     names (`bridge1`, `bridgeICC`, `bridgeNoICC`, via com.docker.network.bridge.name) and
     subnets (192.0.2.0/24, 198.51.100.0/24), and docker0 is 172.17.0.0/16 as in Docker.
