@@ -31,6 +31,7 @@ TRACE_TIMEOUT = 5.0          # ARP gives up after ~3 s; complete paths return as
 RENAMED = ["faults/icc-disabled", "faults/conntrack-invalid", "faults/mtu-underlay",
            "faults/no-listener-published"]
 TIMES: dict[str, float] = {}
+FIXES_CHECKED: list[str] = []            # "<case>: <edits>" of every fix applied and re-traced
 
 # Cases the diagnosis does not get right yet (reported to helper `diagnosis` in
 # /work/shared/notes/faults-for-diagnosis.md). strict: the day one passes, this fails and
@@ -149,6 +150,7 @@ def test_fault_cause_and_fixes(ref, worker_tag):
             report.append(f"  fix {k} {[str(e) for e in fx.lab]} -> {after.cause}: "
                           f"{after.verdict}")
             assert after.cause == s.expect.fixed, "\n".join(report + [f"    {after.summary}"])
+            FIXES_CHECKED.append(f"{ref}: {'; '.join(str(e) for e in fx.lab)}")
     finally:
         TIMES[ref] = time.perf_counter() - start
 
@@ -213,7 +215,8 @@ def print_run_time(request):
     if not TIMES:
         return
     lines = [f"fault catalogue: {len(TIMES)} runs in {total:.1f} s (each: lab up, trace, "
-             f"diagnose, then the same for every fix)"] + \
+             f"diagnose, then the same for every fix); {len(FIXES_CHECKED)} fixes applied, "
+             f"re-traced and found to work"] + \
         [f"  {t:6.1f} s  {ref}" for ref, t in sorted(TIMES.items(), key=lambda x: -x[1])]
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():
