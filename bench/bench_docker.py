@@ -27,6 +27,7 @@ from benchlib import facts  # noqa: E402
 
 from nettrace.docker import engine as docker_engine  # noqa: E402
 from nettrace.docker.discover import discover  # noqa: E402
+from nettrace.inject.request import InjectRequest  # noqa: E402
 
 NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
 
@@ -116,7 +117,7 @@ def time_first_trace_on(eng) -> tuple[float | None, str]:
     t1 = time.perf_counter()
     with Tracer(lab) as tr:
         t2 = time.perf_counter()
-        path = tr.path("b1", "b2")[0]
+        path = tr.path(InjectRequest("b1", "b2"))[0]
         t3 = time.perf_counter()
     print(f"  in-process: discovery {t1 - t0:.2f} s, Tracer open {t2 - t1:.2f} s "
           f"(bcc compile {tr.timings.get('compile', 0):.2f} s, attach "

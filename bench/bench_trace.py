@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import ensure_tracefs, median, p95, peak_rss_mib, say  # noqa: E402
 from nettrace.topology import builder, netns, spec  # noqa: E402
+from nettrace.inject.request import InjectRequest  # noqa: E402
 
 LAB = "benchtr"
 NETTRACE = os.path.join(os.path.dirname(sys.executable), "nettrace")
@@ -158,11 +159,11 @@ def start_times(lab, runs: int = 5) -> None:
 
 
 def further_paths(tr, n: int = 30) -> None:
-    tr.path("c1", "c2")
+    tr.path(InjectRequest("c1", "c2"))
     times = []
     for _ in range(n):
         t0 = time.monotonic()
-        (p,) = tr.path("c1", "c2")
+        (p,) = tr.path(InjectRequest("c1", "c2"))
         times.append(time.monotonic() - t0)
         assert p.verdict.kind == "delivered" and p.reply is not None
     say(f"further path, long-lived tracer: median {median(times) * 1000:.0f} ms, p95 "
@@ -324,8 +325,9 @@ def memory(lab) -> None:
     one_shot = usage.ru_maxrss / 1024
     code = ("import resource, sys; from nettrace.topology.model import load_lab; "
             "from nettrace.trace import Tracer; lab = load_lab(sys.argv[1]);\n"
+            "from nettrace.inject.request import InjectRequest\n"
             "with Tracer(lab) as tr:\n"
-            "    for _ in range(200): tr.path('c1', 'c2')\n"
+            "    for _ in range(200): tr.path(InjectRequest('c1', 'c2'))\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code, LAB], capture_output=True, text=True)
     long_lived = int(out.stdout.strip().splitlines()[-1]) / 1024 if out.returncode == 0 else None

@@ -13,6 +13,7 @@ import pytest
 from conftest import needs_root, run_cli
 from nettrace.errors import SpecError
 from nettrace.trace import bundle
+from nettrace.inject.request import InjectRequest
 
 
 @needs_root
@@ -28,7 +29,7 @@ def test_offline_assembly_of_a_live_bundle_equals_the_live_paths(labs, tmp_path)
         lab = labs(lab_name, as_name=f"bu-{lab_name}")
         with Tracer(lab) as tr:
             tr.records = []
-            live = tr.path(src, dst, proto=proto, count=2)
+            live = tr.path(InjectRequest(src, dst, proto=proto, count=2))
         saved = bundle.Bundle.of_lab(lab, tr.names)
         saved.traces = tr.records
         file = str(tmp_path / f"{lab_name}.bundle.json.gz")

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import run_cli
 from nettrace.views.paths import verdict_line
+from nettrace.inject.request import InjectRequest
 
 pytest_plugins = ["conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -46,8 +47,8 @@ def trace(lab, src, dst, proto, dport):
     """Trace twice and keep the second: the first may wait on ARP (neighbour resolution)."""
     from nettrace.trace import Tracer
     with Tracer(lab) as tr:
-        tr.path(src, dst, proto=proto, dport=dport)
-        return tr.path(src, dst, proto=proto, dport=dport)[0]
+        tr.path(InjectRequest(src, dst, proto=proto, dport=dport))
+        return tr.path(InjectRequest(src, dst, proto=proto, dport=dport))[0]
 
 
 def firewall_state(ns: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ import yaml
 
 from conftest import needs_root
 from nettrace.topology import spec
+from nettrace.inject.request import InjectRequest
 
 CATALOGUE = spec.fault_labs()
 TRACE_TIMEOUT = 5.0          # ARP gives up after ~3 s; complete paths return as soon as seen
@@ -81,8 +82,9 @@ def _trace(doc: dict, file: str, lab_name: str, trace: spec.TraceSpec,
             want = size or trace.size
             if want and sender_mtu and want > sender_mtu:
                 want = sender_mtu              # the sender's stack never sends more
-            paths = tr.path(trace.src, trace.dst, proto=trace.proto, dport=trace.dport,
-                            timeout=TRACE_TIMEOUT, size=want, df=trace.df)
+            paths = tr.path(InjectRequest(trace.src, trace.dst, proto=trace.proto,
+                                          dport=trace.dport, size=want, df=trace.df),
+                            timeout=TRACE_TIMEOUT)
         from nettrace.views.paths import verdict_line
         path = paths[0]
         d = diagnose(path, lab)

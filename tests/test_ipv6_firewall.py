@@ -12,6 +12,7 @@ from conftest import needs_root
 from nettrace.topology import firewall, netns, spec
 from nettrace.topology.firewall.purposes import RulePurpose
 from nettrace.topology.model import Endpoint, Host, Lab, Network, Sandbox, Scope
+from nettrace.inject.request import InjectRequest
 
 TWO_NETS = """
 engine: {{version: "{version}"}}
@@ -109,7 +110,7 @@ def test_published_port_answers_over_ipv6_through_the_dnat(make_lab, backend):
             netns.run(host.netns, ["nft", "list", "table", "ip6", "docker-bridges"]).stdout
     assert any(r.family == "ip6" and r.purpose == RulePurpose.DNAT for r in lab.rules)
     with Tracer(lab) as tr:
-        (p,) = tr.path("client", f"[{host.address6}]:8080", proto=None)
+        (p,) = tr.path(InjectRequest("client", f"[{host.address6}]:8080", proto=None))
     assert p.verdict.kind == "delivered" and p.verdict.reason == "answered: SYN-ACK"
     dnat = next(h for h in p.hops if h.changes and "(DNAT)" in " ".join(h.changes))
     assert dnat.host == "host" and dnat.hook == "PRE_ROUTING"
@@ -130,8 +131,8 @@ def test_ipv6_isolation_depends_on_the_profile(make_lab, version, expected):
     from nettrace.trace import Tracer
     lab = make_lab(text=TWO_NETS.format(version=version), name=f"iso6-{version.replace('.', '')}")
     with Tracer(lab) as tr:
-        (v4,) = tr.path("c1", "c3")
-        (v6,) = tr.path("c1", "c3", family=6)
+        (v4,) = tr.path(InjectRequest("c1", "c3"))
+        (v6,) = tr.path(InjectRequest("c1", "c3", family=6))
     assert v4.verdict.kind == "dropped"
     assert v6.verdict.kind == expected, v6.verdict
     if expected == "dropped":

@@ -13,6 +13,7 @@ from nettrace.inject import frames
 from nettrace.inject.fingerprint import K_FLOW, K_ICMP, K_ND, K_PORT, FingerprintFactory
 from nettrace.trace.assemble import REPLY, REQUEST, classify
 from nettrace.trace.events import ETH_P_IPV6, parse_headers
+from nettrace.inject.request import InjectRequest
 
 
 def test_ipv6_fingerprints_keys_and_packets():
@@ -85,7 +86,7 @@ def _seq(path):
 @needs_root
 def test_icmpv6_echo_hop_by_hop_and_reply(tracer6):
     tr, lab = tracer6
-    (p,) = tr.path("c1", "c2", family=6)
+    (p,) = tr.path(InjectRequest("c1", "c2", family=6))
     br = lab.network("dual").device
     c1, c2 = lab.sandbox("c1"), lab.sandbox("c2")
     v1, v2 = c1.endpoints[0].host_ifname, c2.endpoints[0].host_ifname
@@ -108,7 +109,7 @@ def test_icmpv6_echo_hop_by_hop_and_reply(tracer6):
 @needs_root
 def test_neighbour_discovery_traced_like_arp(tracer6):
     tr, lab = tracer6
-    (p,) = tr.path("c1", "c2", proto="nd")
+    (p,) = tr.path(InjectRequest("c1", "c2", proto="nd"))
     assert p.verdict.kind == "delivered"
     assert p.hops[0].packet.info == "neighbor-solicit fd00:40::4"
     assert p.hops[0].packet.dst == "ff02::1:ff00:4"                  # solicited-node multicast
@@ -121,10 +122,10 @@ def test_neighbour_discovery_traced_like_arp(tracer6):
 @needs_root
 def test_tcp_and_udp_over_ipv6_answered_by_the_kernel(tracer6):
     tr, _lab = tracer6
-    (tcp,) = tr.path("c1", "[fd00:40::4]:80", proto=None)
+    (tcp,) = tr.path(InjectRequest("c1", "[fd00:40::4]:80", proto=None))
     assert tcp.proto == "tcp" and tcp.verdict.reason == "answered: RST-ACK"
     assert tcp.hops[0].packet.info == "SYN" and tcp.hops[0].packet.dport == 80
-    (udp,) = tr.path("c1", "c2", proto="udp", dport=53, family=6)
+    (udp,) = tr.path(InjectRequest("c1", "c2", proto="udp", dport=53, family=6))
     assert udp.verdict.kind == "delivered"
     assert udp.reply is not None and udp.reply.hops[0].packet.info == "dest-unreach"
     assert udp.reply.hops[0].packet.proto == "ipv6-icmp"
@@ -168,7 +169,7 @@ def tracer_ov6():
 def test_overlay_carries_ipv6_inside_vxlan(tracer_ov6):
     """An IPv6 echo between hosts: inner IPv6 through br0, VXLAN (VNI) over the IPv4 underlay."""
     tr, lab = tracer_ov6
-    (p,) = tr.path("o1", "o2", family=6)
+    (p,) = tr.path(InjectRequest("o1", "o2", family=6))
     assert p.verdict.kind == "delivered" and p.verdict.reason == "answered: echo-reply"
     places = [(h.sandbox or h.host, h.device) for h in p.hops if h.role]
     vni = lab.network("ov").vni
@@ -184,7 +185,7 @@ def test_overlay_carries_ipv6_inside_vxlan(tracer_ov6):
 @needs_root
 def test_macvlan_ipv6_children_through_the_parent(tracer_ov6):
     tr, _lab = tracer_ov6
-    (p,) = tr.path("m1", "m2", family=6)
+    (p,) = tr.path(InjectRequest("m1", "m2", family=6))
     assert p.verdict.kind == "delivered"
     seq = [(h.sandbox or h.host, h.device, h.point.value) for h in p.hops if h.role]
     assert seq[0] == ("m1", "eth0", "nf:LOCAL_OUT")
@@ -203,8 +204,8 @@ def test_ipv6_only_lab(labs):
     assert all(ep.ipv4 is None and ep.ipv6 for sb in lab.sandboxes.values() for ep in sb.endpoints)
     assert lab.network("v6net").subnet is None and lab.network("v6net").gateway is None
     with Tracer(lab) as tr:
-        (echo,) = tr.path("c1", "c2", proto=None)
-        (syn,) = tr.path("client", f"[{lab.hosts['host'].address6}]:8080", proto=None)
+        (echo,) = tr.path(InjectRequest("c1", "c2", proto=None))
+        (syn,) = tr.path(InjectRequest("client", f"[{lab.hosts['host'].address6}]:8080", proto=None))
     assert echo.hops[0].packet.src == lab.sandbox("c1").ip6()
     assert echo.verdict.reason == "answered: echo-reply"
     assert syn.verdict.kind == "delivered" and syn.verdict.reason == "answered: SYN-ACK"

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import needs_root, run_cli
 from nettrace.views.paths import verdict_line
+from nettrace.inject.request import InjectRequest
 
 pytestmark = [needs_root, pytest.mark.slow]
 
@@ -90,7 +91,7 @@ def test_bridge_hop_sequence_and_reply(traced, engine):
     from nettrace.trace.assemble import device_sequence
     tr = traced("bridge", engine)
     lab = tr.lab
-    p = one(tr.path("c1", "c2", proto="icmp"))
+    p = one(tr.path(InjectRequest("c1", "c2", proto="icmp")))
     assert p.verdict.kind == "delivered" and p.verdict.where == "c2"
     assert device_sequence(p) == ["c1:eth0", f"host:{veth_of(lab, 'c1')}", "host:docker0",
                                   f"host:{veth_of(lab, 'c2')}", "c2:eth0"]
@@ -122,21 +123,21 @@ def test_bridge_udp_and_tcp_reply_kinds(traced):
     import time
     from nettrace.topology import netns
     tr = traced("bridge")
-    tcp = one(tr.path("c1", "c2", proto="tcp", dport=80))
+    tcp = one(tr.path(InjectRequest("c1", "c2", proto="tcp", dport=80)))
     assert tcp.verdict.kind == "delivered" and tcp.verdict.reason == "answered: RST-ACK"
     assert tcp.reply is not None and tcp.reply.hops[0].packet.info == "RST-ACK"
     server = netns.popen(tr.lab.sandboxes["c2"].netns, ["busybox", "nc", "-l", "-p", "8081"],
                          stdout=sp.DEVNULL, stderr=sp.DEVNULL)
     try:
         time.sleep(0.2)
-        syn = one(tr.path("c1", "c2", proto="tcp", dport=8081))
+        syn = one(tr.path(InjectRequest("c1", "c2", proto="tcp", dport=8081)))
         assert syn.verdict.reason == "answered: SYN-ACK"
         assert syn.hops[-1].point == "consume" and syn.hops[-1].sandbox == "c2"
         assert [h.packet.info for h in syn.reply.hops if h.packet][0] == "SYN-ACK"
     finally:
         server.kill()
         server.wait()
-    udp = one(tr.path("c1", "c2", proto="udp", dport=9999))
+    udp = one(tr.path(InjectRequest("c1", "c2", proto="udp", dport=9999)))
     assert udp.verdict.kind == "delivered"
     assert udp.reply is not None and udp.reply.hops[0].packet.info == "dest-unreach"
 
@@ -144,9 +145,9 @@ def test_bridge_udp_and_tcp_reply_kinds(traced):
 def test_bridge_further_path_is_fast(traced):
     import time
     tr = traced("bridge")
-    tr.path("c1", "c2")
+    tr.path(InjectRequest("c1", "c2"))
     t0 = time.monotonic()
-    p = one(tr.path("c1", "c2"))
+    p = one(tr.path(InjectRequest("c1", "c2")))
     assert p.verdict.kind == "delivered"
     assert time.monotonic() - t0 < 0.1 * 3      # target 0.1 s; margin for a loaded CI machine
 
@@ -154,7 +155,7 @@ def test_bridge_further_path_is_fast(traced):
 @pytest.mark.parametrize("engine", ["29", "20.10"])
 def test_user_bridges_isolation_drop_names_the_rule(traced, engine):
     tr = traced("user-bridges", engine)
-    p = one(tr.path("c1", "c3"))
+    p = one(tr.path(InjectRequest("c1", "c3")))
     assert p.verdict.kind == "dropped"
     rule = p.verdict.rule
     assert rule is not None and rule.verdict == "drop"
@@ -177,7 +178,7 @@ def test_icc_off_drop_names_its_rule(traced, engine):
     tr = traced("icc-off", engine)
     lab = tr.lab
     bridge = lab.network("noicc").device
-    p = one(tr.path("c1", "c2"))
+    p = one(tr.path(InjectRequest("c1", "c2")))
     assert p.verdict.kind == "dropped"
     rule = p.verdict.rule
     assert rule is not None and rule.verdict == "drop"
@@ -191,14 +192,14 @@ def test_icc_off_drop_names_its_rule(traced, engine):
 @pytest.mark.parametrize("engine", ["29", "20.10"])
 def test_internal_egress_dropped(traced, engine):
     tr = traced("internal", engine)
-    p = one(tr.path("c1", "client"))
+    p = one(tr.path(InjectRequest("c1", "client")))
     assert p.verdict.kind == "dropped"
     if engine == "29":      # no default route in an internal network: the stack refuses
         assert "no route" in p.verdict.reason
     else:                   # 20.10 gives one (via the gateway): the firewall drops it
         assert p.verdict.rule is not None and p.verdict.rule.chain == "DOCKER-ISOLATION-STAGE-1"
     # a frame sent to the bridge anyway is dropped by the internal network's rule
-    p = one(tr.path("c1", "client", layer="l2"))
+    p = one(tr.path(InjectRequest("c1", "client", layer="l2")))
     assert p.verdict.kind == "dropped"
     rule = p.verdict.rule
     assert rule is not None
@@ -213,7 +214,7 @@ def test_published_port_dnat_and_un_nat(traced):
     lab = tr.lab
     web_ip = lab.sandboxes["web"].ip()
     host_ip = lab.hosts["host"].address
-    p = one(tr.path("client", "host:8080", proto="tcp"))
+    p = one(tr.path(InjectRequest("client", "host:8080", proto="tcp")))
     pre = hop(p, "nf:PRE_ROUTING", "host")
     assert f"dst {host_ip}:8080 -> {web_ip}:80 (DNAT)" in pre.changes
     assert pre.rule is not None and pre.rule.table == "nat" and "dnat to" in pre.rule.rule
@@ -226,7 +227,7 @@ def test_published_port_dnat_and_un_nat(traced):
 def test_egress_masquerade(traced):
     tr = traced("published-port")
     lab = tr.lab
-    p = one(tr.path("c1", "client"))
+    p = one(tr.path(InjectRequest("c1", "client")))
     post = [h for h in p.hops if h.point == "nf:POST_ROUTING" and h.host == "host" and h.changes]
     assert post, [(h.place, h.point, h.changes) for h in p.hops]
     c1_ip, host_ip = lab.sandboxes["c1"].ip(), lab.hosts["host"].address
@@ -238,7 +239,7 @@ def test_egress_masquerade(traced):
 def test_overlay_vxlan_across_the_underlay(traced):
     tr = traced("overlay")
     lab = tr.lab
-    p = one(tr.path("c1", "c2"))
+    p = one(tr.path(InjectRequest("c1", "c2")))
     assert p.verdict.kind == "delivered" and p.verdict.where == "c2"
     vx = [h for h in p.hops if h.device == "vxlan0"]
     assert [h.point for h in vx] == ["tp:net_dev_queue", "tp:netif_receive_skb"]
@@ -255,11 +256,11 @@ def test_overlay_vxlan_across_the_underlay(traced):
 
 def test_macvlan_receive_hop_and_arp(traced):
     tr = traced("macvlan")
-    p = one(tr.path("m1", "m2"))
+    p = one(tr.path(InjectRequest("m1", "m2")))
     assert p.verdict.kind == "delivered"
     rx = hop(p, "tc:ingress", "m2")                 # invisible to tracepoints
     assert rx.device == "eth0" and rx.role == "container"
-    arp = one(tr.path("m1", "m2", proto="arp"))
+    arp = one(tr.path(InjectRequest("m1", "m2", proto="arp")))
     assert arp.verdict.kind == "delivered"
     assert any(h.sandbox == "m2" for h in arp.hops)
     assert arp.hops[0].packet.info.startswith("who-has")
@@ -353,14 +354,14 @@ def test_exception_inside_tracer_removes_nftrace_rules_and_probes(labs):
 def test_host_and_none_network_modes(traced, labs):
     from nettrace.errors import NettraceError
     tr = traced("host")
-    p = one(tr.path("hostc", "c1"))              # sent from the Docker host's namespace
+    p = one(tr.path(InjectRequest("hostc", "c1")))              # sent from the Docker host's namespace
     assert p.verdict.kind == "delivered" and p.verdict.where == "c1"
     assert p.hops[0].host == "host" and p.hops[0].sandbox is None
-    back = one(tr.path("c1", "hostc"))
+    back = one(tr.path(InjectRequest("c1", "hostc")))
     assert back.verdict.kind == "delivered" and back.verdict.where == "host"
     tr_none = traced("none")
     with pytest.raises(NettraceError, match="no network interface"):
-        tr_none.path("lonely", "c1")
+        tr_none.path(InjectRequest("lonely", "c1"))
 
 
 def test_two_tracers_share_the_netfilter_hooks(traced, labs):
@@ -376,7 +377,7 @@ def test_two_tracers_share_the_netfilter_hooks(traced, labs):
             assert second.nft.table != first_table
             tables = _nft_tables(host_ns)
             assert first_table in tables and second.nft.table in tables
-            p = one(second.path("c1", "c2"))
+            p = one(second.path(InjectRequest("c1", "c2")))
             assert p.verdict.kind == "delivered"
             assert [h.verdict for h in p.hops if h.point == "nf:FORWARD"] == ["accept"]
             assert any(h.rule for h in p.hops if h.point == "nf:FORWARD"), "no rule attributed"
@@ -386,5 +387,5 @@ def test_two_tracers_share_the_netfilter_hooks(traced, labs):
         assert first_table in tables and second_table not in tables
     finally:
         first.probes.detach(("tp", "nf"))
-    again = one(first.path("c1", "c2"))         # the first still attributes rules
+    again = one(first.path(InjectRequest("c1", "c2")))         # the first still attributes rules
     assert any(h.rule for h in again.hops if h.point == "nf:FORWARD"), "first lost its table"

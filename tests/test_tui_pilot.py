@@ -16,6 +16,7 @@ import pytest
 
 from conftest import needs_tool, run_cli
 from nettrace.errors import NettraceError
+from nettrace.inject.request import InjectRequest
 from tui.app import make_app
 from tui.sample import bridge_ping, isolation_drop, many_paths, sample_lab
 from tui.screens.inject import InjectScreen, parse_form
@@ -140,20 +141,34 @@ async def test_packet_detail_dissects_and_steps_through_hops():
 
 
 def test_parse_form_names_the_field():
-    assert parse_form("c1", "c2", "icmp", "", "1").dst == "c2"
-    req = parse_form("client", "192.168.50.11:8080", "tcp", "", "3")
+    """The form's text becomes an InjectRequest checked by the one check of every request
+    (resolve_request, as `nettrace path` and Tracer.path); errors start with the field's
+    label, also for what only the lab can tell (a node that is not in it, the same node)."""
+    lab, port = sample_lab("bridge"), sample_lab("published-port")
+    assert parse_form(lab, "c1", "c2", "icmp", "", "1") == InjectRequest("c1", "c2", "icmp")
+    req = parse_form(port, "client", "192.168.50.11:8080", "tcp", "", "3")
     assert (req.src, req.proto, req.dport, req.count) == ("client", "tcp", None, 3)
-    assert parse_form("c1", "c2", "udp", "53", "1").dport == 53
-    for args, field in [((None, "c2", "icmp", "", "1"), "source"),
-                        (("c1", " ", "icmp", "", "1"), "destination"),
-                        (("c1", "c2", "sctp", "", "1"), "protocol"),
-                        (("c1", "c2", "udp", "0", "1"), "port"),
-                        (("c1", "c2", "icmp", "80", "1"), "port"),
-                        (("c1", "c2:x", "tcp", "", "1"), "destination"),
-                        (("c1", "c2:80", "tcp", "81", "1"), "port"),
-                        (("c1", "c2", "icmp", "", "0"), "count")]:
-        with pytest.raises(NettraceError, match=f"^{field}:"):
-            parse_form(*args)
+    assert parse_form(lab, "c1", "c2", "udp", "53", "1").dport == 53
+    assert parse_form(lab, "c1", " c2:80 ", "tcp", "80", "2") == \
+        InjectRequest("c1", "c2:80", "tcp", 80, 2)
+    for args, field, words in [
+            ((None, "c2", "icmp", "", "1"), "source", "SRC"),
+            (("c9", "c2", "icmp", "", "1"), "source", "SRC 'c9' is not a container"),
+            (("c1", " ", "icmp", "", "1"), "destination", "DST"),
+            (("c1", "c9", "icmp", "", "1"), "destination", "DST 'c9' is not a container"),
+            (("c1", "c1", "icmp", "", "1"), "destination", "are the same node"),
+            (("c1", "127.0.0.1", "icmp", "", "1"), "destination", "a loopback address"),
+            (("c1", "c2", "sctp", "", "1"), "protocol", "'sctp'"),
+            (("c1", "c2", "udp", "0", "1"), "port", "1-65535 (not 0)"),
+            (("c1", "c2", "udp", "x", "1"), "port", "a number, not 'x'"),
+            (("c1", "c2", "icmp", "80", "1"), "port", "icmp has no ports"),
+            (("c1", "c2:x", "tcp", "", "1"), "destination", "the port after ':'"),
+            (("c1", "c2:80", "tcp", "81", "1"), "port", "contradicts"),
+            (("c1", "c2", "icmp", "", "0"), "count", "1-1000 (not 0)"),
+            (("c1", "c2", "icmp", "", "1001"), "count", "1-1000 (not 1001)")]:
+        with pytest.raises(NettraceError, match=f"^{field}: ") as err:
+            parse_form(lab, *args)
+        assert words in str(err.value), (args, str(err.value))
 
 
 @pilot

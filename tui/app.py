@@ -26,7 +26,8 @@ from nettrace.topology.model import Lab, running_labs
 from nettrace.trace.model import Path
 from tui.messages import (InjectFailed, LabChanged, LabDown, LabFailed, LabProgress, PathTraced,
                           TracerProgress, TracerReady, TracerStopped, TracerUnavailable)
-from tui.session import InjectRequest, LiveRequest, StopLive, TracerSession
+from nettrace.inject.request import InjectRequest
+from tui.session import LiveRequest, StopLive, TracerSession
 from tui.widgets.cnm_tree import CnmTree
 from tui.widgets.diagnosis import DiagnosisPanel
 from tui.widgets.keybar import KeyBar

@@ -17,27 +17,12 @@ from typing import Callable
 from textual.message import Message
 
 from nettrace.errors import NettraceError
+from nettrace.inject.request import InjectRequest
 from nettrace.topology.model import Lab
 from tui.messages import (InjectFailed, PathTraced, TracerProgress, TracerReady, TracerStopped,
                           TracerUnavailable)
 
 Post = Callable[[Message], object]
-
-
-@dataclass(frozen=True)
-class InjectRequest:
-    """What the inject form asks for: the arguments of `Tracer.path`."""
-
-    src: str
-    dst: str
-    proto: str = "icmp"
-    dport: int | None = None
-    count: int = 1
-    timeout: float = 2.0
-
-    def describe(self) -> str:
-        port = f":{self.dport}" if self.dport else ""
-        return f"{self.src} → {self.dst}{port} {self.proto} ×{self.count}"
 
 
 @dataclass(frozen=True)
@@ -138,9 +123,7 @@ class TracerSession:
             elif isinstance(request, InjectRequest):
                 self.busy = f"injecting {request.describe()}"
                 try:
-                    for path in tr.path(request.src, request.dst, proto=request.proto,
-                                        dport=request.dport, count=request.count,
-                                        timeout=request.timeout):
+                    for path in tr.path(request):
                         post(PathTraced(path, select=True))
                 except NettraceError as exc:
                     post(InjectFailed(str(exc)))

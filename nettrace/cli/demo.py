@@ -43,7 +43,8 @@ def demo_cmd(keep: bool) -> None:
               "an ICMP echo c1 -> c2")
         t0 = time.perf_counter()
         with Tracer(lab, progress=lambda m: click.echo(f"    {m}", err=True)) as tracer:
-            paths = tracer.path("c1", "c2", proto="icmp", timeout=2.0)
+            from nettrace.inject.request import InjectRequest
+            paths = tracer.path(InjectRequest("c1", "c2", proto="icmp"), timeout=2.0)
         click.echo(f"    traced in {time.perf_counter() - t0:.2f} s (probe compile included)",
                    err=True)
         out = console()

@@ -49,17 +49,19 @@ def _lab_trace(lab_name: str):
 
 @click.command("path")
 @click.argument("args", nargs=-1, metavar="LAB [SRC DST]")
-@click.option("--proto", type=click.Choice(["icmp", "udp", "tcp", "arp", "nd"]), default=None,
+@click.option("--proto", default=None, metavar="[icmp|udp|tcp|arp|nd]",
               help="Packet to inject (default icmp, or tcp when DST is HOST:PORT). icmp is "
               "ICMPv6 echo over IPv6; nd is IPv6 neighbour discovery (IPv6's ARP).")
 @click.option("-6", "--ipv6", "ipv6", is_flag=True, help="Resolve container and host names "
               "to their IPv6 addresses (an IPv6 DST such as fd00:40::3 or [fd00:40::3]:80 "
               "implies it).")
-@click.option("--dport", type=click.IntRange(1, 65535), default=None, help="Destination port.")
-@click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
-@click.option("--size", type=click.IntRange(28, 65535), default=None, metavar="BYTES",
-              help="IP packet size in bytes (the payload is padded), e.g. 1450 to find an "
-              "MTU black hole.")
+@click.option("--dport", type=int, default=None, help="Destination port (1-65535; tcp and "
+              "udp only).")
+@click.option("--count", type=int, default=1, show_default=True, help="Packets to inject "
+              "(1-1000), each traced with its reply.")
+@click.option("--size", type=int, default=None, metavar="BYTES",
+              help="IP packet size in bytes (28-65535, the payload is padded), e.g. 1450 to "
+              "find an MTU black hole.")
 @click.option("--df", is_flag=True, help="Set Don't Fragment: a link with a smaller MTU drops "
               "the packet (and its router answers ICMP fragmentation-needed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path (schema: "
@@ -132,14 +134,14 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
         if file:
             check_output_file(file, option)
     the_lab = get_lab(lab, docker)
+    from nettrace.inject.request import InjectRequest
     from nettrace.trace.endpoints import resolve_request
-    resolve_request(the_lab, src, dst, proto, dport,      # bad SRC/DST/port: before any probe
-                    family=6 if ipv6 else None)
+    request = InjectRequest(src, dst, proto=proto, dport=dport, count=count, size=size, df=df,
+                            family=6 if ipv6 else None, layer="l2" if layer2 else "l3")
+    resolve_request(the_lab, request)          # a bad request exits 2 before any probe loads
     with Tracer(the_lab, progress=_err_progress(as_json)) as tr:
         tr.records = [] if bundle_file else None
-        paths = tr.path(src, dst, proto=proto, dport=dport, count=count, timeout=timeout,
-                        layer="l2" if layer2 else "l3", size=size, df=df,
-                        family=6 if ipv6 else None)
+        paths = tr.path(request, timeout=timeout)
     if bundle_file:
         from nettrace.trace import bundle
         saved = bundle.Bundle.of_lab(the_lab, tr.names)

@@ -1,12 +1,13 @@
 """SRC and DST as a user names them (container, client, host, IP, host:port) -> where to
-send from and what to send to."""
+send from and what to send to; `resolve_request` checks a whole InjectRequest once."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
-from nettrace.errors import NettraceError
+from nettrace.inject.request import (LAYERS, MAX_COUNT, MAX_SIZE, MIN_SIZE, PROTOCOLS,
+                                     InjectRequest, RequestError)
 from nettrace.topology.model import Host, Lab, Sandbox
 
 
@@ -62,17 +63,17 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
     if node is None and _is_ip(text):
         node = _sandbox_by_ip(lab, text)
     if node is None:
-        raise NettraceError(f"SRC '{text}' is not a container, client or host of lab "
+        raise RequestError("src", f"SRC '{text}' is not a container, client or host of lab "
                             f"'{lab.name}' (known: {', '.join(sorted(_nodes(lab))) or 'none'})")
     if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
         node = lab.hosts[node.host]                  # shares its Docker host's namespace
     if isinstance(node, Sandbox):
         if not node.endpoints:
-            raise NettraceError(f"SRC '{text}' has no network interface (network mode "
+            raise RequestError("src", f"SRC '{text}' has no network interface (network mode "
                                 f"{node.network_mode}): it cannot send")
         candidates = [e for e in node.endpoints if _ep_ip(e, family)]
         if not candidates:
-            raise NettraceError(f"SRC '{text}' has no IPv{family} address (is one of its "
+            raise RequestError("src", f"SRC '{text}' has no IPv{family} address (is one of its "
                                 f"networks ipv6: true?)" if family == 6 else
                                 f"SRC '{text}' has no IPv4 address (IPv6-only: use -6)")
         default = _default_route_endpoint(node)
@@ -95,7 +96,7 @@ def resolve_source(lab: Lab, text: str, toward: str | None = None) -> Source:
                 return Source(text, node.netns, net.gateway, net.device)
     address = node.address6 if family == 6 else node.address
     if not address:
-        raise NettraceError(f"SRC '{text}' has no IPv{family} address on the underlay")
+        raise RequestError("src", f"SRC '{text}' has no IPv{family} address on the underlay")
     return Source(text, node.netns, address, node.uplink)
 
 
@@ -117,7 +118,7 @@ def _port(text: str, port_text: str) -> int:
         if not 0 < port < 65536:
             raise ValueError
     except ValueError:
-        raise NettraceError(f"DST '{text}': the port after ':' must be 1-65535") from None
+        raise RequestError("dst", f"DST '{text}': the port after ':' must be 1-65535") from None
     return port
 
 
@@ -130,7 +131,7 @@ def resolve_target(lab: Lab, text: str, src: str | None = None,
     if text.startswith("[") and "]" in text:          # [fd00::2]:80
         name, _, rest = text[1:].partition("]")
         if rest and not rest.startswith(":"):
-            raise NettraceError(f"DST '{text}': write an IPv6 address with a port as [ADDR]:PORT")
+            raise RequestError("dst", f"DST '{text}': write an IPv6 address with a port as [ADDR]:PORT")
         port = _port(text, rest[1:]) if rest else None
     elif text.count(":") == 1:                        # HOST:PORT, IPv4:PORT
         name, _, port_text = text.rpartition(":")
@@ -140,7 +141,7 @@ def resolve_target(lab: Lab, text: str, src: str | None = None,
         return Target(text, name, port, sb.netns if sb else None)
     node = _nodes(lab).get(name)
     if node is None:
-        raise NettraceError(f"DST '{text}' is not a container, client, host or IP address of "
+        raise RequestError("dst", f"DST '{text}' is not a container, client, host or IP address of "
                             f"lab '{lab.name}'")
     if isinstance(node, Sandbox) and node.network_mode == "host" and node.host in lab.hosts:
         node = lab.hosts[node.host]
@@ -149,11 +150,11 @@ def resolve_target(lab: Lab, text: str, src: str | None = None,
             family = 4 if _common_ip(lab, node, src, 4) else 6
         ip = _common_ip(lab, node, src, family)
         if not ip:
-            raise NettraceError(f"DST '{text}' has no IPv{family} address")
+            raise RequestError("dst", f"DST '{text}' has no IPv{family} address")
         return Target(text, ip, port, node.netns)
     address = node.address6 if family == 6 else node.address
     if not address:
-        raise NettraceError(f"DST '{text}' has no IPv{family or 4} underlay address")
+        raise RequestError("dst", f"DST '{text}' has no IPv{family or 4} underlay address")
     return Target(text, address, port, node.netns)
 
 
@@ -181,27 +182,60 @@ _SPECIAL = ((lambda a: a.is_unspecified, "the unspecified address"),
             (lambda a: a == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"))
 
 
-def resolve_request(lab: Lab, src: str, dst: str, proto: str | None, dport: int | None,
-                    family: int | None = None) -> tuple[Source, Target, str, int | None]:
-    """SRC, DST, protocol and port of `nettrace path`, checked before anything is traced:
-    (source, target, proto, port). SRC and DST must be different nodes, DST a unicast
-    address, and a port goes with tcp or udp only."""
-    if proto == "nd":
-        family = 6
-    target = resolve_target(lab, dst, src, family=family)
+@dataclass(frozen=True)
+class Resolved:
+    """An InjectRequest checked against its lab: where to send from, what to send to."""
+
+    request: InjectRequest
+    source: Source
+    target: Target
+    proto: str                  # the request's, or its default (tcp to HOST:PORT, else icmp)
+    port: int | None            # --dport, or DST's :PORT
+    layer: str                  # l2 for arp and nd
+
+
+def resolve_request(lab: Lab, request: InjectRequest) -> Resolved:
+    """The one check of an inject request (`nettrace path`, the TUI form, `Tracer.path`),
+    before anything is traced. Every field is in range; SRC and DST are different nodes of
+    the lab, DST a unicast address; a port goes with tcp or udp only, and --dport agrees
+    with DST's :PORT. Raises RequestError naming the field."""
+    r = request
+    if not r.src:
+        raise RequestError("src", "SRC: name the container, client or host to send from")
+    if not r.dst or not r.dst.strip():
+        raise RequestError("dst", "DST: a container, client or host name, an IP, or HOST:PORT")
+    if r.proto is not None and r.proto not in PROTOCOLS:
+        raise RequestError("proto", f"--proto must be {', '.join(PROTOCOLS[:-1])} or "
+                                    f"{PROTOCOLS[-1]} (not {r.proto!r})")
+    if r.dport is not None and not 0 < r.dport < 65536:
+        raise RequestError("dport", f"--dport must be 1-65535 (not {r.dport})")
+    if not 1 <= r.count <= MAX_COUNT:
+        raise RequestError("count", f"--count must be 1-{MAX_COUNT} (not {r.count})")
+    if r.size is not None and not MIN_SIZE <= r.size <= MAX_SIZE:
+        raise RequestError("size", f"--size must be {MIN_SIZE}-{MAX_SIZE} bytes (not {r.size})")
+    if r.family not in (None, 4, 6):
+        raise RequestError("family", f"the address family is 4 or 6 (not {r.family!r})")
+    if r.layer not in LAYERS:
+        raise RequestError("layer", f"layer must be 'l3' or 'l2' (not {r.layer!r})")
+    family = 6 if r.proto == "nd" else r.family
+    dst = r.dst.strip()
+    target = resolve_target(lab, dst, r.src, family=family)
     addr = ipaddress.ip_address(target.ip)
     for test, what in _SPECIAL:
         if test(addr):
-            raise NettraceError(f"DST '{dst}' is {what}: name a container, node or unicast "
-                                f"address of lab '{lab.name}'")
-    source = resolve_source(lab, src, toward=target.ip)
+            raise RequestError("dst", f"DST '{dst}' is {what}: name a container, node or "
+                                      f"unicast address of lab '{lab.name}'")
+    source = resolve_source(lab, r.src, toward=target.ip)
     if source.netns == target.netns or source.ip == target.ip:
-        raise NettraceError(f"SRC '{src}' and DST '{dst}' are the same node: the packet would "
-                            f"never leave it (pick another destination)")
-    proto = proto or ("tcp" if target.port else "icmp")
-    if proto not in ("icmp", "udp", "tcp", "arp", "nd"):
-        raise NettraceError(f"--proto must be icmp, udp, tcp, arp or nd (not {proto!r})")
-    port = dport or target.port
+        raise RequestError("dst", f"SRC '{r.src}' and DST '{dst}' are the same node: the "
+                                  f"packet would never leave it (pick another destination)")
+    proto = r.proto or ("tcp" if target.port else "icmp")
+    if r.dport and target.port and r.dport != target.port:
+        raise RequestError("dport", f"--dport {r.dport} contradicts DST's port "
+                                    f"({dst}): give one of them")
+    port = r.dport or target.port
     if port and proto in ("icmp", "arp", "nd"):
-        raise NettraceError(f"{proto} has no ports: --dport {port} needs --proto tcp or udp")
-    return source, target, proto, port
+        raise RequestError("dport" if r.dport else "dst",
+                           f"{proto} has no ports: --dport {port} needs --proto tcp or udp")
+    layer = "l2" if proto in ("arp", "nd") else r.layer
+    return Resolved(r, source, target, proto, port, layer)

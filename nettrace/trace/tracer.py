@@ -1,7 +1,7 @@
 """The tracing API every front end uses (CLI, TUI, capture replay, Docker tracing).
 
     with Tracer(lab, progress=print) as tr:       # compile (~0.7 s), check attachment
-        paths = tr.path("c1", "c2", proto="icmp")  # list[Path], each with .reply
+        paths = tr.path(InjectRequest("c1", "c2"))  # list[Path], each with .reply
         path = tr.trace_packet("c1", scapy_pkt, layer="l3")
         for path in tr.live(expr="icmp", stop=lambda: False): ...
         tr.probe_status(); tr.events_lost
@@ -29,6 +29,7 @@ from nettrace.topology.model import Lab, Role
 from nettrace.trace import expr as expr_mod
 from nettrace.trace import live as live_mod
 from nettrace.trace import pipeline, symbols
+from nettrace.inject.request import InjectRequest
 from nettrace.trace.endpoints import resolve_request, resolve_source
 from nettrace.trace.assemble import (Request, TraceRecord, assemble_observed)
 from nettrace.trace.events import Event
@@ -219,32 +220,26 @@ class Tracer:
         return failed
 
     # -- tracing injected packets -----------------------------------------------------------
-    def path(self, src: str, dst: str, proto: str | None = "icmp", dport: int | None = None,
-             count: int = 1, timeout: float = 2.0, layer: str = "l3", size: int | None = None,
-             df: bool = False, family: int | None = None) -> list[Path]:
-        """Inject `count` packets from SRC to DST and trace each, with its reply.
-
-        `size` is the IP packet's length in bytes, `df` sets Don't Fragment (MTU faults);
-        `family` 4 or 6 resolves names to that family's addresses (default: IPv4 where the
-        destination has it, else IPv6; an IPv6 DST implies 6)."""
+    def path(self, request: InjectRequest, timeout: float = 2.0) -> list[Path]:
+        """Inject `request.count` packets from SRC to DST and trace each, with its reply
+        (the request is checked by `resolve_request`; see InjectRequest for its fields)."""
         if not self.watch:
             raise NettraceError("this Tracer was opened with watch=False: it only traces live")
-        source, target, proto, port = resolve_request(self.lab, src, dst, proto, dport, family)
-        if proto in ("arp", "nd"):
-            layer = "l2"
+        r = resolve_request(self.lab, request)
+        source, target, port = r.source, r.target, r.port
         paths = []
-        for n in range(1, count + 1):
-            fp = self.fingerprints.new(proto, source.ip, target.ip, port, seq=n)
+        for n in range(1, request.count + 1):
+            fp = self.fingerprints.new(r.proto, source.ip, target.ip, port, seq=n)
             if fp.proto in ("arp", "nd"):
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
-            elif layer == "l2":
+            elif r.layer == "l2":
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
                                       _neighbour_mac(source, self._next_hop(source, target.ip)),
-                                      size=size, df=df)
+                                      size=request.size, df=request.df)
             else:
-                pkt = frames.build_l3(fp, size=size, df=df)
-            inj = Injection(Request(self.lab.name, src, dst, fp, target.netns), source.netns,
-                            source.ifname, pkt, layer)
+                pkt = frames.build_l3(fp, size=request.size, df=request.df)
+            inj = Injection(Request(self.lab.name, request.src, request.dst, fp, target.netns),
+                            source.netns, source.ifname, pkt, r.layer)
             paths.append(self._trace(inj, timeout))
         return paths
 

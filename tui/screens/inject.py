@@ -10,37 +10,38 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
 from nettrace.errors import NettraceError
+from nettrace.inject.request import InjectRequest, RequestError
 from nettrace.topology.model import Lab
-from tui.session import InjectRequest
+from nettrace.trace.endpoints import resolve_request
 
 PROTOCOLS = ("icmp", "udp", "tcp", "arp")
+#: the form's label of each InjectRequest field (errors start with it)
+LABELS = {"src": "source", "dst": "destination", "proto": "protocol", "dport": "port",
+          "count": "count"}
 
 
-def parse_form(src: str | None, dst: str, proto: str, port: str, count: str) -> InjectRequest:
-    """Check the form; errors name the field, as the CLI's do."""
-    if not src:
-        raise NettraceError("source: pick the container (or client) to send from")
-    dst = dst.strip()
-    if not dst:
-        raise NettraceError("destination: a container name, an IP, or host:port")
-    if proto not in PROTOCOLS:
-        raise NettraceError(f"protocol: one of {', '.join(PROTOCOLS)}")
-    dport = None
-    if port.strip():
-        if not port.strip().isdigit() or not 1 <= int(port) <= 65535:
-            raise NettraceError(f"port: a number from 1 to 65535, not '{port.strip()}'")
-        if proto not in ("udp", "tcp"):
-            raise NettraceError(f"port: only udp and tcp have ports, not {proto}")
-        dport = int(port)
-    if ":" in dst and proto in ("udp", "tcp"):
-        host, _, p = dst.rpartition(":")
-        if not p.isdigit() or not 1 <= int(p) <= 65535:
-            raise NettraceError(f"destination: '{dst}' has a bad port")
-        if dport is not None and dport != int(p):
-            raise NettraceError(f"port: {dport} contradicts the destination's port {p}")
-    if not count.strip().isdigit() or not 1 <= int(count) <= 1000:
-        raise NettraceError(f"count: a number from 1 to 1000, not '{count.strip()}'")
-    return InjectRequest(src, dst, proto, dport, int(count))
+def _number(label: str, text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise NettraceError(f"{label}: a number, not '{text}'") from None
+
+
+def parse_form(lab: Lab, src: str | None, dst: str, proto: str, port: str,
+               count: str) -> InjectRequest:
+    """The form's text as an InjectRequest, checked by the one check of every request
+    (`resolve_request`); an error starts with the label of the field it names."""
+    count_n = _number("count", count)
+    request = InjectRequest(src or "", dst.strip(), proto=proto or None,
+                            dport=_number("port", port), count=1 if count_n is None else count_n)
+    try:
+        resolve_request(lab, request)
+    except RequestError as exc:
+        raise NettraceError(f"{LABELS.get(exc.field, exc.field)}: {exc}") from None
+    return request
 
 
 class InjectScreen(ModalScreen[InjectRequest | None]):
@@ -90,7 +91,7 @@ class InjectScreen(ModalScreen[InjectRequest | None]):
     def action_send(self) -> None:
         src = self.query_one("#src", Select).value
         try:
-            request = parse_form(None if src is Select.BLANK else str(src),
+            request = parse_form(self.lab, None if src is Select.BLANK else str(src),
                                  self.query_one("#dst", Input).value,
                                  str(self.query_one("#proto", Select).value),
                                  self.query_one("#port", Input).value,
