@@ -334,3 +334,46 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_replay_save_writes_a_bundle_that_shows_the_same_paths(tmp_path, bridge):
+    """`replay --save` writes a trace bundle like `path --save`: `show --json` rebuilds,
+    without root, exactly the paths the replay printed, frame for frame (`show` adds the
+    diagnosis, which replay does not print)."""
+    cap = pcap(tmp_path, "pings.pcap", [ping_frame("172.17.0.2", "172.17.0.3", i)
+                                        for i in (1, 2)])
+    file = str(tmp_path / "replay.bundle.json.gz")
+    proc = run_cli("replay", bridge.name, cap, "--from", "c1", "--json", "--save", file)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote a bundle of 2 traces to {file}" in proc.stderr
+    replayed = [json.loads(ln)["path"] for ln in proc.stdout.splitlines()[:-1]]
+    assert len(replayed) == 2 and {p["verdict"]["kind"] for p in replayed} == {"delivered"}
+    shown = run_cli("show", file, "--json", check=True)
+    offline = [json.loads(ln) for ln in shown.stdout.splitlines()]
+    assert all(p.pop("diagnosis")["cause"] == "ok" for p in offline)
+    assert all(p.pop("diagnosis", None) is None for p in replayed)
+    assert offline == replayed
+    from nettrace.trace import bundle
+    saved = bundle.load(file)
+    assert saved.meta["replay"] == {"capture": cap, "from": "c1", "rewrite": [],
+                                    "layer": "auto"}
+    assert saved.the_lab().name == bridge.name
+
+
+def test_replay_save_keeps_what_was_traced_before_a_bad_frame(tmp_path, bridge):
+    """A frame that cannot be sent stops the replay (exit 2, named); the bundle still holds
+    the frames traced before it. A bad --save target is refused before anything runs."""
+    from scapy.layers.inet6 import IPv6
+    v6 = bytes(Ether(src="02:42:ac:11:00:02", dst="02:42:ac:11:00:03")
+               / IPv6(src="fd00::2", dst="fd00::3") / ICMP())
+    cap = pcap(tmp_path, "v6.pcap", [ping_frame("172.17.0.2", "172.17.0.3", 1), v6])
+    file = str(tmp_path / "partial.bundle.json")
+    proc = run_cli("replay", bridge.name, cap, "--from", "c1", "--save", file)
+    assert proc.returncode == 2 and "frame 2" in proc.stderr, proc.stdout + proc.stderr
+    from nettrace.trace import bundle
+    (path,) = bundle.load(file).paths()
+    assert path.verdict.kind == "delivered"
+    bad = run_cli("replay", bridge.name, cap, "--from", "c1", "--save",
+                  "/nonexistent-nt/b.json")
+    assert bad.returncode == 2 and "/nonexistent-nt does not exist" in bad.stderr
+    assert "frames" not in bad.stdout

@@ -65,29 +65,43 @@ def _progress(enabled: bool, what: str) -> Iterator:
 @click.option("--no-rules", is_flag=True,
               help="Skip netfilter rule attribution (nft trace); drops still show the hook "
                    "and the drop reason.")
+@click.option("--save", "bundle_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write a trace bundle of every frame traced (as `nettrace path "
+              "--save`; gzip'd when FILE ends in .gz): `nettrace show FILE` prints the paths "
+              "again without root or the lab. Written also when the replay stops early (what was "
+              "traced until then).")
 def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], layer: str,
                timeout: float, as_json: bool, quiet: bool, pcapng_out: str | None,
-               no_rules: bool) -> None:
+               no_rules: bool, bundle_file: str | None) -> None:
     """Inject every frame of CAPTURE (pcap or pcapng) into LAB and trace each one.
 
     \b
     Example:
       nettrace replay bridge dns.pcap --from c1 --rewrite auto --rewrite 10.0.0.53=c2
+      nettrace replay bridge dns.pcap --from c1 --save dns.bundle.json.gz
     """
     from nettrace.capture.replay import ReplaySummary, replay
     from nettrace.views.paths import verdict_line
     if pcapng_out:
         check_output_file(pcapng_out, "'-o' / '--pcapng'")
+    if bundle_file:
+        check_output_file(bundle_file, "'--save'")
     require_root("nettrace replay")
     live = get_lab(lab)
     summary = ReplaySummary(capture, live.name, source)
     start = time.perf_counter()
-    writer = None
+    writer = tracer = None
     try:
+        if bundle_file:               # our own Tracer, so its trace records can be saved
+            from nettrace.capture.reader import CaptureReader
+            CaptureReader(capture).close()       # a bad capture fails before any probe loads
+            from nettrace.trace import Tracer
+            tracer = Tracer(live, nftrace=not no_rules).__enter__()
+            tracer.records = []
         with _progress(not as_json, f"replaying {capture}") as progress:
             frames = replay(live, capture, source, rewrite=rewrites, layer=layer,
                             timeout=timeout, on_progress=progress, summary_out=summary,
-                            rules=not no_rules)
+                            rules=not no_rules, tracer=tracer)
             if pcapng_out:
                 from nettrace.capture.pcapng import PcapngWriter
                 with writing(pcapng_out, "-o"):
@@ -109,6 +123,18 @@ def replay_cmd(lab: str, capture: str, source: str, rewrites: tuple[str, ...], l
         if writer is not None:
             with writing(pcapng_out, "-o"):
                 writer.close()
+        if tracer is not None:
+            tracer.__exit__(None, None, None)
+        if tracer is not None and (tracer.records or summary.error is None):
+            from nettrace.trace import bundle
+            saved = bundle.Bundle.of_lab(live, tracer.names)
+            saved.traces = tracer.records
+            saved.meta = {"replay": {"capture": capture, "from": source,
+                                     "rewrite": list(rewrites), "layer": layer}}
+            with writing(bundle_file, "--save"):
+                bundle.save(saved, bundle_file)
+            click.echo(f"nettrace: wrote a bundle of {len(saved.traces)} traces to "
+                       f"{bundle_file}", err=True)
         if as_json:
             click.echo(json.dumps({"summary": summary.to_dict()}))
         elif summary.sent or summary.error is None:      # what was traced before an error
