@@ -120,3 +120,15 @@ def interface_mac(ns: str, ifname: str) -> str:
             except OSError:
                 raise NettraceError(f"no interface {ifname} in {ns}") from None
     return ":".join(f"{b:02x}" for b in info[18:24])
+
+
+def neighbour_mac(ns: str, ip: str, who: str) -> str:
+    """The MAC the kernel of `ns` would use for `ip`, from its neighbour table (one ping
+    fills it when it has none); `who` names the sender in the error."""
+    for attempt in range(2):
+        if attempt:
+            netns.run(ns, ["ping", "-c1", "-W1", ip], check=False)
+        parts = (netns.run(ns, ["ip", "neigh", "show", ip], check=False).stdout or "").split()
+        if "lladdr" in parts:
+            return parts[parts.index("lladdr") + 1]
+    raise NettraceError(f"no MAC address known for {ip} from {who}")

@@ -233,9 +233,10 @@ class Tracer:
             if fp.proto in ("arp", "nd"):
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname))
             elif r.layer == "l2":
+                gateway = injector.neighbour_mac(source.netns, self._next_hop(source, target.ip),
+                                                 source.name)
                 pkt = frames.build_l2(fp, injector.interface_mac(source.netns, source.ifname),
-                                      _neighbour_mac(source, self._next_hop(source, target.ip)),
-                                      size=request.size, df=request.df)
+                                      gateway, size=request.size, df=request.df)
             else:
                 pkt = frames.build_l3(fp, size=request.size, df=request.df)
             inj = Injection(Request(self.lab.name, request.src, request.dst, fp, target.netns),
@@ -390,20 +391,6 @@ class Tracer:
     def _ip_of(self, name: str) -> str | None:
         sb = self.lab.sandboxes.get(name)
         return sb.ip() if sb else None
-
-
-def _neighbour_mac(source, ip: str) -> str:
-    """The MAC the source's kernel would use for `ip` (from its neighbour table)."""
-    out = netns.run(source.netns, ["ip", "neigh", "show", ip], check=False).stdout or ""
-    parts = out.split()
-    if "lladdr" in parts:
-        return parts[parts.index("lladdr") + 1]
-    netns.run(source.netns, ["ping", "-c1", "-W1", ip], check=False)
-    out = netns.run(source.netns, ["ip", "neigh", "show", ip], check=False).stdout or ""
-    parts = out.split()
-    if "lladdr" in parts:
-        return parts[parts.index("lladdr") + 1]
-    raise NettraceError(f"no MAC address known for {ip} from {source.name}")
 
 
 def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
