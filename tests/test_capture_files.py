@@ -331,7 +331,7 @@ def _lab():
 
 
 def test_rewrite_maps_ips_and_learns_macs():
-    from nettrace.capture.frames import node_address
+    from nettrace.trace.endpoints import node_address
     lab = _lab()
     src = node_address(lab, "c1")
     rw = parse_rewrites(["auto", "10.0.0.9=c2"], lab, src)
@@ -359,7 +359,7 @@ def test_rewrite_maps_ips_and_learns_macs():
     ("10.0.0.9=c2@other", "no endpoint on network 'other'"),
 ])
 def test_rewrite_errors_name_the_argument(spec, message):
-    from nettrace.capture.frames import node_address
+    from nettrace.trace.endpoints import node_address
     lab = _lab()
     with pytest.raises(NettraceError) as exc:
         parse_rewrites([spec], lab, node_address(lab, "c1"))

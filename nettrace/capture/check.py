@@ -102,7 +102,7 @@ def listeners(lab: Lab, specs: list[str], file: str = "<case>") -> Iterator[None
     """Servers for `listen:` entries ("web tcp/80"), stopped (by PID) when the case ends."""
     import subprocess
     import sys
-    from nettrace.capture.frames import node_address
+    from nettrace.trace.endpoints import node_address
     from nettrace.topology import netns
     procs: list[subprocess.Popen] = []
     try:

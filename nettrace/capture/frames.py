@@ -27,6 +27,7 @@ from nettrace.capture.reader import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_
                                      LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
                                      CaptureError, Frame)
 from nettrace.errors import NettraceError
+from nettrace.trace.endpoints import NodeAddress, node_address
 
 if TYPE_CHECKING:
     from nettrace.topology.model import Lab
@@ -91,48 +92,7 @@ def link_payload(frame: Frame, file: str) -> LinkPayload:
     raise unsupported_linktype(file, lt, frame=frame.number)
 
 
-# -- addresses of the lab ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class NodeAddress:
-    name: str
-    ip: str | None
-    mac: str | None
-    netns: str
-
-
-def node_address(lab: "Lab", ref: str) -> NodeAddress:
-    """`NAME` or `NAME@NETWORK`: the address a lab node uses (its first endpoint by default);
-    `@NETWORK`: the network's gateway (its bridge)."""
-    name, _, network = ref.partition("@")
-    if not name and network:
-        return _gateway(lab, network)
-    try:
-        node = lab.node(name)
-    except KeyError:
-        names = sorted(set(lab.sandboxes) | set(lab.clients) | set(lab.hosts))
-        raise NettraceError(f"no container, client or host named '{name}' in lab {lab.name} "
-                            f"(it has: {', '.join(names)})") from None
-    endpoints = getattr(node, "endpoints", None)
-    if endpoints is not None:                       # a container (sandbox)
-        chosen = [e for e in endpoints if not network or e.network == network]
-        if not chosen:
-            where = f" on network '{network}'" if network else ""
-            raise NettraceError(f"container {name} has no endpoint{where} in lab {lab.name}")
-        return NodeAddress(ref, chosen[0].ipv4, chosen[0].mac, node.netns)
-    if network:
-        raise NettraceError(f"'{ref}': only containers take @NETWORK")
-    itf = lab.interface(node.netns, node.uplink) if node.uplink else None
-    return NodeAddress(ref, node.address, itf.mac if itf else None, node.netns)
-
-
-def _gateway(lab: "Lab", network: str) -> NodeAddress:
-    nets = [n for n in lab.networks if n.name == network]
-    if not nets:
-        raise NettraceError(f"no network named '{network}' in lab {lab.name} (it has: "
-                            f"{', '.join(sorted({n.name for n in lab.networks}))})")
-    net = nets[0]
-    itf = lab.interface(net.netns, net.device) if net.netns and net.device else None
-    return NodeAddress(f"@{network}", net.gateway, itf.mac if itf else None, net.netns or "")
+# -- addresses of the lab: nettrace.trace.endpoints (NodeAddress, node_address) -------------
 
 
 def _address_kind(text: str) -> str | None:

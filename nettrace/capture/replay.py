@@ -17,8 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from nettrace.capture.frames import (NodeAddress, Rewrite, apply_rewrite, link_payload,
-                                     node_address, parse_rewrites, summary, to_packet)
+from nettrace.capture.frames import (Rewrite, apply_rewrite, link_payload, parse_rewrites,
+                                     summary, to_packet)
+from nettrace.trace.endpoints import NodeAddress, node_address
 from nettrace.capture.reader import CaptureError, CaptureReader
 from nettrace.errors import NettraceError
 from nettrace.trace.model import DELIVERED, DROPPED, Path

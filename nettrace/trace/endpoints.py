@@ -1,11 +1,14 @@
 """SRC and DST as a user names them (container, client, host, IP, host:port) -> where to
-send from and what to send to; `resolve_request` checks a whole InjectRequest once."""
+send from and what to send to; `resolve_request` checks a whole InjectRequest once.
+`node_address` resolves the nodes a capture replay names (--from, --rewrite NAME@NETWORK).
+The one place a node is looked up by name."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
+from nettrace.errors import NettraceError
 from nettrace.inject.request import (LAYERS, MAX_COUNT, MAX_SIZE, MIN_SIZE, PROTOCOLS,
                                      InjectRequest, RequestError)
 from nettrace.topology.model import Host, Lab, Sandbox
@@ -173,6 +176,48 @@ def _common_ip(lab: Lab, dst: Sandbox, src: str | None, family: int = 4) -> str 
             if ep.host_netns == lab.hosts[src].netns and _ep_ip(ep, family):
                 return _ep_ip(ep, family)
     return dst.ip6() if family == 6 else dst.ip()
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    name: str
+    ip: str | None
+    mac: str | None
+    netns: str
+
+
+def node_address(lab: Lab, ref: str) -> NodeAddress:
+    """A node as a capture's --from and --rewrite name it: `NAME` or `NAME@NETWORK`, the
+    address a lab node uses (its first endpoint by default); `@NETWORK`: the network's
+    gateway (its bridge). With its MAC, which rewriting puts on frames."""
+    name, _, network = ref.partition("@")
+    if not name and network:
+        return _gateway(lab, network)
+    node = _nodes(lab).get(name)
+    if node is None:
+        raise NettraceError(f"no container, client or host named '{name}' in lab {lab.name} "
+                            f"(it has: {', '.join(sorted(_nodes(lab)))})")
+    endpoints = getattr(node, "endpoints", None)
+    if endpoints is not None:                       # a container (sandbox)
+        chosen = [e for e in endpoints if not network or e.network == network]
+        if not chosen:
+            where = f" on network '{network}'" if network else ""
+            raise NettraceError(f"container {name} has no endpoint{where} in lab {lab.name}")
+        return NodeAddress(ref, chosen[0].ipv4, chosen[0].mac, node.netns)
+    if network:
+        raise NettraceError(f"'{ref}': only containers take @NETWORK")
+    itf = lab.interface(node.netns, node.uplink) if node.uplink else None
+    return NodeAddress(ref, node.address, itf.mac if itf else None, node.netns)
+
+
+def _gateway(lab: Lab, network: str) -> NodeAddress:
+    nets = [n for n in lab.networks if n.name == network]
+    if not nets:
+        raise NettraceError(f"no network named '{network}' in lab {lab.name} (it has: "
+                            f"{', '.join(sorted({n.name for n in lab.networks}))})")
+    net = nets[0]
+    itf = lab.interface(net.netns, net.device) if net.netns and net.device else None
+    return NodeAddress(f"@{network}", net.gateway, itf.mac if itf else None, net.netns or "")
 
 
 #: addresses a packet to which never leaves its sender (or is not one flow): refused as DST
