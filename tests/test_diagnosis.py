@@ -271,5 +271,5 @@ def test_readme_documents_every_cause_code_and_no_other():
         text = f.read()
     section = text[text.index("## Why, and what to do"):]
     section = section[:section.index("\n## ", 5)]
-    documented = re.findall(r"^\| `([a-z-]+)` \|", section, re.M)
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M)
     assert sorted(documented) == sorted(c.value for c in Cause)

@@ -361,6 +361,9 @@ def _rule_drop(f: _Facts, part: Path, base: int, i: int, hop: Hop, info: RuleInf
             f"chain Docker keeps for the administrator's own rules: {rule} at {ref}. "
             f"Docker's rules never ran; the drop is the host's own policy.{after}",
             ev, [_remove_entry_fix(lab, hop.host, entry)] if entry else [])
+    if purpose == P.POLICY and hop.hook == "FORWARD" and hop.family == "ipv6" and \
+            not any(r.host == hop.host and r.family == "ip6" for r in lab.rules):
+        return _ipv6_forward_policy(f, hop, ev, pre)
     if purpose == P.POLICY and hop.hook == "FORWARD":
         return _forward_policy(f, hop, info, ev, pre)
     if purpose in (P.POLICY, P.USER_FIREWALL):
@@ -639,6 +642,31 @@ def _forward_policy(f, hop, info, ev, pre) -> Diagnosis:
         f"{hop.host}, so the chain's policy DROP decided at {_hop_ref(f, ev[0])}. Docker "
         f"accepts forwarded traffic only for its networks' own flows and published ports.",
         ev, fixes)
+
+
+def _ipv6_forward_policy(f, hop, ev, pre) -> Diagnosis:
+    """IPv6 met the host's ip6tables FORWARD policy DROP with no Docker rule to accept it:
+    the engine installs no ip6tables rules (20.10, or `"ip6tables": false`), while its
+    iptables rules let the same flow through over IPv4."""
+    lab = f.lab
+    fixes = [Fix(['set "ip6tables": true in /etc/docker/daemon.json (the default since '
+                  'Docker 27)', "systemctl restart docker"],
+                 [LabEdit(EditOp.SET, "engine.version", "29")])]
+    if isinstance(f.dst, Sandbox):      # between containers: opening the chain is enough
+        node = lab.hosts.get(hop.host or "")
+        for e in node.firewall6 if node else []:
+            if _entry_chain(e)[:2] == ("filter", "FORWARD") and _entry_chain(e)[2] == "DROP":
+                fixes.append(Fix([_undo(e).replace("iptables ", "ip6tables ", 1)],
+                                 [LabEdit(EditOp.REMOVE, f"hosts[name={hop.host}].firewall6",
+                                          e)]))
+    return Diagnosis(
+        Cause.IPV6_FORWARD_POLICY,
+        f"{pre}{_name(f.src, f.path.src)} -> {_name(f.dst, f.dst_ip)} over IPv6 met host "
+        f"{hop.host}'s IPv6 FORWARD policy DROP at {_hop_ref(f, ev[0])}: the engine installed "
+        f"no ip6tables rules (Docker {lab.engine.version.value} with ip6tables off), so nothing "
+        f"accepts the containers' IPv6 traffic, while Docker's iptables rules let the same "
+        f"flow through over IPv4. Turn ip6tables on in the daemon (Docker 27+ does by "
+        f"default).", ev, fixes)
 
 
 def _host_firewall(f, hop, info, ev, pre) -> Diagnosis:

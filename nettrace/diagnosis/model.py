@@ -25,6 +25,7 @@ class Cause(str, Enum):
     HOST_FIREWALL_INPUT = "host-firewall-input"
     HOST_FIREWALL_FORWARD = "host-firewall-forward"   # a host rule outside DOCKER-USER
     FORWARD_POLICY = "forward-policy"
+    IPV6_FORWARD_POLICY = "ipv6-forward-policy"        # IPv6 dropped where IPv4 is accepted
     IP_FORWARD_DISABLED = "ip-forward-disabled"
     BRIDGE_NETFILTER_DISABLED = "bridge-netfilter-disabled"
     DIRECT_ACCESS_BLOCKED = "direct-access-blocked"

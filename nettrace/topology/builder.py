@@ -126,14 +126,17 @@ def _host_settings(ctx: BuildContext, host: Host) -> None:
             raise where.error(field_name, f"cannot set {key}={value}: {exc.strerror}") \
                 from None
         host.sysctls[key] = value
-    for j, (entry, where) in enumerate(zip(hspec.firewall, hspec.firewall_where)):
-        import shlex
-        proc = netns.run(host.netns, ["iptables", "-w", *shlex.split(entry)], check=False)
-        if proc.returncode != 0:
-            why = (proc.stderr.strip().splitlines() or ["failed"])[0]
-            raise SpecError(f"iptables {entry}: {why}", file=where.file, line=where.line,
-                            field=f"{hspec.field}.firewall[{j}]")
-        host.firewall.append(entry)
+    import shlex
+    for key, command, entries, wheres, applied in (
+            ("firewall", "iptables", hspec.firewall, hspec.firewall_where, host.firewall),
+            ("firewall6", "ip6tables", hspec.firewall6, hspec.firewall6_where, host.firewall6)):
+        for j, (entry, where) in enumerate(zip(entries, wheres)):
+            proc = netns.run(host.netns, [command, "-w", *shlex.split(entry)], check=False)
+            if proc.returncode != 0:
+                why = (proc.stderr.strip().splitlines() or ["failed"])[0]
+                raise SpecError(f"{command} {entry}: {why}", file=where.file, line=where.line,
+                                field=f"{hspec.field}.{key}[{j}]")
+            applied.append(entry)
 
 
 def _routes(ctx: BuildContext, node: Host) -> None:

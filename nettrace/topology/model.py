@@ -257,6 +257,7 @@ class Host:
     address6: str | None = None    # underlay IPv6 address (labs with IPv6 networks)
     sysctls: dict[str, str] = field(default_factory=dict)   # set by the lab after Docker's own
     firewall: list[str] = field(default_factory=list)       # lab's iptables entries, in order
+    firewall6: list[str] = field(default_factory=list)      # lab's ip6tables entries, in order
     routes: list[str] = field(default_factory=list)         # lab's routes "CIDR via host2|IP"
 
 

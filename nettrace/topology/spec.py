@@ -17,6 +17,7 @@ Format (all keys but `containers` optional)::
     # applied in order after Docker's rules, and static routes via another host or client
     #   hosts: [{name: h1, sysctls: {net.ipv4.ip_forward: 0},
     #            firewall: ["-I DOCKER-USER -s 10.0.0.2 -j DROP"],
+    #            firewall6: ["-P FORWARD DROP"],          # ip6tables entries, the same way
     #            routes: ["10.60.0.0/24 via h2"]}]
     underlay: {mtu: 1400}          # the link hosts and clients share (default 1500)
     clients: [client]              # external machines on the hosts' uplink (underlay);
@@ -108,7 +109,7 @@ ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
 # strconv.ParseBool, which Docker uses for its string-valued options
 TRUE_STRINGS = ("1", "t", "T", "TRUE", "true", "True")
 FALSE_STRINGS = ("0", "f", "F", "FALSE", "false", "False")
-HOST_KEYS = {"name", "sysctls", "firewall", "routes"}
+HOST_KEYS = {"name", "sysctls", "firewall", "firewall6", "routes"}
 ROUTE_RE = re.compile(r"^(\S+)\s+via\s+(\S+)$")
 UNDERLAY_KEYS = {"mtu"}
 TRACE_KEYS = {"src", "dst", "proto", "dport", "size", "df"}
@@ -202,6 +203,8 @@ class HostSpec:
     sysctls: dict[str, str] = field(default_factory=dict)   # set after Docker's own
     firewall: list[str] = field(default_factory=list)       # iptables arguments, in order
     firewall_where: list[Where] = field(default_factory=list)
+    firewall6: list[str] = field(default_factory=list)      # ip6tables arguments, in order
+    firewall6_where: list[Where] = field(default_factory=list)
     sysctls_where: dict[str, Where] = field(default_factory=dict)
     routes: list[str] = field(default_factory=list)         # "10.60.0.0/24 via host2"
     routes_where: list[Where] = field(default_factory=list)
@@ -497,16 +500,20 @@ def _host_specs(value: Any, file: str, hosts: list[str], key: str) -> list[HostS
                     raise kw.error(f"{f}.sysctls.{key}", f"bad value {val!r}: a number or a word")
                 host.sysctls[key] = str(val)
                 host.sysctls_where[key] = kw
-        fw = raw.get("firewall")
-        if fw is not None:
+        for key, entries, wheres in (("firewall", host.firewall, host.firewall_where),
+                                     ("firewall6", host.firewall6, host.firewall6_where)):
+            fw = raw.get(key)
+            if fw is None:
+                continue
             if not isinstance(fw, list):
-                raise at("firewall").error(f"{f}.firewall", "must be a list of iptables "
-                                           "arguments, one command each")
+                raise at(key).error(f"{f}.{key}", f"must be a list of "
+                                    f"{'ip6tables' if key == 'firewall6' else 'iptables'} "
+                                    "arguments, one command each")
             for j, entry in enumerate(fw):
                 ew = Where(file, fw.lines[j])
-                check_iptables_args(entry, ew, f"{f}.firewall[{j}]")
-                host.firewall.append(str(entry))
-                host.firewall_where.append(ew)
+                check_iptables_args(entry, ew, f"{f}.{key}[{j}]")
+                entries.append(str(entry))
+                wheres.append(ew)
         routes = raw.get("routes")
         if routes is not None:
             if not isinstance(routes, list):
@@ -620,20 +627,25 @@ def _trace(doc: dict, file: str, names: dict[str, str]) -> TraceSpec | None:
     if src not in names:
         raise at("src").error("trace.src", f"unknown container, host or client '{src}' "
                               f"(known: {', '.join(sorted(names))})")
-    target = dst.rsplit(":", 1)[0] if ":" in dst else dst
+    if dst.startswith("["):                                 # [IPv6]:PORT
+        target = dst[1:].partition("]")[0]
+    elif dst.count(":") == 1:                               # NAME:PORT, IPv4:PORT
+        target = dst.rsplit(":", 1)[0]
+    else:
+        target = dst                                        # a name, IPv4 or IPv6 address
     if target not in names:
         try:
-            ipaddress.IPv4Address(target)
+            ipaddress.ip_address(target)
         except ValueError:
             raise at("dst").error("trace.dst", f"'{dst}' is neither a name in this lab nor an "
-                                  f"IPv4 address[:port]") from None
+                                  f"IP address[:port] ([IPv6]:port)") from None
     t = TraceSpec(src=src, dst=dst)
     if "proto" in raw:
         if raw["proto"] not in TRACE_PROTOS:
             raise at("proto").error("trace.proto", f"unknown protocol {raw['proto']!r} "
                                     f"(known: {', '.join(TRACE_PROTOS)})")
         t.proto = raw["proto"]
-    elif ":" in dst:
+    elif dst.count(":") == 1 or (dst.startswith("[") and "]:" in dst):     # a port
         t.proto = "tcp"
     for key, lo, hi in (("dport", 1, 65535), ("size", 28, 65535)):
         if key in raw:
