@@ -25,8 +25,8 @@ def lab_diff(lab: str, docker: str | None, host: str | None, no_ping: bool, as_j
     """How running lab LAB differs from a live Docker engine with the same networks.
 
     Compares the engine profile (version, firewall backend, userland proxy), interfaces,
-    addresses, MTU, routes, sysctls, iptables rules (normalised for Docker's ids: br-<id>,
-    veth names, MACs, DNS ports) and which containers reach which. Only what LAB declares is
+    addresses, MTU, routes, sysctls, iptables rules (Docker's hashed names aliased as
+    everywhere: br(mynet), veth(c1); MACs, DNS ports masked) and which containers reach which. Only what LAB declares is
     compared: its containers by name, its networks by membership (the engine network its
     containers joined, whatever its name); the engine's other objects are left out.
     Exit code 0 when equivalent, 1 when different.

@@ -4,9 +4,10 @@ Both sides are reduced to the same normalised facts, read from the kernel and th
 alike: networks (driver, subnet, gateway, options), containers (endpoints, addresses, MTU,
 routes, published ports, DNS), interfaces per namespace (role, kind, MTU, state, master,
 hairpin), sysctls, iptables rules and the reachability matrix (a ping between every pair of
-containers, sent inside their namespaces only). Names Docker makes up are normalised away:
-br-<id>, veth<id>, overlay sandbox names and veth indexes, MAC addresses (only "derived from
-the IP" vs "random" is kept), embedded-DNS ports. Nothing is changed on either side.
+containers, sent inside their namespaces only). Names Docker makes up are replaced by the
+views layer's aliases (nettrace.views.names: `br(mynet)` for br-<id>, `veth(c1)` for a veth
+host end, also for overlay sandbox ports); MAC addresses keep only "derived from the IP" vs
+"random"; embedded-DNS ports are masked. Nothing is changed on either side.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nettrace.errors import NettraceError
 from nettrace.topology import netns
 from nettrace.topology.model import Lab, Role, Sandbox
 from nettrace.topology.sandbox_files import uses_embedded_dns
+from nettrace.views.names import Aliases, veth_alias, veth_peer
 
 IGNORED_NETWORKS = ("host", "none", "ingress")          # built in, or routing mesh (no IPVS)
 IGNORED_ROLES = (Role.UPLINK, Role.UNDERLAY)            # the lab's simulated wire, not Docker's
@@ -29,11 +31,7 @@ SANDBOX_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ping_group_range",
 HOST_SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
                 "net.bridge.bridge-nf-call-ip6tables")
 OVERLAY_SYSCTLS = tuple(f"net.ipv4.neigh.default.gc_thresh{i}" for i in (1, 2, 3))
-_NAME_RULES = [
-    (re.compile(r"\bbr-[0-9a-f]{12}\b"), "br-<id>"),
-    (re.compile(r"\bveth[0-9a-f]{7}\b"), "veth<id>"),
-    (re.compile(r"(127\.0\.0\.11:|--sport )\d+"), r"\1<port>"),
-]
+_DNS_PORT = re.compile(r"(127\.0\.0\.11:|--sport )\d+")     # the embedded DNS's own ports
 
 
 @dataclass
@@ -83,12 +81,6 @@ class DiffReport:
 
 def _show(value: str | None) -> str:
     return "(absent)" if value is None else value or "''"
-
-
-def normalise(text: str) -> str:
-    for pattern, repl in _NAME_RULES:
-        text = pattern.sub(repl, text)
-    return text
 
 
 def mac_kind(mac: str | None, ipv4: str | None) -> str:
@@ -178,6 +170,7 @@ class _Facts:
         self.exclude = exclude or set()
         self._excluded = mentions(self.exclude)
         self.lab, self.host = lab, lab.hosts[host]
+        self.alias = Aliases(lab, unknown=True)
         self.sandboxes = {n: sb for n, sb in lab.sandboxes.items() if sb.host == host}
         self.data: dict[str, dict[str, str]] = {s: {} for s in (
             "networks", "containers", "interfaces", "sysctls")}
@@ -208,7 +201,7 @@ class _Facts:
         out = self.data["networks"]
         for n in self.networks:
             fields = {"driver": n.driver, "subnet": n.subnet, "gateway": n.gateway, "mtu": n.mtu,
-                      "device": normalise(n.device or "")}
+                      "device": self.normalise(n.device or "")}
             if n.driver == "bridge":
                 fields.update(icc=n.icc, internal=n.internal, masquerade=n.masquerade)
             elif n.driver == "overlay":
@@ -268,7 +261,7 @@ class _Facts:
                 if link.ifname in self.exclude:
                     continue                 # the engine's other networks and containers
                 name = self._link_key(link.ifname, itf, link)
-                if name.startswith(("veth->lb_", "veth->ingress_sbox")):
+                if name.startswith(("veth(lb_", "veth(ingress_sbox")):
                     continue                 # routing mesh (IPVS): Docker-only, like ingress
                 master = view.links.get(link.master)
                 role = "loopback" if link.kind == "loopback" else itf.role.value if itf \
@@ -276,7 +269,7 @@ class _Facts:
                 value = [role, link.kind, f"mtu={link.mtu}",
                          "up" if link.up else "down"]
                 if master:
-                    value.append(f"master={normalise(master.ifname)}")
+                    value.append(f"master={self.normalise(master.ifname)}")
                 if link.hairpin is not None:
                     value.append(f"hairpin={'on' if link.hairpin else 'off'}")
                 if link.addresses:
@@ -285,12 +278,19 @@ class _Facts:
                     value.append("mac=" + mac_kind(link.mac, _first_ip(link.addresses)))
                 out[f"{owner}:{name}"] = " ".join(value)
 
+    def normalise(self, text: str) -> str:
+        """Docker's hashed names as the views layer's aliases, the embedded DNS's ports masked."""
+        return _DNS_PORT.sub(r"\1<port>", self.alias(text))
+
     def _link_key(self, ifname: str, itf, link) -> str:
-        """veth<id> host ends and overlay veth<N> ports are named by the container end they serve."""
+        """veth<id> host ends and overlay veth<N> ports are named by the container end they
+        serve, as the views layer names them (veth(c1), veth(c1:eth1))."""
         if itf is not None and itf.role is Role.VETH_HOST and itf.peer:
-            peer_ns, _, peer_if = itf.peer.rpartition("/")
-            return f"veth->{self.owner_of_ns.get(peer_ns, _special(peer_ns))}:{peer_if}"
-        return normalise(ifname)
+            peer_ns = itf.peer.rpartition("/")[0]
+            owners = self.owner_of_ns if peer_ns in self.owner_of_ns else \
+                {peer_ns: _special(peer_ns)}
+            return veth_alias(*veth_peer(itf, owners))
+        return self.normalise(ifname)
 
     def _sysctls(self) -> None:
         out = self.data["sysctls"]
@@ -301,7 +301,7 @@ class _Facts:
             if n.driver == "bridge" and n.device and n.netns == self.host.netns:
                 keys.append(f"net.ipv4.conf.{n.device}.route_localnet")
         for key in keys:
-            out[f"host:{normalise(key)}"] = _sysctl(self.host.netns, key)
+            out[f"host:{self.normalise(key)}"] = _sysctl(self.host.netns, key)
         for sb in self.sandboxes.values():
             if sb.network_mode != "host":
                 for key in SANDBOX_SYSCTLS:
@@ -309,11 +309,13 @@ class _Facts:
 
     def _firewall(self) -> None:
         from nettrace.topology.firewall import dump
-        self.firewall["host"] = [normalise(line) for line in dump(self.host.netns).splitlines()
+        self.firewall["host"] = [self.normalise(line)
+                                 for line in dump(self.host.netns).splitlines()
                                  if not (self._excluded and self._excluded.search(line))]
         for sb in self.sandboxes.values():
             if sb.network_mode != "host":
-                self.firewall[sb.name] = [normalise(ln) for ln in dump(sb.netns).splitlines()]
+                self.firewall[sb.name] = [self.normalise(ln)
+                                          for ln in dump(sb.netns).splitlines()]
 
     def _reachability(self) -> None:
         """ping -c1 from every container to every other container's addresses."""

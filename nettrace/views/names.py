@@ -49,30 +49,47 @@ def veth_peer(itf: "Interface", owner_of_ns: dict[str, str]) -> tuple[str, str]:
     return owner_of_ns.get(peer_ns) or itf.sandbox or itf.network or "?", peer_if
 
 
+def veth_alias(owner: str, peer_if: str) -> str:
+    """A veth host end by the container end it serves: veth(c1), veth(c1:eth1)."""
+    return f"veth({owner}{'' if peer_if == 'eth0' else ':' + peer_if})"
+
+
 _HASHED_VETH = re.compile(r"^veth[0-9a-f]{7}$")
 _HASHED_BRIDGE = re.compile(r"^br-[0-9a-f]{12}$")
+_HASHED = re.compile(r"\b(veth[0-9a-f]{7}|br-[0-9a-f]{12})\b")
 
 
 class Aliases:
-    """Device names hashed from the lab's name -> stable aliases (veth(c1), br(mynet))."""
+    """Device names hashed from the lab's name (or a Docker engine's ids) -> stable aliases
+    (veth(c1), br(mynet)). With `unknown=True` a hashed name the lab does not record (an
+    engine's device nettrace did not discover) becomes veth(?) or br(?), so two sides that
+    hash differently still compare (`lab diff`); by default it is left as it is."""
 
-    def __init__(self, lab: "Lab | None"):
+    def __init__(self, lab: "Lab | None", *, unknown: bool = False):
         self.names: dict[str, str] = {}
-        if lab is None:
-            return
-        from nettrace.topology.model import Role
-        by_netns = {sb.netns: sb.name for sb in lab.sandboxes.values()}
-        for itf in lab.interfaces:
-            if itf.role == Role.VETH_HOST and itf.peer and _HASHED_VETH.match(itf.ifname):
-                owner, peer_if = veth_peer(itf, by_netns)
-                suffix = "" if peer_if == "eth0" else f":{peer_if}"
-                self.names[itf.ifname] = f"veth({owner}{suffix})"
-            elif itf.role == Role.BRIDGE and _HASHED_BRIDGE.match(itf.ifname) and itf.network:
-                self.names[itf.ifname] = f"br({itf.network})"
-        self._re = (re.compile(r"\b(" + "|".join(map(re.escape, self.names)) + r")\b")
-                    if self.names else None)
+        self.unknown = unknown
+        if lab is not None:
+            from nettrace.topology.model import Role
+            by_netns = {sb.netns: sb.name for sb in lab.sandboxes.values()}
+            for itf in lab.interfaces:
+                if itf.role == Role.VETH_HOST and itf.peer and _HASHED_VETH.match(itf.ifname):
+                    self.names[itf.ifname] = veth_alias(*veth_peer(itf, by_netns))
+                elif itf.role == Role.BRIDGE and _HASHED_BRIDGE.match(itf.ifname) and \
+                        itf.network:
+                    self.names[itf.ifname] = f"br({itf.network})"
+        if unknown:
+            self._re = _HASHED
+        else:
+            self._re = (re.compile(r"\b(" + "|".join(map(re.escape, self.names)) + r")\b")
+                        if self.names else None)
+
+    def _one(self, m: re.Match) -> str:
+        name = m.group(1)
+        if name in self.names:
+            return self.names[name]
+        return "veth(?)" if name.startswith("veth") else "br(?)"
 
     def __call__(self, text: str | None) -> str | None:
         if not text or self._re is None:
             return text
-        return self._re.sub(lambda m: self.names[m.group(1)], text)
+        return self._re.sub(self._one, text)
