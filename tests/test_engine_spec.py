@@ -172,7 +172,7 @@ def test_cli_up_engine_override_is_saved_and_shown():
         assert "engine Docker 20.10, iptables firewall, userland proxy off" in shown
         state = json.loads(run_cli("lab", "show", name, "--json", check=True).stdout)
         assert state["engine"] == {"version": "20.10", "firewall": "iptables",
-                                   "userland_proxy": False}
+                                   "userland_proxy": False, "ip6tables": None}
         listed = json.loads(run_cli("lab", "ls", "--json", check=True).stdout)["labs"]
         assert {"name": name, "engine": "20.10/iptables/no-proxy"}.items() <= \
             next(r for r in listed if r["name"] == name).items()

@@ -173,3 +173,19 @@ def test_icc_off_and_internal_networks_over_ipv6(make_lab):
     assert icc.verdict.kind == "dropped" and icc.verdict.where == "n1:eth0"   # unresolved
     # an internal network has no default route: the sender's own stack refuses it
     assert out.verdict.kind == "dropped" and out.verdict.where == "i1"
+
+
+def test_ip6tables_setting_of_the_daemon():
+    """engine.ip6tables is daemon.json's "ip6tables": 20.10 with it on renders its own layout
+    for IPv6 (DOCKER-ISOLATION stages, NAT66); 29 with it off renders none."""
+    lab = paper("20.10")
+    lab.engine = spec.parse("engine: {version: '20.10', ip6tables: true}\ncontainers: []\n").engine
+    v6 = firewall.profile_for(lab).render(lab, lab.hosts["host"]).ipv6.document
+    assert "-A FORWARD -j DOCKER-ISOLATION-STAGE-1" in v6
+    assert "-j DNAT --to-destination [fd00:40::2]:80" in v6 and "10.40.0" not in v6
+    lab = paper("29")
+    lab.engine = spec.parse("engine: {ip6tables: false}\ncontainers: []\n").engine
+    assert firewall.profile_for(lab).render(lab, lab.hosts["host"]).ipv6 is None
+    with pytest.raises(spec.SpecError) as err:
+        spec.parse("engine: {ip6tables: maybe}\ncontainers: []\n", file="lab.yaml")
+    assert err.value.field == "engine.ip6tables"

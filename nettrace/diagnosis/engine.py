@@ -651,7 +651,7 @@ def _ipv6_forward_policy(f, hop, ev, pre) -> Diagnosis:
     lab = f.lab
     fixes = [Fix(['set "ip6tables": true in /etc/docker/daemon.json (the default since '
                   'Docker 27)', "systemctl restart docker"],
-                 [LabEdit(EditOp.SET, "engine.version", "29")])]
+                 [LabEdit(EditOp.SET, "engine.ip6tables", True)])]
     if isinstance(f.dst, Sandbox):      # between containers: opening the chain is enough
         node = lab.hosts.get(hop.host or "")
         for e in node.firewall6 if node else []:

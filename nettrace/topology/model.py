@@ -86,10 +86,17 @@ class EngineProfile:
     version: EngineVersion = EngineVersion.V29
     firewall: FirewallBackend = FirewallBackend.IPTABLES
     userland_proxy: bool = True
+    ip6tables: bool | None = None      # daemon.json "ip6tables"; None: the release's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", EngineVersion(self.version))
         object.__setattr__(self, "firewall", FirewallBackend(self.firewall))
+
+    @property
+    def ip6tables_on(self) -> bool:
+        """Whether the engine writes ip6tables rules: off by default in 20.10, on since 27."""
+        return self.ip6tables if self.ip6tables is not None else \
+            self.version is not EngineVersion.V20_10
 
     @property
     def internal_default_route(self) -> bool:

@@ -10,6 +10,7 @@ Format (all keys but `containers` optional)::
     engine:                        # the Docker engine reproduced (lab up --engine/--firewall override)
       version: "29"                # "29" (28.x, 29.x) | "20.10" (up to 27.x)
       firewall: iptables           # iptables | nftables (29 only)
+      ip6tables: true              # daemon.json "ip6tables" (default: off in 20.10, on in 29)
       userland_proxy: true         # docker-proxy per published port (dockerd --userland-proxy)
     hosts: [host1, host2]          # simulated Docker hosts; default: one host called "host"
     # a host may also be a mapping: sysctls set in its namespace after Docker's own, and
@@ -105,7 +106,7 @@ NETWORK_KEYS = {"name", "driver", "subnet", "gateway", "host", "icc", "internal"
 CONTAINER_KEYS = {"name", "host", "networks", "publish", "ip", "listen"}
 TOP_KEYS = {"name", "description", "hosts", "clients", "networks", "containers", "engine",
             "underlay", "trace", "expect"}
-ENGINE_KEYS = {"version", "firewall", "userland_proxy"}
+ENGINE_KEYS = {"version", "firewall", "userland_proxy", "ip6tables"}
 # strconv.ParseBool, which Docker uses for its string-valued options
 TRUE_STRINGS = ("1", "t", "T", "TRUE", "true", "True")
 FALSE_STRINGS = ("0", "f", "F", "FALSE", "false", "False")
@@ -452,7 +453,14 @@ def _engine(raw: Any, where: Where) -> EngineProfile:
             proxy = parse_bool(raw["userland_proxy"])
         except ValueError as exc:
             raise at("userland_proxy").error("engine.userland_proxy", str(exc)) from None
-    return EngineProfile(version=version, firewall=firewall, userland_proxy=proxy)
+    ip6tables = None
+    if "ip6tables" in raw:
+        try:
+            ip6tables = parse_bool(raw["ip6tables"])
+        except ValueError as exc:
+            raise at("ip6tables").error("engine.ip6tables", str(exc)) from None
+    return EngineProfile(version=version, firewall=firewall, userland_proxy=proxy,
+                         ip6tables=ip6tables)
 
 
 def engine_version(value: Any, where: Where, field_name: str) -> EngineVersion:

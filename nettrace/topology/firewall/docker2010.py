@@ -11,8 +11,8 @@ docker-proxy; without it (hairpin mode) the DNAT and LOCAL-source MASQUERADE cov
 from __future__ import annotations
 
 from nettrace.topology.firewall import index
-from nettrace.topology.firewall.base import (IptablesDoc, Ruleset, bridges, builtin_policies,
-                                             published)
+from nettrace.topology.firewall.base import (Family, IptablesDoc, Ruleset, bridges,
+                                             builtin_policies, published)
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import FwRule, Host, Lab
 
@@ -22,7 +22,15 @@ class Docker2010:
     syntax = "iptables"
 
     def render(self, lab: Lab, host: Host) -> Ruleset:
-        nets = bridges(lab, host)
+        """IPv4 rules; with `engine: {ip6tables: true}` (off by default in 20.10) and IPv6
+        networks, `ipv6` holds the same layout for ip6tables."""
+        ruleset = self._render(lab, host, Family(4))
+        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
+            ruleset.ipv6 = self._render(lab, host, Family(6))
+        return ruleset
+
+    def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
+        nets = [n for n in bridges(lab, host) if fam.subnet(n)]
         newest_first = list(reversed(nets))
         doc = IptablesDoc()
         doc.table("filter", builtin_policies("filter", FORWARD="DROP"),
@@ -45,16 +53,16 @@ class Docker2010:
         for n in nets:
             if not n.icc:
                 f("FORWARD", f"-i {n.device} -o {n.device} -j DROP", P.ICC, n.name)
-        ports = published(lab, host)
+        ports = [p for p in published(lab, host) if fam.port_ip(p)]
         for p in ports:
             br = p.network.device
-            f("DOCKER", f"-d {p.ip}/32 ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
+            f("DOCKER", f"-d {fam.host(fam.port_ip(p))} ! -i {br} -o {br} -p {p.proto} -m {p.proto} "
                         f"--dport {p.port} -j ACCEPT", P.PUBLISHED_PORT, p.network.name)
         for n in newest_first:
             if n.internal:
-                f("DOCKER-ISOLATION-STAGE-1", f"! -s {n.subnet} -o {n.device} -j DROP",
+                f("DOCKER-ISOLATION-STAGE-1", f"! -s {fam.subnet(n)} -o {n.device} -j DROP",
                   P.INTERNAL, n.name)
-                f("DOCKER-ISOLATION-STAGE-1", f"! -d {n.subnet} -i {n.device} -j DROP",
+                f("DOCKER-ISOLATION-STAGE-1", f"! -d {fam.subnet(n)} -i {n.device} -j DROP",
                   P.INTERNAL, n.name)
             else:
                 f("DOCKER-ISOLATION-STAGE-1",
@@ -75,35 +83,43 @@ class Docker2010:
         doc.table("nat", builtin_policies("nat"), ["DOCKER"])
         t = lambda chain, spec, purpose, net=None: doc.add("nat", chain, spec, purpose, net)
         t("PREROUTING", "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
-        t("OUTPUT", ("! -d 127.0.0.0/8 " if proxy else "") + "-m addrtype --dst-type LOCAL -j DOCKER",
-          P.DISPATCH)
+        t("OUTPUT", (f"! -d {fam.loopback_net} " if proxy else "") +
+          "-m addrtype --dst-type LOCAL -j DOCKER", P.DISPATCH)
         for n in newest_first:
             if not n.internal and not proxy:
                 t("POSTROUTING", f"-o {n.device} -m addrtype --src-type LOCAL -j MASQUERADE",
                   P.HAIRPIN, n.name)
         for n in newest_first:
             if n.masquerade and not n.internal:
-                t("POSTROUTING", f"-s {n.subnet} ! -o {n.device} -j MASQUERADE", P.MASQUERADE,
+                t("POSTROUTING", f"-s {fam.subnet(n)} ! -o {n.device} -j MASQUERADE", P.MASQUERADE,
                   n.name)
         for p in ports:
-            t("POSTROUTING", f"-s {p.ip}/32 -d {p.ip}/32 -p {p.proto} -m {p.proto} "
+            ip = fam.host(fam.port_ip(p))
+            t("POSTROUTING", f"-s {ip} -d {ip} -p {p.proto} -m {p.proto} "
                              f"--dport {p.port} -j MASQUERADE", P.HAIRPIN, p.network.name)
         if proxy:
             for n in newest_first:
                 if not n.internal:
                     t("DOCKER", f"-i {n.device} -j RETURN", P.DISPATCH, n.name)
         for p in ports:
-            dst = f"-d {p.host_ip}/32 " if p.host_ip else ""
+            dst = f"-d {fam.host(p.host_ip)} " if p.host_ip else ""
             src = f"! -i {p.network.device} " if proxy else ""
             t("DOCKER", f"{dst}{src}-p {p.proto} -m {p.proto} --dport {p.host_port} "
-                        f"-j DNAT --to-destination {p.ip}:{p.port}", P.DNAT, p.network.name)
+                        f"-j DNAT --to-destination {fam.endpoint(fam.port_ip(p), p.port)}", P.DNAT,
+              p.network.name)
         return doc.ruleset()
 
     def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.load_iptables(host.name, host.netns, ruleset)
+        rules = index.load_iptables(host.name, host.netns, ruleset)
+        if ruleset.ipv6 is not None:
+            rules += index.load_iptables(host.name, host.netns, ruleset.ipv6, family="ip6")
+        return rules
 
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.read_iptables(host.name, host.netns, ruleset.rules)
+        rules = index.read_iptables(host.name, host.netns, ruleset.rules)
+        if ruleset.ipv6 is not None:
+            rules += index.read_iptables(host.name, host.netns, ruleset.ipv6.rules, family="ip6")
+        return rules
 
     def listing(self, host: Host) -> tuple[str, str]:
         from nettrace.topology.firewall.saved import dump

@@ -34,7 +34,7 @@ class Docker29Iptables:
         """IPv4 rules; with IPv6 networks on the host, `ipv6` holds the ip6tables rules
         (Docker 27+ turns ip6tables on by default: the same layout, IPv6 addresses)."""
         ruleset = self._render(lab, host, Family(4))
-        if any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
+        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
             ruleset.ipv6 = self._render(lab, host, Family(6))
         return ruleset
 

@@ -46,7 +46,7 @@ class Docker29Nftables:
         """`ip docker-bridges`; with IPv6 networks on the host, `ipv6` holds the same layout
         in `ip6 docker-bridges` (Docker's documents: IPv6 rules follow the IPv4 pattern)."""
         ruleset = self._render(lab, host, Family(4))
-        if any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
+        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
             ruleset.ipv6 = self._render(lab, host, Family(6))
         return ruleset
 
