@@ -24,8 +24,9 @@ def trace(labs):
     def run(lab, src, dst, **kw):
         if lab.name not in open_:
             open_[lab.name] = Tracer(lab).__enter__()
-        kw.setdefault("proto", None)              # as the CLI: tcp when DST has a port
-        paths = open_[lab.name].path(src, dst, **kw)
+        from nettrace.inject.request import InjectRequest
+        timeout = kw.pop("timeout", 2.0)          # proto None, as the CLI: tcp when DST has a port
+        paths = open_[lab.name].path(InjectRequest(src, dst, **kw), timeout=timeout)
         attach(paths, lab)
         assert len(paths) == 1
         return paths[0]
