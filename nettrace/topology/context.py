@@ -58,6 +58,14 @@ class BuildContext:
         name = ns_name(self.lab.name, *parts)
         netns.create(name)
         self.lab.namespaces.append(name)
+        if any(n.ipv6 for n in self.spec.networks):
+            # no duplicate address detection on the lab's interfaces: a link-local address
+            # still tentative cannot send the first neighbour solicitation a forwarded packet
+            # needs (a real host's bridges are long past DAD when traffic comes)
+            with netns.entered(name):
+                for conf in ("all", "default"):
+                    with open(f"/proc/sys/net/ipv6/conf/{conf}/accept_dad", "w") as f:
+                        f.write("0")
         return name
 
     def record(self, itf: Interface) -> Interface:
@@ -86,6 +94,19 @@ class BuildContext:
 
 
 
+def _reserve(ctx: BuildContext, spec: NetworkSpec, host: str | None, space: str, net,
+             gateway: str | None, attr: str) -> str:
+    """Reserve the gateway (the first host address unless given) and the containers' fixed
+    addresses (`ip` or `ip6` of their attachment) before automatic ones are handed out."""
+    gateway = gateway or str(next(net.hosts()))
+    ctx.ipam.reserve(space, net, gateway)
+    for c in ctx.spec.containers:
+        for a in c.networks:
+            if a.network == spec.name and getattr(a, attr) and (host is None or c.host == host):
+                ctx.ipam.reserve(space, net, getattr(a, attr))
+    return gateway
+
+
 def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, device: str | None,
                 netns_name: str | None, mtu: int, vni: int | None = None) -> Network:
     """Allocate the subnet and record a Network in the lab (shared by all drivers)."""
@@ -94,23 +115,11 @@ def network_for(ctx: BuildContext, spec: NetworkSpec, host: str | None, *, devic
     if spec.driver not in ("host", "null") and spec.ipv6:
         net6 = ctx.ipam.subnet6(space, spec.subnet_v6, seed=f"{ctx.lab.name}/{space}")
         subnet_v6 = str(net6)
-        gateway_v6 = spec.gateway_v6 or str(next(net6.hosts()))
-        ctx.ipam.reserve(space, net6, gateway_v6)
-        for c in ctx.spec.containers:
-            for a in c.networks:
-                if a.network == spec.name and a.ip6 and (host is None or c.host == host):
-                    ctx.ipam.reserve(space, net6, a.ip6)
+        gateway_v6 = _reserve(ctx, spec, host, space, net6, spec.gateway_v6, "ip6")
     if spec.driver not in ("host", "null") and spec.ipv4:
         net = ctx.ipam.subnet(space, spec.subnet, swarm=spec.driver == "overlay")
         subnet = str(net)
-        gw = spec.gateway or str(next(net.hosts()))
-        ctx.ipam.reserve(space, net, gw)
-        # explicit container addresses are reserved before automatic ones are handed out
-        for c in ctx.spec.containers:
-            for a in c.networks:
-                if a.network == spec.name and a.ip and (host is None or c.host == host):
-                    ctx.ipam.reserve(space, net, a.ip)
-        gateway = gw
+        gateway = _reserve(ctx, spec, host, space, net, spec.gateway, "ip")
     network = Network(
         name=spec.name, driver=spec.driver,
         scope=Scope.SWARM if spec.driver == "overlay" else Scope.LOCAL,

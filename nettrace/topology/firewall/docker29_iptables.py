@@ -143,16 +143,10 @@ class Docker29Iptables:
         return doc.ruleset()
 
     def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        rules = index.load_iptables(host.name, host.netns, ruleset)
-        if ruleset.ipv6 is not None:
-            rules += index.load_iptables(host.name, host.netns, ruleset.ipv6, family="ip6")
-        return rules
+        return index.load_iptables_ruleset(host.name, host.netns, ruleset)
 
     def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        rules = index.read_iptables(host.name, host.netns, ruleset.rules)
-        if ruleset.ipv6 is not None:
-            rules += index.read_iptables(host.name, host.netns, ruleset.ipv6.rules, family="ip6")
-        return rules
+        return index.read_iptables_ruleset(host.name, host.netns, ruleset)
 
     def listing(self, host: Host) -> tuple[str, str]:
         from nettrace.topology.firewall.saved import dump

@@ -114,6 +114,22 @@ def load_iptables(owner: str, ns: str, ruleset: Ruleset, family: str = "ip") -> 
     return read_iptables(owner, ns, ruleset.rules, family)
 
 
+def load_iptables_ruleset(owner: str, ns: str, ruleset: Ruleset) -> list[FwRule]:
+    """Load and index an iptables profile's rules, and its IPv6 rules when it has them."""
+    rules = load_iptables(owner, ns, ruleset)
+    if ruleset.ipv6 is not None:
+        rules += load_iptables(owner, ns, ruleset.ipv6, family="ip6")
+    return rules
+
+
+def read_iptables_ruleset(owner: str, ns: str, ruleset: Ruleset) -> list[FwRule]:
+    """Index an iptables profile's rules (both families) as the namespace holds them now."""
+    rules = read_iptables(owner, ns, ruleset.rules)
+    if ruleset.ipv6 is not None:
+        rules += read_iptables(owner, ns, ruleset.ipv6.rules, family="ip6")
+    return rules
+
+
 def read_nft_table(owner: str, ns: str, family: str, table: str,
                    rendered: list[RenderedRule]) -> list[FwRule]:
     """Index one native nft table in `ns` (nftables profile): texts in nft syntax."""
