@@ -141,7 +141,7 @@ def test_graph_reads_lazy_relative_and_type_checking_imports(tmp_path):
     # a lazy (function-level) import is an edge: builder.up() imports the driver registry
     assert "nettrace.topology.drivers" in graph["nettrace.topology.builder"]
     # `from pkg import submodule` is an edge to the submodule, `from pkg import name` to pkg
-    assert "nettrace.topology.firewall.index" in graph["nettrace.topology.firewall.docker2010"]
+    assert "nettrace.topology.firewall.index" in graph["nettrace.topology.firewall.layouts"]
     assert "nettrace.topology.firewall" in graph["nettrace.topology.dns"]
 
 

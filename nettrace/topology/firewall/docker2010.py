@@ -10,24 +10,17 @@ docker-proxy; without it (hairpin mode) the DNAT and LOCAL-source MASQUERADE cov
 
 from __future__ import annotations
 
-from nettrace.topology.firewall import index
 from nettrace.topology.firewall.base import (Family, IptablesDoc, Ruleset, bridges,
                                              builtin_policies, published)
+from nettrace.topology.firewall.layouts import IptablesLayout
 from nettrace.topology.firewall.purposes import RulePurpose as P
-from nettrace.topology.model import FwRule, Host, Lab
+from nettrace.topology.model import Host, Lab
 
 
-class Docker2010:
+class Docker2010(IptablesLayout):
+    """IPv6 rules only with engine.ip6tables (off by default in 20.10)."""
+
     name = "docker2010"
-    syntax = "iptables"
-
-    def render(self, lab: Lab, host: Host) -> Ruleset:
-        """IPv4 rules; with `engine: {ip6tables: true}` (off by default in 20.10) and IPv6
-        networks, `ipv6` holds the same layout for ip6tables."""
-        ruleset = self._render(lab, host, Family(4))
-        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
-            ruleset.ipv6 = self._render(lab, host, Family(6))
-        return ruleset
 
     def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
         nets = [n for n in bridges(lab, host) if fam.subnet(n)]
@@ -108,13 +101,3 @@ class Docker2010:
                         f"-j DNAT --to-destination {fam.endpoint(fam.port_ip(p), p.port)}", P.DNAT,
               p.network.name)
         return doc.ruleset()
-
-    def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.load_iptables_ruleset(host.name, host.netns, ruleset)
-
-    def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.read_iptables_ruleset(host.name, host.netns, ruleset)
-
-    def listing(self, host: Host) -> tuple[str, str]:
-        from nettrace.topology.firewall.saved import dump
-        return "iptables-save", dump(host.netns)

@@ -17,26 +17,19 @@ ICMP accepted, no raw drop), isolated (no NAT, no ports).
 from __future__ import annotations
 
 
-from nettrace.topology.firewall import index
 from nettrace.topology.firewall.base import (Family, IptablesDoc, Ruleset, bridges,
                                              builtin_policies, published)
+from nettrace.topology.firewall.layouts import IptablesLayout
 from nettrace.topology.firewall.purposes import RulePurpose as P
-from nettrace.topology.model import FwRule, GatewayMode, Host, Lab
+from nettrace.topology.model import GatewayMode, Host, Lab
 
 NAT_MODES = (GatewayMode.NAT, GatewayMode.NAT_UNPROTECTED)
 
 
-class Docker29Iptables:
-    name = "docker29-iptables"
-    syntax = "iptables"
+class Docker29Iptables(IptablesLayout):
+    """IPv6 rules in the same layout unless engine.ip6tables is off (on by default since 27)."""
 
-    def render(self, lab: Lab, host: Host) -> Ruleset:
-        """IPv4 rules; with IPv6 networks on the host, `ipv6` holds the ip6tables rules
-        (Docker 27+ turns ip6tables on by default: the same layout, IPv6 addresses)."""
-        ruleset = self._render(lab, host, Family(4))
-        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
-            ruleset.ipv6 = self._render(lab, host, Family(6))
-        return ruleset
+    name = "docker29-iptables"
 
     def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
         proxy = lab.engine.userland_proxy
@@ -141,14 +134,3 @@ class Docker29Iptables:
                         f"-j DNAT --to-destination {fam.endpoint(fam.port_ip(p), p.port)}", P.DNAT,
               p.network.name)
         return doc.ruleset()
-
-    def load(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.load_iptables_ruleset(host.name, host.netns, ruleset)
-
-    def read(self, lab: Lab, host: Host, ruleset: Ruleset) -> list[FwRule]:
-        return index.read_iptables_ruleset(host.name, host.netns, ruleset)
-
-    def listing(self, host: Host) -> tuple[str, str]:
-        from nettrace.topology.firewall.saved import dump
-        return "iptables-save", dump(host.netns)
-

@@ -22,6 +22,7 @@ from __future__ import annotations
 from nettrace.topology import netns
 from nettrace.topology.firewall import index
 from nettrace.topology.firewall.base import Family, RenderedRule, Ruleset, bridges, published
+from nettrace.topology.firewall.layouts import TwoFamilies
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import FwRule, GatewayMode, Host, Lab
 
@@ -38,17 +39,12 @@ MAPS = ("filter-forward-in-jumps", "filter-forward-out-jumps", "nat-postrouting-
         "nat-postrouting-out-jumps")
 
 
-class Docker29Nftables:
+class Docker29Nftables(TwoFamilies):
+    """`ip docker-bridges`, and `ip6 docker-bridges` for IPv6 networks (Docker's documents:
+    IPv6 rules follow the IPv4 pattern)."""
+
     name = "docker29-nftables"
     syntax = "nft"
-
-    def render(self, lab: Lab, host: Host) -> Ruleset:
-        """`ip docker-bridges`; with IPv6 networks on the host, `ipv6` holds the same layout
-        in `ip6 docker-bridges` (Docker's documents: IPv6 rules follow the IPv4 pattern)."""
-        ruleset = self._render(lab, host, Family(4))
-        if lab.engine.ip6tables_on and any(n.ipv6 and n.subnet_v6 for n in bridges(lab, host)):
-            ruleset.ipv6 = self._render(lab, host, Family(6))
-        return ruleset
 
     def _render(self, lab: Lab, host: Host, fam: Family) -> Ruleset:
         proxy = lab.engine.userland_proxy
