@@ -114,7 +114,10 @@ def test_overlay_path_mtu_is_the_underlay_less_vxlan():
     assert d.cause == Cause.MTU_BLACKHOLE
     assert "underlay (1400 less VXLAN's 50) 1350" in d.summary
     assert d.fixes[0].lab == [LabEdit(EditOp.SET, "underlay.mtu", 1500)]
-    assert d.fixes[1].lab == [LabEdit(EditOp.SET, "networks[name=ovnet].mtu", 1350)]
+    # Docker's overlay subtracts VXLAN's 50 bytes from its mtu option: the option that gives
+    # containers the path MTU of 1350 is 1400 (moby overlay maxMTU)
+    assert d.fixes[1].lab == [LabEdit(EditOp.SET, "networks[name=ovnet].mtu", 1400)]
+    assert any("com.docker.network.driver.mtu=1400" in c for c in d.fixes[1].docker)
 
 
 def test_user_network_mtu_fix_recreates_the_network():

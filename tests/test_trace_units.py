@@ -82,6 +82,22 @@ def test_classify_request_reply_and_errors():
     assert (classify(req, FP), classify(rep, FP), classify(other, FP)) == ("request", "reply", None)
 
 
+def test_an_answer_that_happens_to_carry_the_request_id_is_still_the_answer():
+    """The answerer picks its own IPv4 id; 1 in 65,534 echo replies carries the request's.
+    Classified as the request, the reply's hops once made a c1 -> c2 echo end 'delivered at
+    c1' with no reply (a CI run of the fault catalogue)."""
+    rep = parse_headers(ipv4("172.17.0.3", "172.17.0.2", 1, 4242, icmp_echo(0, 99, 1)), False, 0x800)
+    err = parse_headers(ipv4("172.17.0.1", "172.17.0.2", 1, 4242,
+                             struct.pack("!BBHI", 3, 3, 0, 0) + b"\x00" * 28), False, 0x800)
+    assert (classify(rep, FP), classify(err, FP)) == ("reply", "reply")
+    tfp = Fingerprint(78, "tcp", "172.17.0.2", "172.17.0.3", ip_id=4242, sport=40001, dport=80)
+    syn = struct.pack("!HHIIBBHHH", 40001, 80, 1, 0, 0x50, 0x02, 64240, 0, 0)
+    synack = struct.pack("!HHIIBBHHH", 80, 40001, 9, 2, 0x50, 0x12, 64240, 0, 0)
+    got = [classify(parse_headers(ipv4(a, b, 6, 4242, seg), False, 0x800), tfp)
+           for a, b, seg in (("172.17.0.2", "172.17.0.3", syn), ("172.17.0.3", "172.17.0.2", synack))]
+    assert got == ["request", "reply"]
+
+
 def _ev(ts, point, netns=1, ifindex=2, hdr=b"", l2=False, **kw):
     """An Event over the fields of struct nt_event (bpf/event.h), as bcc decodes them."""
     from types import SimpleNamespace

@@ -222,15 +222,16 @@ def lab_exec(name: str, container: str, command: tuple[str, ...]) -> None:
         raise NettraceError(f"lab '{name}' has no container or host '{container}' "
                             f"(known: {', '.join(names)})") from None
     sys.stdout.flush()
-    try:
-        if container in lab.sandboxes:
-            # the container's resolv.conf, /etc/hosts and hostname, as in `docker exec`
-            proc = sandbox_files.popen(lab, lab.sandbox(container), list(command))
-        else:
-            proc = netns.popen(target, list(command))
-    except FileNotFoundError:
-        raise NettraceError(f"command not found: {command[0]}") from None
-    sys.exit(_wait_forwarding_signals(proc))
+
+    def start():
+        try:
+            if container in lab.sandboxes:
+                # the container's resolv.conf, /etc/hosts and hostname, as in `docker exec`
+                return sandbox_files.popen(lab, lab.sandbox(container), list(command))
+            return netns.popen(target, list(command))
+        except FileNotFoundError:
+            raise NettraceError(f"command not found: {command[0]}") from None
+    sys.exit(_run_forwarding_signals(start))
 
 
 def _terminal_foreground() -> bool:
@@ -242,14 +243,17 @@ def _terminal_foreground() -> bool:
         return False
 
 
-def _wait_forwarding_signals(proc) -> int:
-    """The command's exit code. SIGINT, SIGTERM and SIGHUP are passed on to it (a Ctrl-C
-    reaches it from the terminal too) and it is given 5 s to end on its own; it dies with
-    nettrace in any case (netns.popen)."""
+def _run_forwarding_signals(start) -> int:
+    """Start the command (`start()` returns its Popen) and return its exit code. SIGINT,
+    SIGTERM and SIGHUP are passed on to it (a Ctrl-C reaches it from the terminal too) and
+    it is given 5 s to end on its own; it dies with nettrace in any case (netns.popen).
+    Signals are caught from before the start, so one that comes while the command is
+    starting is passed on too, never taken for nettrace's own stop."""
     import signal
     import subprocess
     from nettrace.cli.common import stop_on_signal
     with stop_on_signal() as stopped:
+        proc = start()
         forwarded, deadline = None, None
         while True:
             try:

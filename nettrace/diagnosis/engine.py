@@ -835,9 +835,12 @@ def _mtu(f, hop, ev, pre, ref, answered: bool = False, lost: bool = False) -> Di
         if net is not None and net.mtu > bottleneck and net.name == "bridge":
             fixes.append(Fix([f"dockerd --mtu {bottleneck}"], []))
         elif net is not None and net.mtu > bottleneck:
+            # Docker's overlay takes VXLAN's 50 bytes off the option: the option is the
+            # underlay's MTU, the containers get 50 less
+            opt = bottleneck + (VXLAN_OVERHEAD if net.driver == "overlay" else 0)
             fixes.append(Fix(
-                _recreate(lab, net, [f"-o com.docker.network.driver.mtu={bottleneck}"]),
-                [LabEdit(EditOp.SET, f"networks[name={net.name}].mtu", bottleneck)]))
+                _recreate(lab, net, [f"-o com.docker.network.driver.mtu={opt}"]),
+                [LabEdit(EditOp.SET, f"networks[name={net.name}].mtu", opt)]))
     where = ", ".join(f"{k} {v}" for k, v in mtus.items())
     return Diagnosis(
         Cause.MTU_BLACKHOLE,

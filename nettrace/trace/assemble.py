@@ -128,7 +128,8 @@ def classify(pkt: Packet, fp: Fingerprint) -> str | None:
     wanted, ident, own = (icmp, pkt.flow_label, fp.flow_label) if fp.family == 6 else \
         (fp.proto, pkt.ip_id, fp.ip_id)
     if ident is not None and ident == own and pkt.proto == (wanted if fp.proto == "icmp"
-                                                            else fp.proto):
+                                                            else fp.proto) \
+            and not _answer_shaped(pkt, fp):
         return REQUEST
     if fp.proto == "icmp" and pkt.proto == icmp:
         if pkt.info == "echo-reply" and pkt.sport == fp.icmp_id:
@@ -138,6 +139,15 @@ def classify(pkt: Packet, fp: Fingerprint) -> str | None:
     if pkt.proto == icmp and pkt.info in ICMP_ERRORS:
         return REPLY
     return None
+
+
+def _answer_shaped(pkt: Packet, fp: Fingerprint) -> bool:
+    """The answer's own IPv4 id (or flow label) is the answerer's to choose, so now and then
+    it equals the request's: an echo reply, an ICMP error or a segment to our source port
+    is the answer whatever its id says."""
+    if fp.proto == "icmp":
+        return pkt.info == "echo-reply" or pkt.info in ICMP_ERRORS
+    return pkt.dport == fp.sport and pkt.sport != fp.sport
 
 
 def _classify_neighbour(pkt: Packet, fp: Fingerprint) -> str | None:
