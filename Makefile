@@ -40,10 +40,11 @@ test: setup
 
 # Every test that needs no root, in well under a minute: pytest runs as uid 65534 (nobody) in
 # a user namespace, so it has no capability over this machine's namespaces. Tests that need
-# root skip themselves; one that needs root without saying so fails here.
+# root skip themselves; one that needs root without saying so fails here. No kernel object is
+# made, so the tests run on every core at once (pytest-xdist); `make test` stays serial.
 test-fast: setup
 	unshare --user --map-user=65534 --map-group=65534 \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  $(PY) -m pytest -q -p no:cacheprovider -n auto $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
