@@ -122,3 +122,26 @@ def test_200_mixed_frames_in_parallel_give_the_paths_of_one_at_a_time(tmp_path, 
     assert parallel_summary.lost == serial_summary.lost == 0
     # many in flight is what makes it fast: a wide margin, not a timing target
     assert parallel_summary.trace_seconds < serial_summary.trace_seconds
+
+
+def test_a_capture_of_both_directions_replays_the_echo_replies_as_packets_of_their_own(
+        tmp_path, make_lab):
+    """A capture taken on c1 holds its echo requests and its echo replies; replayed from c1,
+    an echo reply is the packet sent (its hops start at c1, it is delivered to c2's stack)
+    and nothing answers it, so its path is complete once delivered, not at the timeout."""
+    from nettrace.capture.replay import replay
+    from nettrace.trace.model import DELIVERED
+    lab = make_lab(text=LAB, name="pipeboth")
+    c1 = lab.sandbox("c1").endpoints[0].ipv4
+    c2 = lab.sandbox("c2").ip()
+    eth = Ether(src=C1_MAC, dst="02:42:0a:0a:00:03")
+    frames = [eth / IP(src=c1, dst=c2, id=0x7001) / ICMP(type=8, id=0x4301, seq=1) / b"both",
+              eth / IP(src=c1, dst=c2, id=0x7002) / ICMP(type=0, id=0x4302, seq=1) / b"both"]
+    cap = str(tmp_path / "both.pcap")
+    write_pcap(cap, ((1_767_225_600 * 10**9 + i * 1000, bytes(f)) for i, f in enumerate(frames)))
+    request, reply = [r.path for r in replay(lab, cap, "c1", timeout=5.0, rules=False)]
+    assert request.verdict.kind == DELIVERED and request.reply is not None
+    assert request.reply.hops[0].packet.info == "echo-reply"
+    assert reply.verdict.kind == DELIVERED and reply.reply is None
+    assert reply.hops[0].sandbox == "c1" and reply.hops[-1].sandbox == "c2"
+    assert {h.packet.info for h in reply.hops if h.packet} == {"echo-reply"}

@@ -86,10 +86,17 @@ def test_an_answer_that_happens_to_carry_the_request_id_is_still_the_answer():
     """The answerer picks its own IPv4 id; 1 in 65,534 echo replies carries the request's.
     Classified as the request, the reply's hops once made a c1 -> c2 echo end 'delivered at
     c1' with no reply (a CI run of the fault catalogue)."""
+    from dataclasses import replace
+    echo = replace(FP, icmp_type=8)              # nettrace's own echo request
     rep = parse_headers(ipv4("172.17.0.3", "172.17.0.2", 1, 4242, icmp_echo(0, 99, 1)), False, 0x800)
     err = parse_headers(ipv4("172.17.0.1", "172.17.0.2", 1, 4242,
                              struct.pack("!BBHI", 3, 3, 0, 0) + b"\x00" * 28), False, 0x800)
-    assert (classify(rep, FP), classify(err, FP)) == ("reply", "reply")
+    assert (classify(rep, echo), classify(err, echo)) == ("reply", "reply")
+    # a replayed echo reply (a capture of both directions) is the packet we sent
+    assert classify(rep, replace(FP, icmp_type=0)) == "request"
+    from scapy.layers.inet import ICMP, IP
+    from nettrace.trace.tracer import fingerprint_of
+    assert [fingerprint_of(IP(dst="172.17.0.3") / ICMP(type=t), 5).icmp_type for t in (8, 0)] == [8, 0]
     tfp = Fingerprint(78, "tcp", "172.17.0.2", "172.17.0.3", ip_id=4242, sport=40001, dport=80)
     syn = struct.pack("!HHIIBBHHH", 40001, 80, 1, 0, 0x50, 0x02, 64240, 0, 0)
     synack = struct.pack("!HHIIBBHHH", 80, 40001, 9, 2, 0x50, 0x12, 64240, 0, 0)
@@ -200,3 +207,14 @@ def test_verdict_names_a_failed_neighbour_resolution():
     v = verdict(hops)
     assert v.kind == "dropped" and v.where == "c1:eth0" and "no ARP answer" in v.reason
     assert verdict(hops[:2]).kind == "lost"          # still waiting for the answer
+
+
+def test_a_delivered_echo_reply_or_icmp_error_expects_no_answer():
+    """A replayed echo reply is complete once delivered; an echo request waits for its reply."""
+    from dataclasses import replace
+    from nettrace.trace.model import DELIVERED, Verdict
+    from nettrace.trace.pipeline import complete
+    delivered = Path("lab", "c1", "c2", "icmp", verdict=Verdict(DELIVERED, where="c2"))
+    assert complete(delivered, replace(FP, icmp_type=0))
+    assert complete(delivered, replace(FP, icmp_type=3))
+    assert not complete(delivered, replace(FP, icmp_type=8))

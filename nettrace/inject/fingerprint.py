@@ -31,6 +31,10 @@ def family_of(*addresses: str | None) -> int:
     return 4
 
 
+#: the ICMP type of an echo request, per family
+ECHO_REQUEST = {4: 8, 6: 128}
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     trace_id: int
@@ -45,6 +49,7 @@ class Fingerprint:
     marker: str | None = None        # payload marker, "nettrace-<trace id>"
     family: int = 4                  # 4 | 6
     flow_label: int | None = None    # IPv6: the request's identity (what ip_id is to IPv4)
+    icmp_type: int | None = None     # the request's ICMP type (8 / 128: echo request)
 
     def keys(self) -> list[tuple[int, int, int]]:
         """(kind, proto, value) entries of the in-kernel watch map."""
@@ -101,7 +106,8 @@ class FingerprintFactory:
             return Fingerprint(**{**common, "marker": None})
         ip_id = rng.randrange(1, 0xFFFF)
         if proto == "icmp":
-            return Fingerprint(**common, ip_id=ip_id, icmp_id=rng.randrange(1, 0xFFFF), icmp_seq=seq)
+            return Fingerprint(**common, ip_id=ip_id, icmp_id=rng.randrange(1, 0xFFFF), icmp_seq=seq,
+                               icmp_type=ECHO_REQUEST[4])
         if proto in ("tcp", "udp"):
             return Fingerprint(**common, ip_id=ip_id, sport=rng.randrange(33000, 60999),
                                dport=dport or (80 if proto == "tcp" else 53))
@@ -120,7 +126,7 @@ class FingerprintFactory:
         flow = rng.randrange(1, 1 << 20)
         if proto == "icmp":
             return Fingerprint(**common, flow_label=flow, icmp_id=rng.randrange(1, 0xFFFF),
-                               icmp_seq=seq)
+                               icmp_seq=seq, icmp_type=ECHO_REQUEST[6])
         if proto in ("tcp", "udp"):
             return Fingerprint(**common, flow_label=flow, sport=rng.randrange(33000, 60999),
                                dport=dport or (80 if proto == "tcp" else 53))

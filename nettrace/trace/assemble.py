@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nettrace.inject.fingerprint import Fingerprint
+from nettrace.inject.fingerprint import ECHO_REQUEST, Fingerprint
 from nettrace.trace.events import Event, parse_headers
 from nettrace.trace.events import Point as Probe
 from nettrace.trace.model import (DELIVERED, DROPPED, LOST, NF_HOOKS, Hop, HookVerdict, NfRule,
@@ -143,10 +143,12 @@ def classify(pkt: Packet, fp: Fingerprint) -> str | None:
 
 def _answer_shaped(pkt: Packet, fp: Fingerprint) -> bool:
     """The answer's own IPv4 id (or flow label) is the answerer's to choose, so now and then
-    it equals the request's: an echo reply, an ICMP error or a segment to our source port
-    is the answer whatever its id says."""
+    it equals the request's: to an echo request, an echo reply or an ICMP error is the
+    answer whatever its id says, and so is a segment to our source port. (A replayed echo
+    reply is its own request: it has no answer.)"""
     if fp.proto == "icmp":
-        return pkt.info == "echo-reply" or pkt.info in ICMP_ERRORS
+        return fp.icmp_type == ECHO_REQUEST[fp.family] and \
+            (pkt.info == "echo-reply" or pkt.info in ICMP_ERRORS)
     return pkt.dport == fp.sport and pkt.sport != fp.sport
 
 

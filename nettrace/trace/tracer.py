@@ -416,7 +416,8 @@ def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
         marker = find_marker(raw)
     common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, ip_id=ip_id, marker=marker)
     if pkt.haslayer(ICMP):
-        return Fingerprint(proto="icmp", icmp_id=pkt[ICMP].id, icmp_seq=pkt[ICMP].seq, **common)
+        return Fingerprint(proto="icmp", icmp_id=pkt[ICMP].id, icmp_seq=pkt[ICMP].seq,
+                           icmp_type=pkt[ICMP].type, **common)
     for layer, name in ((TCP, "tcp"), (UDP, "udp")):
         if pkt.haslayer(layer):
             return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
@@ -440,7 +441,8 @@ def _fingerprint6(pkt, trace_id: int) -> Fingerprint:
                   family=6)
     if pkt.haslayer(ICMPv6EchoRequest):
         echo = pkt[ICMPv6EchoRequest]
-        return Fingerprint(proto="icmp", icmp_id=echo.id, icmp_seq=echo.seq, **common)
+        return Fingerprint(proto="icmp", icmp_id=echo.id, icmp_seq=echo.seq,
+                           icmp_type=echo.type, **common)
     for layer, name in ((TCP, "tcp"), (UDP, "udp")):
         if pkt.haslayer(layer):
             return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
