@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from nettrace.topology.firewall.base import (Family, IptablesDoc, Ruleset, bridges,
                                              builtin_policies, published)
-from nettrace.topology.firewall.layouts import IptablesLayout
+from nettrace.topology.firewall.layouts import IptablesLayout, direct_access_guarded
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import GatewayMode, Host, Lab
 
@@ -42,16 +42,9 @@ class Docker29Iptables(IptablesLayout):
 
         # -- raw: direct access to container addresses, remote access to loopback ports
         doc.table("raw", builtin_policies("raw"), [])
-        for sb in lab.sandboxes.values():
-            if sb.host != host.name:
-                continue
-            for ep in sb.endpoints:
-                n = next((x for x in nets if x.name == ep.network), None)
-                if n is None or not fam.addr(ep) or n.internal or \
-                        fam.mode(n) in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
-                    continue
-                doc.add("raw", "PREROUTING", f"-d {fam.host(fam.addr(ep))} ! -i {n.device} -j DROP",
-                        P.DIRECT_ACCESS, n.name)
+        for ep, n in direct_access_guarded(lab, host, nets, fam):
+            doc.add("raw", "PREROUTING", f"-d {fam.host(fam.addr(ep))} ! -i {n.device} -j DROP",
+                    P.DIRECT_ACCESS, n.name)
         for p in ports:
             if p.host_ip and fam.loopback(p.host_ip) and fam.mode(p.network) in NAT_MODES:
                 doc.add("raw", "PREROUTING", f"-d {fam.host(p.host_ip)} ! -i lo -p {p.proto} -m {p.proto} "

@@ -22,7 +22,7 @@ from __future__ import annotations
 from nettrace.topology import netns
 from nettrace.topology.firewall import index
 from nettrace.topology.firewall.base import Family, RenderedRule, Ruleset, bridges, published
-from nettrace.topology.firewall.layouts import TwoFamilies
+from nettrace.topology.firewall.layouts import TwoFamilies, direct_access_guarded
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.model import FwRule, GatewayMode, Host, Lab
 
@@ -75,16 +75,9 @@ class Docker29Nftables(TwoFamilies):
             add("nat-prerouting-and-output", f"{match}{p.proto} dport {p.host_port} counter "
                 f'dnat to {fam.endpoint(fam.port_ip(p), p.port)} comment "DNAT"', P.DNAT,
                 p.network)
-        for sb in lab.sandboxes.values():
-            if sb.host != host.name:
-                continue
-            for ep in sb.endpoints:
-                n = next((x for x in nets if x.name == ep.network), None)
-                if n is None or not fam.addr(ep) or n.internal or \
-                        fam.mode(n) in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
-                    continue
-                add("raw-PREROUTING", f'{ip} daddr {fam.addr(ep)} iifname != "{n.device}" counter '
-                    'drop comment "DROP DIRECT ACCESS"', P.DIRECT_ACCESS, n)
+        for ep, n in direct_access_guarded(lab, host, nets, fam):
+            add("raw-PREROUTING", f'{ip} daddr {fam.addr(ep)} iifname != "{n.device}" counter '
+                'drop comment "DROP DIRECT ACCESS"', P.DIRECT_ACCESS, n)
         for p in ports:
             if p.host_ip and fam.loopback(p.host_ip) and fam.mode(p.network) in NAT_MODES:
                 add("raw-PREROUTING", f'iifname != "lo" {ip} daddr {p.host_ip} {p.proto} dport '

@@ -1,5 +1,6 @@
-"""What the profiles share beyond rendering rules: one render for both address families, and
-the loading and reading of iptables-syntax rulesets."""
+"""What the profiles share beyond rendering rules: one render for both address families, the
+loading and reading of iptables-syntax rulesets, and which endpoints Docker 28+ guards
+against direct access (both Docker 29 backends)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,29 @@ from typing import TYPE_CHECKING
 
 from nettrace.topology.firewall import index
 from nettrace.topology.firewall.base import Family, Ruleset, bridges
+from nettrace.topology.model import GatewayMode
 
 if TYPE_CHECKING:
-    from nettrace.topology.model import FwRule, Host, Lab
+    from typing import Iterator
+
+    from nettrace.topology.model import Endpoint, FwRule, Host, Lab, Network
+
+
+def direct_access_guarded(lab: "Lab", host: "Host", nets: list["Network"],
+                          fam: Family) -> "Iterator[tuple[Endpoint, Network]]":
+    """The endpoints on `host` (with their network) whose address Docker 28+ guards in raw
+    PREROUTING: packets to it that did not come in on its own bridge are dropped. Every
+    endpoint with an address of this family on a non-internal network, except in the
+    nat-unprotected and routed gateway modes, which let the LAN reach containers."""
+    for sb in lab.sandboxes.values():
+        if sb.host != host.name:
+            continue
+        for ep in sb.endpoints:
+            n = next((x for x in nets if x.name == ep.network), None)
+            if n is None or not fam.addr(ep) or n.internal or \
+                    fam.mode(n) in (GatewayMode.NAT_UNPROTECTED, GatewayMode.ROUTED):
+                continue
+            yield ep, n
 
 
 class TwoFamilies:
