@@ -134,21 +134,10 @@ def serve(lab_name: str) -> None:
 
 def start(lab: Lab) -> int | None:
     """Start the lab's DNS process if a container needs it; returns its PID."""
-    import subprocess
     if not any(uses_embedded_dns(sb) for sb in lab.sandboxes.values()):
         return None
-    from nettrace.topology.state import pidfile
-    proc = subprocess.Popen([sys.executable, "-m", "nettrace.topology.dns", lab.name],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
-    with open(pidfile(lab.name, "dns"), "w") as f:
-        f.write(f"{proc.pid}\n")
-    line = proc.stdout.readline().strip()
-    proc.stdout.close()
-    if line != "ready":
-        from nettrace.errors import NettraceError
-        raise NettraceError(f"the embedded DNS server of lab '{lab.name}' did not start")
-    return proc.pid
+    from nettrace.topology.state import start_daemon
+    return start_daemon(lab.name, "nettrace.topology.dns", "dns", "the embedded DNS server")
 
 
 if __name__ == "__main__":

@@ -88,22 +88,10 @@ def serve(lab_name: str) -> None:
 
 def start(lab: Lab) -> int | None:
     """Start the lab's listener process if a container has `listen:` entries; its PID."""
-    import subprocess
     if not any(sb.listen for sb in lab.sandboxes.values()):
         return None
-    from nettrace.errors import NettraceError
-    from nettrace.topology.state import pidfile
-    proc = subprocess.Popen([sys.executable, "-m", "nettrace.topology.listeners", lab.name],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
-    with open(pidfile(lab.name, "listen"), "w") as f:
-        f.write(f"{proc.pid}\n")
-    line = proc.stdout.readline().strip()
-    proc.stdout.close()
-    if line != "ready":
-        raise NettraceError(f"the listeners of lab '{lab.name}' did not start"
-                            + (f": {line[6:]}" if line.startswith("error ") else ""))
-    return proc.pid
+    from nettrace.topology.state import start_daemon
+    return start_daemon(lab.name, "nettrace.topology.listeners", "listen", "the listeners")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,27 @@ def pidfile(lab: str, what: str) -> str:
     return os.path.join(STATE_DIR, f"{lab}.{what}.pid")
 
 
+def start_daemon(lab: str, module: str, kind: str, what: str) -> int:
+    """Start `python -m MODULE LAB`, one of a lab's daemons (embedded DNS, listeners): in a
+    session of its own (it outlives the command that started it), its PID in the pid file
+    `<lab>.<kind>.pid` that `lab down` stops it by, and its first line awaited: `ready`, or
+    `error <why>` (raised, naming `what`)."""
+    import subprocess
+    import sys
+    from nettrace.errors import NettraceError
+    proc = subprocess.Popen([sys.executable, "-m", module, lab],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    with open(pidfile(lab, kind), "w") as f:
+        f.write(f"{proc.pid}\n")
+    line = proc.stdout.readline().strip()
+    proc.stdout.close()
+    if line != "ready":
+        raise NettraceError(f"{what} of lab '{lab}' did not start"
+                            + (f": {line[6:]}" if line.startswith("error ") else ""))
+    return proc.pid
+
+
 def pidfiles() -> list[str]:
     """Every pid file of every lab."""
     try:
