@@ -187,10 +187,12 @@ class Assembly:
         self.events.append(ev)
         pkt = parse_headers(ev.hdr, ev.l2, ev.ethertype)
         side = classify(pkt, self.request.fingerprint)
-        if side is None:                 # headers unreadable here (freed, pulled): by skb
+        if side is None and identity(pkt) is None:   # headers unreadable (freed, pulled): by skb
             side = next((s for s in (REPLY, REQUEST) if ev.skb in self._skbs[s]), None)
-            if side is None:
-                return
+        # (readable headers that are neither are another packet, even in a reused skb: the
+        # sender's RST to an unasked-for SYN-ACK, allocated where the freed SYN was)
+        if side is None:
+            return
         self._skbs[side].add(ev.skb)
         self.sides[side].append((ev, pkt))
 
