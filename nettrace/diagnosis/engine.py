@@ -24,11 +24,10 @@ from nettrace.diagnosis.model import Cause, Diagnosis, EditOp, Fix, LabEdit
 from nettrace.diagnosis.rules import RuleInfo, explain
 from nettrace.topology.firewall.purposes import RulePurpose as P
 from nettrace.topology.firewall.sandbox_dns import DNS_IP
-from nettrace.topology.model import Host, Lab, Network, Sandbox
+from nettrace.topology.model import VXLAN_OVERHEAD, Host, Lab, Network, Sandbox
 from nettrace.trace.model import DELIVERED, DROPPED, Hop, Path
 
 VXLAN_PORT = 4789
-VXLAN_OVERHEAD = 50            # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 #: kernel drop reasons (enum skb_drop_reason names) -> cause, when no rule decided
 REASON_CAUSES = {
     "IP_INNOROUTES": Cause.NO_ROUTE, "IP_OUTNOROUTES": Cause.NO_ROUTE,
@@ -835,8 +834,7 @@ def _mtu(f, hop, ev, pre, ref, answered: bool = False, lost: bool = False) -> Di
         if net is not None and net.mtu > bottleneck and net.name == "bridge":
             fixes.append(Fix([f"dockerd --mtu {bottleneck}"], []))
         elif net is not None and net.mtu > bottleneck:
-            # Docker's overlay takes VXLAN's 50 bytes off the option: the option is the
-            # underlay's MTU, the containers get 50 less
+            # the option Docker's overlay takes VXLAN's overhead off (model.VXLAN_OVERHEAD)
             opt = bottleneck + (VXLAN_OVERHEAD if net.driver == "overlay" else 0)
             fixes.append(Fix(
                 _recreate(lab, net, [f"-o com.docker.network.driver.mtu={opt}"]),

@@ -51,6 +51,12 @@ class Fingerprint:
     flow_label: int | None = None    # IPv6: the request's identity (what ip_id is to IPv4)
     icmp_type: int | None = None     # the request's ICMP type (8 / 128: echo request)
 
+    @property
+    def echo_request(self) -> bool:
+        """An ICMP echo request (a fingerprint recorded without its ICMP type was one):
+        the only ICMP packet that is answered."""
+        return self.proto == "icmp" and self.icmp_type in (None, ECHO_REQUEST[self.family])
+
     def keys(self) -> list[tuple[int, int, int]]:
         """(kind, proto, value) entries of the in-kernel watch map."""
         if self.family == 6:

@@ -24,6 +24,9 @@ from nettrace.topology.firewall.purposes import RulePurpose
 NS_PREFIX = os.environ.get("NETTRACE_NS_PREFIX", "nt")
 #: Where running labs are recorded.
 STATE_DIR = os.environ.get("NETTRACE_STATE_DIR", "/run/nettrace")
+#: what VXLAN adds to a packet (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8): Docker's overlay
+#: gives containers its mtu option less this (1500 -> 1450)
+VXLAN_OVERHEAD = 50
 
 
 def ns_name(lab: str, *parts: str) -> str:

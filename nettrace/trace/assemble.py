@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nettrace.inject.fingerprint import ECHO_REQUEST, Fingerprint
+from nettrace.inject.fingerprint import Fingerprint
 from nettrace.trace.events import Event, parse_headers
 from nettrace.trace.events import Point as Probe
 from nettrace.trace.model import (DELIVERED, DROPPED, LOST, NF_HOOKS, Hop, HookVerdict, NfRule,
@@ -147,8 +147,7 @@ def _answer_shaped(pkt: Packet, fp: Fingerprint) -> bool:
     answer whatever its id says, and so is a segment to our source port. (A replayed echo
     reply is its own request: it has no answer.)"""
     if fp.proto == "icmp":
-        return fp.icmp_type == ECHO_REQUEST[fp.family] and \
-            (pkt.info == "echo-reply" or pkt.info in ICMP_ERRORS)
+        return fp.echo_request and (pkt.info == "echo-reply" or pkt.info in ICMP_ERRORS)
     return pkt.dport == fp.sport and pkt.sport != fp.sport
 
 

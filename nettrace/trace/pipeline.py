@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 from nettrace.errors import NettraceError
 from nettrace.inject import injector
-from nettrace.inject.fingerprint import ECHO_REQUEST, Fingerprint
+from nettrace.inject.fingerprint import Fingerprint
 from nettrace.trace.assemble import (_IPID, REPLY, Assembly, Request, TraceRecord, identity,
                                      rules_by_hook)
 from nettrace.trace.model import DELIVERED, DROPPED, Path
@@ -86,8 +86,7 @@ def complete(path: Path, fp: Fingerprint) -> bool:
         return False
     if fp.proto == "udp" and path.reply is None:
         return False
-    if fp.proto == "icmp" and fp.icmp_type is not None and \
-            fp.icmp_type != ECHO_REQUEST[fp.family]:
+    if fp.proto == "icmp" and not fp.echo_request:
         return True                   # a replayed echo reply or ICMP error: nothing answers it
     return path.reply is not None and path.reply.verdict.kind in (DELIVERED, DROPPED)
 

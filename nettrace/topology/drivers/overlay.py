@@ -16,12 +16,11 @@ from nettrace.topology import netns
 from nettrace.topology.context import address6_for, address_for, network_for
 from nettrace.topology.drivers.base import NullDriver, add_addresses, veth_endpoint
 from nettrace.topology.drivers.bridge import BridgeDriver
-from nettrace.topology.model import Interface, Role, Sandbox
+from nettrace.topology.model import VXLAN_OVERHEAD, Interface, Role, Sandbox
 from nettrace.topology.spec import Attachment
 
 VNI_START = 4096
 VXLAN_PORT = 4789
-OVERLAY_OVERHEAD = 50
 
 
 class OverlayDriver(NullDriver):
@@ -33,7 +32,7 @@ class OverlayDriver(NullDriver):
         vni = spec.vni or next(v for v in range(VNI_START, 2 ** 24) if v not in state["vnis"])
         state["vnis"].add(vni)
         network_for(ctx, spec, None, device="br0", netns_name=None,
-                    mtu=(spec.mtu or 1500) - OVERLAY_OVERHEAD, vni=vni)
+                    mtu=(spec.mtu or 1500) - VXLAN_OVERHEAD, vni=vni)
 
     def _sandbox(self, ctx, network, host: str) -> str:
         """The per-network sandbox on `host`, built on the first local join."""
