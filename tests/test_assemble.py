@@ -165,9 +165,61 @@ def test_observed_packet_without_a_fingerprint():
 def test_fingerprint_of_leaves_the_callers_packet_alone():
     from scapy.layers.inet import ICMP, IP
     from nettrace.trace.tracer import fingerprint_of
+    from nettrace.trace.tracer import with_identity
     pkt = IP(src="10.0.0.1", dst="10.0.0.2", id=0) / ICMP(id=5, seq=1)
     before = bytes(pkt)
-    fp = fingerprint_of(pkt, 42)
+    fp = fingerprint_of(before, "l3", 42)
     assert bytes(pkt) == before and pkt[IP].id == 0
     assert fp.ip_id == (42 * 7919) % 0xFFFE + 1 and (fp.icmp_id, fp.icmp_seq) == (5, 1)
-    assert fingerprint_of(IP(dst="10.0.0.2", id=77) / ICMP(), 1).ip_id == 77
+    sent = IP(with_identity(before, "l3", fp))
+    assert sent.id == fp.ip_id and bytes(pkt) == before
+    # the header checksum fits the new id: scapy's own checksum of the same header
+    assert sent.chksum == IP(bytes(IP(src="10.0.0.1", dst="10.0.0.2", id=fp.ip_id)
+                                  / ICMP(id=5, seq=1))).chksum
+    assert fingerprint_of(bytes(IP(dst="10.0.0.2", id=77) / ICMP()), "l3", 1).ip_id == 77
+
+
+def test_fingerprint_of_bytes_for_every_kind_of_frame():
+    """Replays fingerprint the bytes they send (no scapy per frame). Expectations written by
+    hand from each packet; scapy only builds the bytes."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.layers.vxlan import VXLAN
+    from nettrace.trace.tracer import fingerprint_of
+    a, b = "10.0.0.1", "10.0.0.2"
+    cases = [
+        ("l3", IP(src=a, dst=b, id=9) / ICMP(id=5, seq=1) / b"nettrace-77",
+         dict(proto="icmp", ip_id=9, icmp_id=5, icmp_seq=1, icmp_type=8, marker="nettrace-77")),
+        ("l3", IP(src=a, dst=b, id=9) / ICMP(type=3, code=3) / IP(dst="1.1.1.1") / UDP(),
+         dict(proto="icmp", ip_id=9, icmp_type=3)),            # an error: no echo id
+        ("l3", IP(src=a, dst=b, id=9) / TCP(sport=1234, dport=80),
+         dict(proto="tcp", ip_id=9, sport=1234, dport=80)),
+        ("l3", IP(src=a, dst=b, id=9) / UDP(sport=1234, dport=53),
+         dict(proto="udp", ip_id=9, sport=1234, dport=53)),
+        ("l3", IP(src=a, dst=b, id=9, proto=47) / b"gre!", dict(proto="47", ip_id=9)),
+        ("l2", Ether() / IP(src=a, dst=b, id=3, options=[b"\x01"] * 4) / ICMP(id=5, seq=2),
+         dict(proto="icmp", ip_id=3, icmp_id=5, icmp_seq=2, icmp_type=8)),   # IP options
+        ("l2", Ether() / ARP(psrc=a, pdst=b), dict(proto="arp")),
+        ("l2", Ether() / IP(src="192.168.0.1", dst="192.168.0.2", id=44) / UDP(dport=4789)
+         / VXLAN(vni=5) / Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=7, dport=8),
+         dict(proto="tcp", src="192.168.0.1", dst="192.168.0.2", ip_id=44, sport=7, dport=8)),
+    ]
+    for layer, pkt, want in cases:
+        fp = fingerprint_of(bytes(pkt), layer, 42)
+        want = {"trace_id": 42, "src": a, "dst": b, "family": 4, **want}
+        assert fp.to_dict() == want, (pkt.summary(), fp)
+    six = [(IPv6(src="fd00::1", dst="fd00::2", fl=7) / ICMPv6EchoRequest(id=3, seq=4),
+            dict(proto="icmp", flow_label=7, icmp_id=3, icmp_seq=4, icmp_type=128)),
+           (IPv6(src="fd00::1", dst="fd00::2", fl=8) / UDP(sport=5, dport=53),
+            dict(proto="udp", flow_label=8, sport=5, dport=53)),
+           (IPv6(src="fd00::1", dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt="fd00::2"),
+            dict(proto="nd"))]                 # watched by its target, not its destination
+    for pkt, want in six:
+        fp = fingerprint_of(bytes(pkt), "l3", 42)
+        assert fp.to_dict() == {"trace_id": 42, "src": "fd00::1", "dst": "fd00::2",
+                                "family": 6, **want}, pkt.summary()
+    import pytest
+    from nettrace.errors import NettraceError
+    with pytest.raises(NettraceError, match="only IPv4, IPv6 and ARP"):
+        fingerprint_of(bytes(Ether(type=0x88CC) / (b"lldp" * 10)), "l2", 1)

@@ -96,7 +96,8 @@ def test_an_answer_that_happens_to_carry_the_request_id_is_still_the_answer():
     assert classify(rep, replace(FP, icmp_type=0)) == "request"
     from scapy.layers.inet import ICMP, IP
     from nettrace.trace.tracer import fingerprint_of
-    assert [fingerprint_of(IP(dst="172.17.0.3") / ICMP(type=t), 5).icmp_type for t in (8, 0)] == [8, 0]
+    assert [fingerprint_of(bytes(IP(dst="172.17.0.3") / ICMP(type=t)), "l3", 5).icmp_type
+            for t in (8, 0)] == [8, 0]
     tfp = Fingerprint(78, "tcp", "172.17.0.2", "172.17.0.3", ip_id=4242, sport=40001, dport=80)
     syn = struct.pack("!HHIIBBHHH", 40001, 80, 1, 0, 0x50, 0x02, 64240, 0, 0)
     synack = struct.pack("!HHIIBBHHH", 80, 40001, 9, 2, 0x50, 0x12, 64240, 0, 0)

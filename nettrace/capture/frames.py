@@ -157,23 +157,40 @@ def parse_rewrites(specs: Sequence[str], lab: "Lab", source: NodeAddress) -> Rew
     return rw
 
 
-def to_packet(payload: LinkPayload, layer: str | None = None):
-    """The scapy packet for a payload, at `layer` (default: the payload's own).
+#: the header a frame must carry whole to be sent and traced, by ethertype
+_HEADERS = {ETH_P_IP: ("IP", 20), ETH_P_IPV6: ("IPv6", 40), ETH_P_ARP: ("ARP", 28)}
 
-    Scapy is imported here, not at module load.
-    """
-    from scapy.layers.inet import IP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
-    import struct
+
+def frame_bytes(payload: LinkPayload, layer: str | None = None) -> bytes:
+    """The bytes to send for a payload at `layer` (default: the payload's own): its
+    Ethernet frame (l2) or its IP packet (l3). ValueError when it has no such layer or
+    its network header is cut short (a damaged capture)."""
     if (layer or payload.layer) == "l2":
         if payload.ether is None:
             raise ValueError("no Ethernet header")
-        cls, data = Ether, payload.ether
+        data, off = payload.ether, 14
+        ethertype = struct.unpack_from("!H", data, 12)[0]
     elif payload.layer == "l2":
         raise ValueError("not an IP packet")
     else:
-        cls, data = (IP if payload.data[0] >> 4 == 4 else IPv6), payload.data
+        data, off = payload.data, 0
+        ethertype = ETH_P_IPV6 if data[0] >> 4 == 6 else ETH_P_IP
+    name, need = _HEADERS.get(ethertype, ("", 0))
+    if ethertype == ETH_P_IP and len(data) > off:
+        need = max(need, (data[off] & 0xF) * 4)
+    if len(data) - off < need:
+        raise ValueError(f"{name} header cut short ({len(data) - off} of {need} bytes)")
+    return data
+
+
+def to_packet(payload: LinkPayload, layer: str | None = None):
+    """The scapy packet for a payload, at `layer` (default: the payload's own), for
+    rewriting and for its summary. Scapy is imported here, not at module load."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    data = frame_bytes(payload, layer)
+    cls = Ether if (layer or payload.layer) == "l2" else (IP if data[0] >> 4 == 4 else IPv6)
     try:
         return cls(data)
     except struct.error as exc:          # scapy on a header cut short (a damaged capture)
@@ -238,9 +255,14 @@ def _clear_checksums(ip_layer) -> None:
         layer = layer.payload
 
 
-def summary(pkt) -> str:
-    """One line a user recognises: 'IP 10.0.0.1 > 10.0.0.2 ICMP echo-request'."""
+def summary(data: bytes, layer: str) -> str:
+    """One line a user recognises, scapy's: 'IP / ICMP 10.0.0.1 > 10.0.0.2 echo-request 0'
+    for the bytes of a frame sent at `layer`."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    cls = Ether if layer == "l2" else (IPv6 if data and data[0] >> 4 == 6 else IP)
     try:
-        return pkt.summary()
+        return cls(data).summary()
     except Exception:                                   # scapy summaries on odd packets
-        return pkt.__class__.__name__
+        return cls.__name__

@@ -12,13 +12,14 @@ frame; every frame before it is traced and handed to the caller first.
 from __future__ import annotations
 
 import errno
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from nettrace.capture.frames import (Rewrite, apply_rewrite, link_payload, parse_rewrites,
-                                     summary, to_packet)
+from nettrace.capture.frames import (Rewrite, apply_rewrite, frame_bytes, link_payload,
+                                     parse_rewrites, summary, to_packet)
 from nettrace.trace.endpoints import NodeAddress, node_address
 from nettrace.capture.reader import CaptureError, CaptureReader
 from nettrace.errors import NettraceError
@@ -38,9 +39,14 @@ class UnroutableFrame(CaptureError):
 @dataclass
 class FrameResult:
     number: int
-    packet: str                 # scapy summary of the frame as injected
+    data: bytes                 # the frame as injected (IP packet for l3, Ethernet for l2)
     layer: str                  # l2 | l3
     path: Path
+
+    @property
+    def packet(self) -> str:
+        """Scapy's summary of the frame (made when asked: it costs more than tracing it)."""
+        return summary(self.data, self.layer)
 
     def to_dict(self) -> dict[str, Any]:
         return {"frame": self.number, "packet": self.packet, "layer": self.layer,
@@ -164,26 +170,26 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
         for frame in reader:
             payload = link_payload(frame, capture)
             send_layer = payload.layer if layer == "auto" else layer
-            try:
-                pkt = apply_rewrite(to_packet(payload, send_layer), rw)
+            try:                  # scapy only to rewrite: bytes go as they are
+                data = bytes(apply_rewrite(to_packet(payload, send_layer), rw)) if rw.active \
+                    else frame_bytes(payload, send_layer)
             except ValueError as exc:
                 raise CaptureError(capture, f"cannot be sent at layer {send_layer[1]}: "
                                             f"{_why_not(payload, send_layer, exc)}",
                                    frame=frame.number) from None
-            if send_layer == "l3":
-                why = routes.problem(str(pkt.dst))
-                if why:
-                    raise UnroutableFrame(
-                        capture, f"{pkt.dst} cannot be routed from {source} ({why} in its "
-                                 f"namespace); map it to a lab node with --rewrite "
-                                 f"{_original_dst(payload)}=<container>", frame=frame.number)
             try:
-                yield tracer.prepare(sender_name, pkt, layer=send_layer,
-                                     tag=(frame.number, summary(pkt), send_layer,
-                                          reader.position))
+                inj = tracer.prepare(sender_name, data, layer=send_layer,
+                                     tag=(frame.number, data, send_layer, reader.position))
             except NettraceError as exc:          # e.g. a protocol the tracer cannot follow
                 raise CaptureError(capture, f"cannot be traced: {exc}",
                                    frame=frame.number) from None
+            why = routes.problem(inj.fp.dst) if send_layer == "l3" else None
+            if why:
+                raise UnroutableFrame(
+                    capture, f"{inj.fp.dst} cannot be routed from {source} ({why} in its "
+                             f"namespace); map it to a lab node with --rewrite "
+                             f"{_original_dst(payload)}=<container>", frame=frame.number)
+            yield inj
 
     try:
         if own_tracer:
@@ -191,8 +197,8 @@ def replay(lab: "Lab", capture: str, source: str, *, rewrite: Sequence[str] = ()
             tracer = Tracer(lab, nftrace=rules).__enter__()
         started = time.perf_counter()
         for inj, path in tracer.trace_many(injections(), timeout=timeout, window=window):
-            number, text, send_layer, position = inj.tag
-            result = FrameResult(number, text, send_layer, path)
+            number, data, send_layer, position = inj.tag
+            result = FrameResult(number, data, send_layer, path)
             summ.add(result)
             summ.trace_seconds = time.perf_counter() - started
             if on_progress:
@@ -217,5 +223,6 @@ def _why_not(payload, layer: str, exc: ValueError) -> str:
 
 
 def _original_dst(payload) -> str:
-    pkt = to_packet(payload, "l3")
-    return str(pkt.dst)
+    data = payload.data
+    return socket.inet_ntop(socket.AF_INET6, data[24:40]) if data[0] >> 4 == 6 else \
+        socket.inet_ntoa(data[16:20])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 K_IPID, K_PORT, K_ICMP, K_ARP, K_FLOW, K_ND = 1, 2, 3, 4, 5, 6
@@ -87,7 +87,11 @@ class Fingerprint:
         return keys
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # (not dataclasses.asdict: it deep-copies, and every path asks for this twice)
+        return {f.name: v for f in _FIELDS if (v := getattr(self, f.name)) is not None}
+
+
+_FIELDS = fields(Fingerprint)
 
 
 class FingerprintFactory:

@@ -181,12 +181,20 @@ class Assembly:
         self.events: list[Event] = []                 # every event fed, for bundles
         self.sides: dict[str, list[tuple[Event, Packet]]] = {REQUEST: [], REPLY: []}
         self._skbs: dict[str, set[int]] = {REQUEST: set(), REPLY: set()}
+        # header bytes -> (packet, side, unreadable): one packet's events repeat a few
+        # headers (~25 events, ~5 distinct), parsed and classified once each
+        self._seen: dict[tuple[bytes, bool, int], tuple[Packet, str | None, bool]] = {}
 
     def add(self, ev: Event) -> None:
         self.events.append(ev)
-        pkt = parse_headers(ev.hdr, ev.l2, ev.ethertype)
-        side = classify(pkt, self.request.fingerprint)
-        if side is None and identity(pkt) is None:   # headers unreadable (freed, pulled): by skb
+        key = (ev.hdr, ev.l2, ev.ethertype)
+        seen = self._seen.get(key)
+        if seen is None:
+            pkt = parse_headers(*key)
+            seen = self._seen[key] = (pkt, classify(pkt, self.request.fingerprint),
+                                      identity(pkt) is None)
+        pkt, side, unreadable = seen
+        if side is None and unreadable:   # headers unreadable (freed, pulled): by skb
             side = next((s for s in (REPLY, REQUEST) if ev.skb in self._skbs[s]), None)
         # (readable headers that are neither are another packet, even in a reused skb: the
         # sender's RST to an unasked-for SYN-ACK, allocated where the freed SYN was)
@@ -278,15 +286,19 @@ def assemble_observed(events: Iterable[Event], names: Names, lab: str,
 class _HopState:
     hop: Hop
     key: tuple | None = None             # (netns, ifindex, "tx"/"rx") or (netns, pf, hook)
-    points: set = field(default_factory=set)
+    rank: int = len(PREFERENCE)          # best device probe seen (index in PREFERENCE)
     first_packet: Packet | None = None
 
 
-def _owner(names: Names, ev: Event) -> tuple[str | None, str | None, str | None]:
-    place = names.place(ev.netns)
-    if place is None:
-        return None, None, None
-    return place.host, place.sandbox, place.netns
+#: the hop point of each netfilter hook number; the rank of each device probe; tx or rx
+_HOOK_POINTS = tuple(Point.of_hook(h) for h in NF_HOOKS)
+_RANK = {p: i for i, p in enumerate(PREFERENCE)}
+_DIRECTION = {**{p: "tx" for p in TX}, **{p: "rx" for p in RX}}
+_FAMILIES = {0x0806: "arp", 0x86DD: "ipv6"}
+
+
+def _ts(pair: tuple[Event, Packet]) -> int:
+    return pair[0].ts_ns
 
 
 def _dev_name(names: Names, netns: int, ifindex: int) -> str | None:
@@ -294,59 +306,70 @@ def _dev_name(names: Names, netns: int, ifindex: int) -> str | None:
     return dev.name if dev else (f"if{ifindex}" if ifindex else None)
 
 
-def _family(ev: Event) -> str:
-    return {0x0806: "arp", 0x86DD: "ipv6"}.get(ev.ethertype, "ipv4")
-
-
 def build_hops(events: list[tuple[Event, Packet]], names: Names, *,
                reply: bool = False) -> list[Hop]:
     """Fold time-ordered events into hops (see the module docstring)."""
     states: list[_HopState] = []
     open_nf: dict[tuple, _HopState] = {}
-    for ev, pkt in sorted(events, key=lambda e: e[0].ts_ns):
-        host, sandbox, netns = _owner(names, ev)
-        if ev.point in TX or ev.point in RX:
-            key = (ev.netns, ev.ifindex, "tx" if ev.point in TX else "rx")
-            st = next((s for s in states[-4:] if s.key == key), None)
+    owners: dict[int, tuple[str | None, str | None, str | None]] = {}
+    for ev, pkt in sorted(events, key=_ts):
+        point, ev_netns = ev.point, ev.netns
+        owner = owners.get(ev_netns)
+        if owner is None:
+            place = names.place(ev_netns)
+            owner = owners[ev_netns] = (place.host, place.sandbox, place.netns) if place \
+                else (None, None, None)
+        host, sandbox, netns = owner
+        direction = _DIRECTION.get(point)
+        if direction is not None:
+            ifindex = ev.ifindex
+            key = (ev_netns, ifindex, direction)
+            st = None
+            for s in states[-4:]:
+                if s.key == key:
+                    st = s
+                    break
             if st is None:
-                dev = names.device(ev.netns, ev.ifindex)
-                hop = Hop(ev.ts_ns, DEVICE_POINTS[ev.point], host=host,
+                dev = names.device(ev_netns, ifindex)
+                hop = Hop(ev.ts_ns, DEVICE_POINTS[point], host=host,
                           sandbox=(dev.sandbox if dev and dev.sandbox else sandbox), netns=netns,
-                          device=_dev_name(names, ev.netns, ev.ifindex),
+                          device=dev.name if dev else (f"if{ifindex}" if ifindex else None),
                           role=dev.role if dev else None, packet=pkt, skb=ev.skb, frame=ev.hdr,
-                          family=_family(ev))
+                          family=_FAMILIES.get(ev.ethertype, "ipv4"))
                 st = _HopState(hop, key)
                 states.append(st)
-            st.points.add(ev.point)
-            st.hop.point = DEVICE_POINTS[min(st.points, key=PREFERENCE.index)]
+            rank = _RANK[point]
+            if rank < st.rank:
+                st.rank = rank
+                st.hop.point = DEVICE_POINTS[point]
             if ev.l2 and not st.hop.packet.eth_src:
                 st.hop.packet, st.hop.frame = pkt, ev.hdr
-        elif ev.point in (Probe.NF_FIRST, Probe.NF_LAST):
-            key = (ev.netns, ev.pf, ev.hook)
-            if ev.point == Probe.NF_FIRST or key not in open_nf:
-                hook = NF_HOOKS[ev.hook]
-                in_dev = _dev_name(names, ev.netns, ev.in_ifindex)
-                out_dev = _dev_name(names, ev.netns, ev.out_ifindex)
-                dev = names.device(ev.netns, ev.out_ifindex or ev.in_ifindex)
-                hop = Hop(ev.ts_ns, Point.of_hook(hook), host=host, sandbox=sandbox, netns=netns,
-                          device=out_dev or in_dev, role=dev.role if dev else None, hook=hook,
-                          family="ipv6" if ev.pf == 10 else "ipv4", in_dev=in_dev,
-                          out_dev=out_dev, packet=pkt, skb=ev.skb, frame=ev.hdr)
-                st = _HopState(hop, key, {ev.point}, pkt)
+        elif point is Probe.NF_FIRST or point is Probe.NF_LAST:
+            key = (ev_netns, ev.pf, ev.hook)
+            if point is Probe.NF_FIRST or key not in open_nf:
+                hook_point = _HOOK_POINTS[ev.hook]
+                in_dev = _dev_name(names, ev_netns, ev.in_ifindex)
+                out_dev = _dev_name(names, ev_netns, ev.out_ifindex)
+                dev = names.device(ev_netns, ev.out_ifindex or ev.in_ifindex)
+                hop = Hop(ev.ts_ns, hook_point, host=host, sandbox=sandbox, netns=netns,
+                          device=out_dev or in_dev, role=dev.role if dev else None,
+                          hook=NF_HOOKS[ev.hook], family="ipv6" if ev.pf == 10 else "ipv4",
+                          in_dev=in_dev, out_dev=out_dev, packet=pkt, skb=ev.skb, frame=ev.hdr)
+                st = _HopState(hop, key, first_packet=pkt)
                 states.append(st)
                 open_nf[key] = st
-            if ev.point == Probe.NF_LAST:
+            if point is Probe.NF_LAST:
                 st = open_nf.pop(key)
                 st.hop.verdict = HookVerdict.ACCEPT
                 st.hop.packet, st.hop.frame = pkt, ev.hdr
         else:                            # kfree_skb / consume_skb
-            drop = ev.point == Probe.KFREE_SKB
+            drop = point is Probe.KFREE_SKB
             if netns is None and states:     # no device or socket left: where it was last
                 last = states[-1].hop
                 host, sandbox, netns = last.host, last.sandbox, last.netns
             hop = Hop(ev.ts_ns, Point.DROP if drop else Point.CONSUME, host=host,
                       sandbox=sandbox, netns=netns,
-                      device=_dev_name(names, ev.netns, ev.ifindex),
+                      device=_dev_name(names, ev_netns, ev.ifindex),
                       drop_reason=names.drop_reason(ev.reason) if drop else None,
                       location=names.location(ev.location), packet=pkt if pkt.src else None,
                       skb=ev.skb)

@@ -138,8 +138,9 @@ class Hop:
     frame: bytes | None = None        # packet bytes from the L2/L3 header when captured
 
     def __post_init__(self) -> None:   # hops built by hand may name points by their value
-        self.point = Point(self.point)
-        if self.verdict is not None:
+        if type(self.point) is not Point:
+            self.point = Point(self.point)
+        if self.verdict is not None and type(self.verdict) is not HookVerdict:
             self.verdict = HookVerdict(self.verdict)
 
     @property

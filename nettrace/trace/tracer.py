@@ -16,6 +16,8 @@ holds it until its iterator ends): the ring buffer is shared.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +34,8 @@ from nettrace.trace import pipeline, symbols
 from nettrace.inject.request import InjectRequest
 from nettrace.trace.endpoints import resolve_request, resolve_source
 from nettrace.trace.assemble import (Request, TraceRecord, assemble_observed)
-from nettrace.trace.events import Event
+from nettrace.trace.events import ETH_P_IP, ETH_P_IPV6, Event, parse_headers
+from nettrace.trace.events import marker as find_marker
 from nettrace.trace.model import Path
 from nettrace.trace.names import Names
 from nettrace.trace.nftrace import NfTrace
@@ -268,27 +271,16 @@ class Tracer:
 
     def prepare(self, src: str, pkt, layer: str = "l3", tag=None) -> Injection:
         """One packet to send from SRC and trace, for trace_many(): a scapy packet, or raw
-        bytes (an IPv4 packet for layer "l3", an Ethernet frame for "l2"), with a fingerprint
-        of its own. Raises NettraceError for what cannot be traced."""
+        bytes (an IPv4 or IPv6 packet for layer "l3", an Ethernet frame for "l2"), with a
+        fingerprint of its own. Raises NettraceError for what cannot be traced."""
         if layer not in ("l3", "l2"):
             raise NettraceError(f"layer must be 'l3' or 'l2' (not {layer!r})")
         source = resolve_source(self.lab, src)
-        from scapy.layers.inet import IP
-        from scapy.layers.inet6 import IPv6
-        if isinstance(pkt, (bytes, bytearray)):
-            from scapy.layers.l2 import Ether
-            data = bytes(pkt)
-            pkt = Ether(data) if layer == "l2" else \
-                (IPv6 if data and data[0] >> 4 == 6 else IP)(data)
-        fp = fingerprint_of(pkt, self.fingerprints.trace_id())
-        if pkt.haslayer(IP) and pkt[IP].id != fp.ip_id:
-            pkt = pkt.copy()                   # the caller's packet stays as it was
-            pkt[IP].id = fp.ip_id
-        elif fp.flow_label is not None and pkt.haslayer(IPv6) and pkt[IPv6].fl != fp.flow_label:
-            pkt = pkt.copy()
-            pkt[IPv6].fl = fp.flow_label
+        data = bytes(pkt)                      # a scapy packet builds itself; bytes stay
+        fp = fingerprint_of(data, layer, self.fingerprints.trace_id())
         request = Request(self.lab.name, src, fp.dst or "?", fp, self._netns_of_ip(fp.dst))
-        return Injection(request, source.netns, source.ifname, bytes(pkt), layer, tag)
+        return Injection(request, source.netns, source.ifname,
+                         with_identity(data, layer, fp), layer, tag)
 
     def trace_many(self, injections: Iterable[Injection], timeout: float = 2.0,
                    window: int | None = None) -> Iterator[tuple[Injection, Path]]:
@@ -393,60 +385,68 @@ class Tracer:
         return sb.ip() if sb else None
 
 
-def fingerprint_of(pkt, trace_id: int) -> Fingerprint:
-    """The fingerprint of a packet given by the caller (scapy), for replays. The packet is
-    not changed: an IPv4 id of 0 gets a fingerprint id derived from `trace_id`, which the
-    sender must put on the packet it sends (Tracer.prepare does, on a copy)."""
-    from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import ARP
-    if pkt.haslayer(ARP):
-        arp = pkt[ARP]
-        return Fingerprint(trace_id, "arp", arp.psrc, arp.pdst)
-    if pkt.haslayer(IPv6) and not pkt.haslayer(IP):
-        return _fingerprint6(pkt, trace_id)
-    if not pkt.haslayer(IP):
+def fingerprint_of(data: bytes, layer: str, trace_id: int) -> Fingerprint:
+    """The fingerprint of a packet given by the caller (replays): an IP packet (layer
+    "l3") or an Ethernet frame ("l2"), read with the probes' own header parser. An IPv4 id
+    (IPv6 flow label) of 0 gets one derived from `trace_id`, which the sender must put on
+    the packet it sends (`with_identity`). A VXLAN frame is known by its outer addresses
+    and id, and by its inner packet's protocol."""
+    l2 = layer == "l2"
+    off = 14 if l2 else 0
+    ethertype = 0 if l2 else (ETH_P_IPV6 if data and data[0] >> 4 == 6 else ETH_P_IP)
+    pkt = parse_headers(data, l2, ethertype)
+    ip = pkt.outer or pkt
+    if pkt.proto == "arp" and pkt.outer is None:
+        return Fingerprint(trace_id, "arp", pkt.src, pkt.dst)
+    v6 = ip.flow_label is not None
+    if ip.src is None or not (v6 or ip.ip_id is not None):
         raise NettraceError("only IPv4, IPv6 and ARP packets can be traced")
-    ip = pkt[IP]
-    ip_id = ip.id or (trace_id * 7919) % 0xFFFE + 1   # the id is the identity: never 0
-    raw = bytes(pkt)
-    marker = None
-    if b"nettrace-" in raw:
-        from nettrace.trace.events import marker as find_marker
-        marker = find_marker(raw)
-    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, ip_id=ip_id, marker=marker)
-    if pkt.haslayer(ICMP):
-        return Fingerprint(proto="icmp", icmp_id=pkt[ICMP].id, icmp_seq=pkt[ICMP].seq,
-                           icmp_type=pkt[ICMP].type, **common)
-    for layer, name in ((TCP, "tcp"), (UDP, "udp")):
-        if pkt.haslayer(layer):
-            return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
-    return Fingerprint(proto=str(ip.proto), **common)
+    l4 = off + (40 if v6 else (data[off] & 0xF) * 4)
+    if pkt.outer is not None:             # the inner packet's (after UDP, VXLAN, Ethernet)
+        inner = l4 + 8 + 8 + 14
+        l4 = inner + (40 if pkt.flow_label is not None else (data[inner] & 0xF) * 4)
+    icmp_type = data[l4] if pkt.proto in ("icmp", "ipv6-icmp") and len(data) > l4 else None
+    if v6 and icmp_type == 135 and len(data) >= l4 + 24:
+        return Fingerprint(trace_id, "nd", ip.src, socket.inet_ntop(socket.AF_INET6,
+                                                                     data[l4 + 8:l4 + 24]),
+                           family=6)
+    marker = find_marker(data) if b"nettrace-" in data else None
+    if v6:
+        common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, marker=marker, family=6,
+                      flow_label=ip.flow_label or (trace_id * 7919) % 0xFFFFE + 1)
+    else:
+        common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, marker=marker,
+                      ip_id=ip.ip_id or (trace_id * 7919) % 0xFFFE + 1)  # never 0: the identity
+    if icmp_type is not None:
+        echo = icmp_type in (0, 8, 128, 129)
+        return Fingerprint(proto="icmp", icmp_id=pkt.sport if echo else None,
+                           icmp_seq=pkt.dport if echo else None, icmp_type=icmp_type, **common)
+    if pkt.proto in ("tcp", "udp"):
+        return Fingerprint(proto=pkt.proto, sport=pkt.sport, dport=pkt.dport, **common)
+    return Fingerprint(proto=str(data[off + (6 if v6 else 9)]), **common)
 
 
-def _fingerprint6(pkt, trace_id: int) -> Fingerprint:
-    """IPv6: the flow label is the identity (a label of 0 gets one derived from `trace_id`,
-    which the sender puts on its copy); a neighbour solicitation is watched by its target."""
-    from scapy.layers.inet import TCP, UDP
-    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6
-    ip = pkt[IPv6]
-    if pkt.haslayer(ICMPv6ND_NS):
-        return Fingerprint(trace_id, "nd", ip.src, pkt[ICMPv6ND_NS].tgt, family=6)
-    flow = ip.fl or (trace_id * 7919) % 0xFFFFE + 1
-    marker = None
-    if b"nettrace-" in bytes(pkt):
-        from nettrace.trace.events import marker as find_marker
-        marker = find_marker(bytes(pkt))
-    common = dict(trace_id=trace_id, src=ip.src, dst=ip.dst, flow_label=flow, marker=marker,
-                  family=6)
-    if pkt.haslayer(ICMPv6EchoRequest):
-        echo = pkt[ICMPv6EchoRequest]
-        return Fingerprint(proto="icmp", icmp_id=echo.id, icmp_seq=echo.seq,
-                           icmp_type=echo.type, **common)
-    for layer, name in ((TCP, "tcp"), (UDP, "udp")):
-        if pkt.haslayer(layer):
-            return Fingerprint(proto=name, sport=pkt[layer].sport, dport=pkt[layer].dport, **common)
-    return Fingerprint(proto=str(ip.nh), **common)
+def with_identity(data: bytes, layer: str, fp: Fingerprint) -> bytes:
+    """The packet with the fingerprint's IPv4 id (and a header checksum that fits) or IPv6
+    flow label; the caller's bytes are not changed. Transport checksums do not cover them."""
+    off = 14 if layer == "l2" else 0
+    if fp.family == 4 and fp.ip_id is not None and \
+            struct.unpack_from("!H", data, off + 4)[0] != fp.ip_id:
+        out = bytearray(data)
+        struct.pack_into("!HH", out, off + 4, fp.ip_id, struct.unpack_from("!H", data, off + 6)[0])
+        ihl = (out[off] & 0xF) * 4
+        out[off + 10:off + 12] = b"\0\0"
+        total = sum(struct.unpack_from(f"!{ihl // 2}H", out, off))
+        total = (total & 0xFFFF) + (total >> 16)
+        struct.pack_into("!H", out, off + 10, ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF)
+        return bytes(out)
+    if fp.family == 6 and fp.flow_label is not None and \
+            int.from_bytes(data[off + 1:off + 4], "big") & 0xFFFFF != fp.flow_label:
+        out = bytearray(data)
+        word = (int.from_bytes(out[off:off + 4], "big") & ~0xFFFFF) | fp.flow_label
+        out[off:off + 4] = word.to_bytes(4, "big")
+        return bytes(out)
+    return data
 
 
-__all__ = ["Tracer", "ProbeStatus", "fingerprint_of"]
+__all__ = ["Tracer", "ProbeStatus", "fingerprint_of", "with_identity"]
