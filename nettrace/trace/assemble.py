@@ -184,6 +184,7 @@ class Assembly:
         # header bytes -> (packet, side, unreadable): one packet's events repeat a few
         # headers (~25 events, ~5 distinct), parsed and classified once each
         self._seen: dict[tuple[bytes, bool, int], tuple[Packet, str | None, bool]] = {}
+        self._hops: dict[str, list[Hop]] = {}       # side -> hops, until an event comes
 
     def add(self, ev: Event) -> None:
         self.events.append(ev)
@@ -202,9 +203,16 @@ class Assembly:
             return
         self._skbs[side].add(ev.skb)
         self.sides[side].append((ev, pkt))
+        self._hops.pop(side, None)
 
     def hops(self, side: str) -> list[Hop]:
-        return build_hops(self.sides[side], self.names, reply=side == REPLY)
+        """The side's hops, folded again only when an event came since (the pipeline asks
+        once to know if a path is complete, then once more with its nft lines)."""
+        hops = self._hops.get(side)
+        if hops is None:
+            hops = self._hops[side] = build_hops(self.sides[side], self.names,
+                                                 reply=side == REPLY)
+        return hops
 
     def path(self, lines: Iterable[TraceLine] = ()) -> Path:
         """The path so far, its reply, and the rules of `lines` on their hooks."""
@@ -214,21 +222,21 @@ class Assembly:
                         verdict=Verdict(DROPPED, where=req.src, reason=req.refused))
         lines = list(lines)
         req_hops, rep_hops = self.hops(REQUEST), self.hops(REPLY)
-        if lines:
+        if lines or any(h.rule for h in req_hops + rep_hops):
             attach_rules(req_hops, rules_by_hook(lines, {fp.ip_id if fp.family == 4
                                                          else fp.flow_label}))
             reply_ids = {identity(p) for _, p in self.sides[REPLY] if identity(p) is not None}
             attach_rules(rep_hops, rules_by_hook(lines, reply_ids))
         arp_ns = req.dst_netns if fp.proto in ("arp", "nd") else None
         answer = next((h.packet for h in rep_hops if h.packet and h.packet.proto), None)
-        path = Path(req.lab, req.src, req.dst, fp.proto, hops=req_hops,
+        path = Path(req.lab, req.src, req.dst, fp.proto, hops=list(req_hops),
                     verdict=verdict(req_hops, arp_target_ns=arp_ns,
                                     answered=(answer.info or answer.proto) if answer else None),
                     fingerprint=fp.to_dict())
         if rep_hops:
             src_ns = req_hops[0].netns if req_hops else None
             path.reply = Path(req.lab, req.dst, req.src, answer.proto if answer else fp.proto,
-                              hops=rep_hops,
+                              hops=list(rep_hops),
                               verdict=verdict(rep_hops,
                                               arp_target_ns=src_ns if fp.proto in ("arp", "nd") else None),
                               direction="reply", fingerprint=fp.to_dict())
@@ -490,15 +498,14 @@ def _verdict_rule(tl: TraceLine) -> NfRule | None:
 
 
 def attach_rules(hops: list[Hop], rules: dict[tuple[str, str], list[NfRule]]) -> None:
-    """Put the nft trace verdict of each (namespace, hook) on its netfilter hop."""
+    """Put the nft trace verdict of each (namespace, hook) on its netfilter hop (none
+    where `rules` has none: the hops may have had others put on them before)."""
     for hop in hops:
         if not hop.point.is_netfilter or hop.netns is None:
             continue
         found = rules.get((hop.netns, hop.hook or ""), [])
-        if not found:
-            continue
         drops = [r for r in found if r.verdict == "drop"]
-        hop.rule = drops[0] if drops else found[-1]
+        hop.rule = drops[0] if drops else (found[-1] if found else None)
 
 
 # -- 4. verdicts -----------------------------------------------------------------------------
