@@ -110,6 +110,7 @@ class NettraceApp(App):
             self.query_one(PathTimeline).show(None)
             self.query_one(DiagnosisPanel).show(None)
         table.focus()
+        self._warm_dissector()
         self.set_interval(0.25, self.refresh_status)
         self.set_interval(0.1, self._check_stop_request)
         self.refresh_status()
@@ -119,6 +120,13 @@ class NettraceApp(App):
             self.lab_up(self.bring_up)
         else:
             self.call_after_refresh(self.action_labs)
+
+    @work(thread=True, group="warm", exit_on_error=False)
+    def _warm_dissector(self) -> None:
+        """Import scapy behind the first screen: the first packet detail (`enter`) took
+        ~300 ms more than the next ones, all of it scapy's import."""
+        import scapy.layers.inet  # noqa: F401
+        import scapy.layers.inet6  # noqa: F401
 
     #: set by `nettrace tui`: returns a signal number once SIGINT/SIGTERM/SIGHUP arrived
     stop_requested: Callable[[], object] | None = None
