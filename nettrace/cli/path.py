@@ -116,11 +116,13 @@ def path_cmd(args, proto, ipv6, dport, count, size, df, as_json, fmt, expect, ex
     """
     from nettrace.diagnosis import Cause, attach
     from nettrace.trace import Tracer
+    from nettrace.trace import tracer as tracer_mod
     from nettrace.views.paths import outcome, render, to_json_lines
     if expect_cause is not None and expect_cause not in {c.value for c in Cause}:
         raise click.BadParameter(f"unknown cause code {expect_cause!r} (known: "
                                  f"{', '.join(c.value for c in Cause)})",
                                  param_hint="'--expect-cause'")
+    tracer_mod.open_ahead()    # bcc compiles while the lab loads (or Docker is discovered)
     if len(args) == 1 and docker is None:          # LAB alone: the flow its file names
         trace = _lab_trace(args[0])
         lab, src, dst = args[0], trace.src, trace.dst

@@ -34,6 +34,32 @@ PARALLEL = 32                        # threads attaching/detaching links (they w
 ALL_PROTOS = 0xFFFFFFFF
 
 
+#: builds compiled ahead, by (live, tc, ring pages): (thread, its Probes, failures)
+_AHEAD: dict[tuple[bool, bool, int], tuple[threading.Thread, "Probes", list]] = {}
+
+
+def compile_ahead(*, live: bool = False, tc: bool = False,
+                  ring_pages: int = RINGBUF_PAGES) -> None:
+    """Start compiling a build of the probes now, in a thread, for a `Probes` of the same
+    build compiled later in this process (which then waits for it instead). One-shot
+    commands call it before they resolve the lab, so loading a lab, or discovering a
+    Docker engine, overlaps bcc's compile. Not root: nothing (the real compile says why)."""
+    key = (live, tc, ring_pages)
+    if os.geteuid() != 0 or key in _AHEAD:
+        return
+    built, failed = Probes(live=live, tc=tc, ring_pages=ring_pages), []
+
+    def run() -> None:
+        try:
+            built._compile_now()
+        except BaseException as exc:      # compiled again by the Probes that needs it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="nettrace-bcc-ahead")
+    _AHEAD[key] = (thread, built, failed)
+    thread.start()
+
+
 @dataclass
 class ProbeStatus:
     """Whether one probe (or probe family) is attached, and why not."""
@@ -89,6 +115,17 @@ class Probes:
 
     # -- building -----------------------------------------------------------------------
     def compile(self) -> None:
+        ahead = _AHEAD.pop((self.live, self.tc, self.ring_pages), None)
+        if ahead is not None:             # compiled while the lab was being resolved
+            thread, built, failed = ahead
+            thread.join()
+            if not failed:
+                for attr in ("bpf", "prog_fds", "status", "_ring", "compile_seconds"):
+                    setattr(self, attr, getattr(built, attr))
+                return                    # (a failure is compiled again, and reported, here)
+        self._compile_now()
+
+    def _compile_now(self) -> None:
         check_environment()
         configure_bcc()
         from bcc import BPF

@@ -16,6 +16,7 @@ holds it until its iterator ends): the ring buffer is shared.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import threading
@@ -54,6 +55,25 @@ ON_DEMAND = ("tp", "nf")
 LIVE_SHOW_BUDGET_S = 0.1  # live: show packets this long, then read the ring buffer again
 LIVE_RING_SHED = 0.5      # live: ring buffer fill beyond which nettrace reads all and drops
 LIVE_FLUSH_S = 3.0        # live, once stopped: show what waits in the ring buffer this long
+
+
+def open_ahead() -> None:
+    """Start, in threads, what opening a Tracer waits for: bcc's compile of the usual build
+    (probes.compile_ahead), scapy's import, the kernel symbol tables. One-shot commands
+    call it before they resolve their lab, so loading a lab file or discovering a Docker
+    engine (mostly waiting on its API and on netlink) overlaps them."""
+    from nettrace.trace.probes import compile_ahead
+    compile_ahead()
+    if os.geteuid() == 0:
+        threading.Thread(target=_warm, name="nettrace-warm").start()
+
+
+def _warm() -> None:
+    try:
+        import scapy.layers.inet  # noqa: F401
+        symbols.warm()
+    except Exception:                  # warming only: Tracer.open does it again, and reports
+        pass
 
 
 class Tracer:
