@@ -81,3 +81,30 @@ def _hot_bit(probes, value: int) -> bool:
     import ctypes as ct
     word = probes.bpf[b"hot"][ct.c_int(value >> 6)].value
     return bool((word >> (value & 63)) & 1)
+
+
+def test_a_build_compiled_ahead_is_the_one_a_tracer_uses_and_traces(labs):
+    """open_ahead() (what `nettrace path` calls before resolving its lab): the Tracer
+    opened later takes the build compiled ahead instead of compiling again, and traces
+    with it; a build whose compile failed ahead is compiled again (and reported) there."""
+    from nettrace.inject.request import InjectRequest
+    from nettrace.trace import Tracer, probes as probes_mod, tracer as tracer_mod
+
+    lab = labs("bridge", as_name="flt-ahead")
+    tracer_mod.open_ahead()
+    (thread, built, failed), = probes_mod._AHEAD.values()
+    with Tracer(lab, nftrace=False) as tr:
+        assert tr.probes.prog_fds is built.prog_fds and built.bpf is None
+        assert not probes_mod._AHEAD and not failed
+        (path,) = tr.path(InjectRequest("c1", "c2"))
+    assert path.verdict.kind == "delivered" and path.reply is not None
+
+    probes_mod.compile_ahead()
+    (thread, built, failed), = probes_mod._AHEAD.values()
+    thread.join()
+    failed.append(RuntimeError("as if clang had failed ahead"))
+    with Tracer(lab, nftrace=False) as tr:
+        assert tr.probes.bpf is not built.bpf and tr.probes.prog_fds
+        (path,) = tr.path(InjectRequest("c1", "c2"))
+    assert path.verdict.kind == "delivered"
+    built.close()

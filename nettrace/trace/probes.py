@@ -122,6 +122,7 @@ class Probes:
             if not failed:
                 for attr in ("bpf", "prog_fds", "status", "_ring", "compile_seconds"):
                     setattr(self, attr, getattr(built, attr))
+                built.bpf, built._ring = None, None       # closed by their new owner only
                 return                    # (a failure is compiled again, and reported, here)
         self._compile_now()
 
