@@ -16,10 +16,14 @@ import time
 
 import pytest
 
-from conftest import NETTRACE, ROOT, needs_root, our_namespaces, run_cli
+from conftest import RUN_TAG, NETTRACE, ROOT, needs_root, our_namespaces, run_cli
+
 from nettrace.topology import proxy
 from nettrace.topology.model import (EngineProfile, Endpoint, GatewayMode, Host, Lab, Network,
                                      Sandbox, Scope)
+
+#: a namespace prefix of this run only: a user's labs (or another run) never collide
+PX = f"ntpx{RUN_TAG}"
 
 FACTS = os.path.join(ROOT, "tests", "fixtures", "docker", "recorded-facts.json")
 
@@ -104,7 +108,7 @@ def test_proxies_run_in_the_host_namespace_and_stop_with_the_lab(make_lab):
 
 @needs_root
 def test_lab_down_after_kill_9_of_lab_up_finds_the_proxies(tmp_path):
-    env = {"NETTRACE_NS_PREFIX": "ntpx", "NETTRACE_STATE_DIR": str(tmp_path / "state")}
+    env = {"NETTRACE_NS_PREFIX": PX, "NETTRACE_STATE_DIR": str(tmp_path / "state")}
     lab_file = tmp_path / "pxk.yaml"
     lab_file.write_text(LAB)
     proc = subprocess.Popen([NETTRACE, "lab", "up", str(lab_file)], env={**os.environ, **env},
@@ -113,7 +117,7 @@ def test_lab_down_after_kill_9_of_lab_up_finds_the_proxies(tmp_path):
     deadline = time.monotonic() + 30
     pids: list[int] = []
     while time.monotonic() < deadline and len(pids) < 3:
-        ns = [n for n in our_namespaces("ntpx") if n.endswith(".host")]
+        ns = [n for n in our_namespaces(PX) if n.endswith(".host")]
         try:
             pids = proxy.running_in({netns.inode(n) for n in ns})
         except OSError:
@@ -131,7 +135,7 @@ def test_lab_down_after_kill_9_of_lab_up_finds_the_proxies(tmp_path):
     alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
              open(f"/proc/{p}/stat").read().split()[2] != "Z"]
     assert alive == [], f"docker-proxy processes survived lab down: {alive}"
-    assert our_namespaces("ntpx") == []
+    assert our_namespaces(PX) == []
 
 
 @needs_root

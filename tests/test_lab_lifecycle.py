@@ -10,10 +10,14 @@ import time
 
 import pytest
 
-from conftest import NETTRACE, needs_root, our_namespaces, run_cli
+from conftest import RUN_TAG, NETTRACE, needs_root, our_namespaces, run_cli
+
 from netutil import ping, wait_until
 from nettrace.topology import builder, netns, spec
 from nettrace.topology.model import ns_name
+
+#: a namespace prefix of this run only: a user's labs (or another run) never collide
+KILLED = f"ntk{RUN_TAG}"
 
 pytestmark = needs_root
 
@@ -66,19 +70,19 @@ def test_up_refuses_a_lab_that_is_already_up(make_lab):
 
 def test_down_all_cleans_up_after_kill_9_mid_up(tmp_path):
     """A crashed `lab up` is found by namespace name and removed by `lab down --all`."""
-    env = {"NETTRACE_NS_PREFIX": "ntk", "NETTRACE_STATE_DIR": str(tmp_path / "state")}
+    env = {"NETTRACE_NS_PREFIX": KILLED, "NETTRACE_STATE_DIR": str(tmp_path / "state")}
     lab_file = tmp_path / "big.yaml"
     lab_file.write_text("containers:\n" + "".join(f"  - name: c{i}\n" for i in range(400)))
     proc = subprocess.Popen([NETTRACE, "lab", "up", str(lab_file)], env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_until(lambda: len(our_namespaces("ntk")) >= 20, timeout=20), "up never started"
+    assert wait_until(lambda: len(our_namespaces(KILLED)) >= 20, timeout=20), "up never started"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    left = our_namespaces("ntk")
+    left = our_namespaces(KILLED)
     assert 20 <= len(left) < 401, "the kill should land mid-up"
     down = run_cli("lab", "down", "--all", env=env, check=True)
     assert "lab 'big' down" in down.stdout
-    assert our_namespaces("ntk") == []
+    assert our_namespaces(KILLED) == []
     assert run_cli("lab", "ls", "--json", env=env, check=True).stdout.count('"name"') == 0
 
 

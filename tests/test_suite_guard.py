@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import MISSING, NETTRACE, needs_root
+from conftest import RUN_TAG, MISSING, NETTRACE, needs_root
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,7 +35,7 @@ def _probe(tmp_path, ci: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join(
         [TESTS, os.environ.get("PYTHONPATH", "")]),
         # a state dir of its own: the probe's session teardown must not touch this run's
-        "NETTRACE_STATE_DIR": str(tmp_path / "state"), "NETTRACE_NS_PREFIX": "nttprobe"}
+        "NETTRACE_STATE_DIR": str(tmp_path / "state"), "NETTRACE_NS_PREFIX": f"nttprobe{RUN_TAG}"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-rs",
                            "-p", "no:cacheprovider", str(tmp_path / "test_probe.py")],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

@@ -34,6 +34,9 @@ PARALLEL = 32                        # threads attaching/detaching links (they w
 ALL_PROTOS = 0xFFFFFFFF
 
 
+#: one bcc compile at a time in a process: two at once (a build compiled ahead, and the
+#: other build a lab turned out to need) gave programs that never emitted an event
+_COMPILING = threading.Lock()
 #: builds compiled ahead, by (live, tc, ring pages): (thread, its Probes, failures)
 _AHEAD: dict[tuple[bool, bool, int], tuple[threading.Thread, "Probes", list]] = {}
 
@@ -133,17 +136,18 @@ class Probes:
         t0 = time.monotonic()
         cflags = [f"-I{BPF_DIR}", f"-DNT_RINGBUF_PAGES={self.ring_pages}", "-Wno-unused-function",
                   "-Wno-visibility", f"-DNT_LIVE={int(self.live)}", f"-DNT_TC={int(self.tc)}"]
-        try:
-            self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
-        except Exception as exc:               # bcc raises bare Exception
-            raise EnvironmentProblem(f"bcc could not compile the probes: {exc}") from None
-        b = self.bpf
-        self.prog_fds = {
-            "tp_skb": b.load_func(b"tp_skb", BPF.RAW_TRACEPOINT).fd,
-            "nf_hop": b.load_func(b"nf_hop", 32, attach_type=links.BPF_NETFILTER).fd,
-        }
-        if self.tc:
-            self.prog_fds["tc_hop"] = b.load_func(b"tc_hop", BPF.SCHED_CLS).fd
+        with _COMPILING:
+            try:
+                self.bpf = BPF(src_file=os.path.join(BPF_DIR, "hops.c").encode(), cflags=cflags)
+            except Exception as exc:               # bcc raises bare Exception
+                raise EnvironmentProblem(f"bcc could not compile the probes: {exc}") from None
+            b = self.bpf
+            self.prog_fds = {
+                "tp_skb": b.load_func(b"tp_skb", BPF.RAW_TRACEPOINT).fd,
+                "nf_hop": b.load_func(b"nf_hop", 32, attach_type=links.BPF_NETFILTER).fd,
+            }
+            if self.tc:
+                self.prog_fds["tc_hop"] = b.load_func(b"tc_hop", BPF.SCHED_CLS).fd
         self.compile_seconds = time.monotonic() - t0
         self._ring = RingReader(b[b"events"], self.ring_pages * PAGE_SIZE)
         self._check_optional()
