@@ -151,7 +151,7 @@ def start_times(lab, runs: int = 5) -> None:
                 ours.append(time.monotonic() - t0)
                 assert proc.returncode == 0, proc.stderr
                 assert json.loads(proc.stdout.splitlines()[0])["verdict"]["kind"] == "delivered"
-            elif shutil_which("bpftrace"):
+            elif shutil_which("bpftrace") and tracefs_ready():
                 bt = Bpftrace(c1, c2)
                 peer.append(bt.ready)
                 bt.stop()
@@ -429,6 +429,10 @@ def memory(lab) -> None:
         f"200 paths {lived}{peer}")
 
 
+def tracefs_ready() -> bool:
+    return os.path.exists("/sys/kernel/tracing/events")
+
+
 def shutil_which(cmd: str) -> str | None:
     import shutil
     return shutil.which(cmd)
@@ -439,6 +443,8 @@ def main() -> None:
         sys.exit("bench_trace needs root")
     from nettrace.trace import Tracer
     builder.down(LAB, quiet=True)
+    tracefs = ensure_tracefs()       # bpftrace, the peer of three figures, needs it
+    print(f"  ({tracefs or 'tracefs missing: bpftrace figures will not be measured'})")
     lab = lab_up()
     try:
         start_times(lab)
