@@ -12,7 +12,6 @@ frame; every frame before it is traced and handed to the caller first.
 from __future__ import annotations
 
 import errno
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from nettrace.capture.frames import (Rewrite, apply_rewrite, frame_bytes, link_p
 from nettrace.trace.endpoints import NodeAddress, node_address
 from nettrace.capture.reader import CaptureError, CaptureReader
 from nettrace.errors import NettraceError
+from nettrace.trace.events import ETH_P_IP, ETH_P_IPV6, parse_headers
 from nettrace.trace.model import DELIVERED, DROPPED, Path
 from nettrace.views.paths import rule_text
 
@@ -223,6 +223,6 @@ def _why_not(payload, layer: str, exc: ValueError) -> str:
 
 
 def _original_dst(payload) -> str:
+    """The capture's own destination (before any rewrite), read by the probes' parser."""
     data = payload.data
-    return socket.inet_ntop(socket.AF_INET6, data[24:40]) if data[0] >> 4 == 6 else \
-        socket.inet_ntoa(data[16:20])
+    return str(parse_headers(data, False, ETH_P_IPV6 if data[0] >> 4 == 6 else ETH_P_IP).dst)
